@@ -1,0 +1,147 @@
+"""Layers of the Wan2.1 block: self-attention (full, masked or over the rolling cache), text
+cross-attention with a per-session K/V cache, and the block itself.
+
+One block implementation serves teacher and student: bidirectional, block-causal or streaming is
+chosen by the :class:`AttnContext` (mask or cache), never by a second copy of the model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from streamgen.config import ModelConfig
+from streamgen.models.attention import attention
+from streamgen.models.kv_cache import CacheWrite, RollingKVCache
+from streamgen.models.norms import gated_residual, layer_norm_modulate, rms_norm
+from streamgen.models.rope import RopeTable, apply_rope
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.weight, self.eps)
+
+
+@dataclass
+class AttnContext:
+    """How self-attention sees the sequence in one forward.
+
+    ``rope``: cos / sin of the input tokens. Either ``mask`` (token mask or None = bidirectional) for
+    full-sequence forwards, or ``cache`` + ``plan`` for a streaming block.
+    """
+
+    rope: tuple[torch.Tensor, torch.Tensor]
+    mask: torch.Tensor | None = None
+    cache: RollingKVCache | None = None
+    plan: CacheWrite | None = None
+    rope_table: RopeTable | None = None
+    backend: str = "sdpa"
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        dim = config.dim
+        self.num_heads, self.head_dim = config.num_heads, config.head_dim
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.norm_q = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
+        self.norm_k = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor, ctx: AttnContext, layer: int) -> torch.Tensor:
+        b, l, _ = x.shape
+        heads = (b, l, self.num_heads, self.head_dim)
+        q = self.norm_q(self.q(x)).view(heads)  # [B, L, H, D]
+        k = self.norm_k(self.k(x)).view(heads)  # [B, L, H, D]
+        v = self.v(x).view(heads)  # [B, L, H, D]
+        cos, sin = ctx.rope
+        q = apply_rope(q, cos, sin)
+        if ctx.cache is None:
+            out = attention(q, apply_rope(k, cos, sin), v, mask=ctx.mask, backend=ctx.backend)
+        else:
+            out = self._cached(q, k, v, ctx, layer)
+        return self.o(out.reshape(b, l, self.num_heads * self.head_dim))  # [B, L, C]
+
+    def _cached(self, q, k, v, ctx: AttnContext, layer: int) -> torch.Tensor:
+        cache, plan = ctx.cache, ctx.plan
+        if cache.relative:
+            cache.write(layer, plan, k, v)  # un-rotated keys
+            keys, values = cache.read(layer, plan)
+            kcos, ksin = ctx.rope_table.for_positions(plan.key_positions)
+            keys = apply_rope(keys, kcos, ksin)
+        else:
+            cache.write(layer, plan, apply_rope(k, *ctx.rope), v)
+            keys, values = cache.read(layer, plan)
+        return attention(q, keys, values, mask=None, backend=ctx.backend)
+
+
+class CrossAttention(nn.Module):
+    """Text cross-attention; the K / V of the context are computed once per prompt (``context_kv``)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        dim = config.dim
+        self.num_heads, self.head_dim = config.num_heads, config.head_dim
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.norm_q = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
+        self.norm_k = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
+
+    def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, l, _ = context.shape
+        k = self.norm_k(self.k(context)).view(b, l, self.num_heads, self.head_dim)  # [B, Lc, H, D]
+        v = self.v(context).view(b, l, self.num_heads, self.head_dim)  # [B, Lc, H, D]
+        return k, v
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], backend: str) -> torch.Tensor:
+        b, l, _ = x.shape
+        q = self.norm_q(self.q(x)).view(b, l, self.num_heads, self.head_dim)  # [B, L, H, D]
+        k, v = kv
+        if k.shape[0] != b:
+            k, v = k.expand(b, *k.shape[1:]), v.expand(b, *v.shape[1:])
+        out = attention(q, k, v, mask=None, backend=backend)
+        return self.o(out.reshape(b, l, self.num_heads * self.head_dim))  # [B, L, C]
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(
+            nn.Linear(config.dim, config.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(config.ffn_dim, config.dim)
+        )
+
+
+class DiTBlock(nn.Module):
+    """Wan2.1 block: modulated self-attention, cross-attention, modulated MLP; per-frame adaLN."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.eps = config.eps
+        self.self_attn = SelfAttention(config)
+        self.norm3 = nn.LayerNorm(config.dim, eps=config.eps, elementwise_affine=True) if config.cross_attn_norm else nn.Identity()
+        self.cross_attn = CrossAttention(config)
+        self.ffn = FeedForward(config)
+        self.modulation = nn.Parameter(torch.randn(1, 6, config.dim) / config.dim**0.5)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        e: torch.Tensor,
+        text_kv: tuple[torch.Tensor, torch.Tensor],
+        ctx: AttnContext,
+        layer: int,
+    ) -> torch.Tensor:
+        """x ``[B, F, T, C]`` (frames x tokens per frame), e ``[B, F, 6, C]`` (per-frame modulation)."""
+        b, f, t, c = x.shape
+        mod = (self.modulation.float()[:, None] + e.float()).unbind(dim=2)  # 6 x [B, F, C]
+        h = layer_norm_modulate(x, mod[0], mod[1], self.eps)
+        y = self.self_attn(h.reshape(b, f * t, c), ctx, layer)  # [B, F*T, C]
+        x = gated_residual(x, y.view(b, f, t, c), mod[2])
+        y = self.cross_attn(self.norm3(x).reshape(b, f * t, c), text_kv, ctx.backend)  # [B, F*T, C]
+        x = x + y.view(b, f, t, c)
+        h = layer_norm_modulate(x, mod[3], mod[4], self.eps)
+        y = self.ffn(h)
+        return gated_residual(x, y, mod[5])
