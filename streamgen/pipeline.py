@@ -1,0 +1,156 @@
+"""The streaming pipeline: a model, its decoder and text encoder, and ``start()`` for sessions.
+
+``load_pipeline(name)`` accepts a preset (random weights; throughput does not depend on them), a
+shipped default (weights inside the package) or a checkpoint folder.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from streamgen.config import PRESETS, ModelConfig, preset
+from streamgen.decoders.preview import PreviewDecoder, PreviewDecoderConfig
+from streamgen.models.dit import CausalDiT
+from streamgen.samplers import warped_timesteps
+from streamgen.session import Session
+from streamgen.text import HashTextEncoder
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+def shipped_models() -> list[str]:
+    """Names of the defaults shipped inside the package (folders of ``streamgen/weights``)."""
+    if not WEIGHTS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "config.json").is_file())
+
+
+@dataclass
+class Pipeline:
+    config: ModelConfig
+    model: CausalDiT
+    decoder: PreviewDecoder
+    text_encoder: object
+    device: torch.device
+    dtype: torch.dtype
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        self.timesteps = warped_timesteps(self.config.denoising_steps, self.config.shift)
+        self._prompt_cache: dict[str | None, list] = {}
+
+    # ----- what a client needs to know -------------------------------------------------------
+    @property
+    def fps(self) -> float:
+        return self.config.fps
+
+    @property
+    def frames_per_chunk(self) -> int:
+        return self.config.frames_per_block * self.config.temporal_upsample
+
+    @property
+    def height(self) -> int:
+        return self.config.latent_height * self.config.spatial_upsample
+
+    @property
+    def width(self) -> int:
+        return self.config.latent_width * self.config.spatial_upsample
+
+    @property
+    def sample_rate(self) -> int | None:
+        return None
+
+    @property
+    def takes_prompt(self) -> bool:
+        return True
+
+    @property
+    def action_spec(self):
+        return None
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name, "fps": self.fps, "width": self.width, "height": self.height,
+            "frames_per_chunk": self.frames_per_chunk, "sample_rate": self.sample_rate,
+            "takes_prompt": self.takes_prompt, "keys": [], "device": str(self.device),
+        }
+
+    # ----- sessions ---------------------------------------------------------------------------
+    def encode_prompt(self, prompt: str | None) -> list:
+        """Per-layer cross-attention K / V for a prompt (cached per pipeline, since it is pure)."""
+        hit = self._prompt_cache.get(prompt)
+        if hit is None:
+            with torch.inference_mode():
+                text = self.text_encoder(prompt).to(self.device, self.dtype)
+                hit = self.model.encode_text(text)
+            if len(self._prompt_cache) > 64:
+                self._prompt_cache.clear()
+            self._prompt_cache[prompt] = hit
+        return hit
+
+    def start(self, seed: int = 0, prompt: str | None = None) -> Session:
+        return Session(self, seed=seed, prompt=prompt)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _random_model(config: ModelConfig, device, dtype, seed: int = 0) -> CausalDiT:
+    torch.manual_seed(seed)
+    model = CausalDiT(config)
+    # Presets carry random weights; give the (zero-initialised) head small weights so the output depends
+    # on the model and the stream is not plain noise.
+    torch.nn.init.normal_(model.head.head.weight, std=0.02)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def load_pipeline(
+    name: str,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    *,
+    overrides: dict | None = None,
+    attention_backend: str | None = None,
+) -> Pipeline:
+    """Load a pipeline by preset name, shipped default name, or checkpoint folder."""
+    device = torch.device(device or default_device())
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    overrides = overrides or {}
+    if name in shipped_models():
+        return _load_folder(WEIGHTS_DIR / name, device, dtype, overrides, attention_backend, name)
+    if name in PRESETS:
+        config = preset(name).with_(**overrides) if overrides else preset(name)
+        model = _random_model(config, device, dtype)
+        return _assemble(config, model, device, dtype, attention_backend, name)
+    if os.path.isdir(name):
+        return _load_folder(Path(name), device, dtype, overrides, attention_backend, Path(name).name)
+    raise ValueError(
+        f"unknown model {name!r}: not a preset {sorted(PRESETS)}, not a shipped default {shipped_models()}, "
+        "and not a checkpoint folder"
+    )
+
+
+def _assemble(config, model, device, dtype, attention_backend, name, decoder=None) -> Pipeline:
+    model.attention_backend = attention_backend or ("sdpa")
+    if decoder is None:
+        decoder = PreviewDecoder(
+            PreviewDecoderConfig(
+                latent_channels=config.out_channels,
+                temporal_upsample=config.temporal_upsample,
+                spatial_upsample=config.spatial_upsample,
+            )
+        )
+    decoder = decoder.to(device=device, dtype=dtype).eval()
+    return Pipeline(config, model, decoder, HashTextEncoder(config.text_dim, config.text_len), device, dtype, name)
+
+
+def _load_folder(path: Path, device, dtype, overrides, attention_backend, name) -> Pipeline:
+    from streamgen.checkpoints.io import load_checkpoint_dir
+
+    config, model = load_checkpoint_dir(path, device=device, overrides=overrides)
+    return _assemble(config, model.to(device=device, dtype=dtype).eval(), device, dtype, attention_backend, name)
