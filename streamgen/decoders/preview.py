@@ -50,7 +50,7 @@ class PreviewDecoder(nn.Module):
         prev = torch.cat([prev0[:, None], latents[:, :-1]], dim=1)  # [B, F, C, h, w]
         mixed = torch.einsum("oc,bfchw->bfohw", self.mix_now, latents) + torch.einsum("oc,bfchw->bfohw", self.mix_prev, prev)
         rgb = torch.einsum("oc,bfchw->bfohw", self.to_rgb, mixed) + self.bias[None, None, :, None, None]  # [B, F, tu*3, h, w]
-        rgb = rgb.view(b, f * cfg.temporal_upsample, 3, h, w)  # [B, F*tu, 3, h, w]
+        rgb = rgb.reshape(b, f * cfg.temporal_upsample, 3, h, w)  # [B, F*tu, 3, h, w]
         su = cfg.spatial_upsample
         rgb = rgb.repeat_interleave(su, dim=-2).repeat_interleave(su, dim=-1)  # [B, F*tu, 3, H, W]
         frames = torch.sigmoid(rgb)

@@ -61,6 +61,7 @@ class RollingKVCache:
         """Forget every frame (buffers are kept and will be overwritten)."""
         self.frame_at_slot: list[int] = [-1] * self.window  # absolute frame held by each frame slot
         self.slot_of_frame: dict[int, int] = {}
+        self.block_size: dict[int, int] = {}  # start frame -> frames, for every block still cached
         self.ring_count = 0  # ring frames written since reset; the next ring slot is sink + ring_count % ring
         self.end_frame = 0  # one past the largest absolute frame written (the "global end")
 
@@ -79,9 +80,12 @@ class RollingKVCache:
         frames = range(start_frame, start_frame + num_frames)
         placed = [f in self.slot_of_frame for f in frames]
         if all(placed):
+            if self.block_size.get(start_frame) != num_frames:
+                raise ValueError(
+                    f"frames {start_frame}..{start_frame + num_frames - 1} were not written as one block; "
+                    "re-run blocks whole, at their original start"
+                )
             slot0 = self.slot_of_frame[start_frame]
-            if any(self.slot_of_frame[f] != slot0 + i for i, f in enumerate(frames)):
-                raise ValueError(f"frames {list(frames)} are not in contiguous slots; re-run them as their original blocks")
         elif any(placed):
             raise ValueError(f"block at frame {start_frame} overlaps a cached block partially; blocks must be re-run whole")
         else:
@@ -120,8 +124,10 @@ class RollingKVCache:
             old = self.frame_at_slot[slot0 + i]
             if old >= 0:
                 del self.slot_of_frame[old]  # eviction: the oldest ring frame gives its slot
+                self.block_size.pop(old, None)
             self.frame_at_slot[slot0 + i] = start_frame + i
             self.slot_of_frame[start_frame + i] = slot0 + i
+        self.block_size[start_frame] = num_frames
         self.end_frame = max(self.end_frame, start_frame + num_frames)
         return slot0
 
