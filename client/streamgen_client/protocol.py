@@ -40,6 +40,12 @@ def _check_version(version: int) -> None:
                             f"protocol version {version} is not supported; this side speaks {PROTOCOL_VERSION}")
 
 
+def _seq_of(d: dict[str, Any]) -> int | None:
+    """The message's seq when it is a valid one, so an error can answer it; else None."""
+    s = d.get("seq")
+    return s if isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SAFE_INT else None
+
+
 # ----------------------------------------------------------------------------- messages
 class Message:
     """Base of all control messages. Subclasses set TYPE and SPEC (field name -> check)."""
@@ -67,7 +73,7 @@ class Message:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Message":
-        seq = d.get("seq") if isinstance(d.get("seq"), int) and not isinstance(d.get("seq"), bool) else None
+        seq = _seq_of(d)
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         required = {f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
@@ -223,7 +229,7 @@ class Started(Message):
         m = d.get("model")
         if not isinstance(m, dict):
             raise ProtocolError(ErrorCode.BAD_FIELD, f"field 'model' must be an object, got {m!r:.80}",
-                                d.get("seq") if isinstance(d.get("seq"), int) else None)
+                                _seq_of(d))
         return super().from_dict({**d, "model": ModelInfo.from_dict(m)})
 
 
@@ -314,7 +320,7 @@ def decode_json(data: str | bytes) -> dict[str, Any]:
 
 def _parse(data: str | bytes, table: dict[str, type[Message]], side: str) -> Message:
     d = decode_json(data)
-    seq = d.get("seq") if isinstance(d.get("seq"), int) and not isinstance(d.get("seq"), bool) else None
+    seq = _seq_of(d)
     t = d.get("type")
     if not isinstance(t, str):
         raise ProtocolError(ErrorCode.BAD_FIELD, f"field 'type' must be a string, got {t!r:.80}", seq)
