@@ -1,0 +1,86 @@
+"""``streamgen bench``: throughput and latency of a streaming session, as JSON.
+
+Frames/s counts decoded video frames per wall second over the measured blocks (warm-up excluded);
+time to first frame is ``start()`` to the first returned chunk of a fresh session on a warmed pipeline.
+"""
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+
+import torch
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def run_bench(pipe, *, blocks: int, warmup: int = 3, seed: int = 0, progress=None) -> dict:
+    device = pipe.device
+    warm = pipe.start(seed=seed)
+    for _ in range(warmup):
+        warm.step()
+    warm.close()
+    _sync(device)
+
+    t0 = time.perf_counter()
+    session = pipe.start(seed=seed)
+    first = session.step()
+    _sync(device)
+    ttff = time.perf_counter() - t0
+
+    per_block, frames, audio_samples = [], first.video.shape[0], 0
+    mem_after_warm = _peak_memory_mb(device)
+    start = time.perf_counter()
+    for _ in range(blocks - 1):
+        b0 = time.perf_counter()
+        chunk = session.step()
+        _sync(device)
+        per_block.append(time.perf_counter() - b0)
+        frames += chunk.video.shape[0]
+        if chunk.audio is not None:
+            audio_samples += chunk.audio.shape[0]
+        if progress is not None:
+            progress.update(1)
+    wall = time.perf_counter() - start
+    session.close()
+    gen_frames = frames - first.video.shape[0]
+    early = per_block[9:109] if len(per_block) >= 209 else per_block[: max(1, len(per_block) // 2)]
+    late = per_block[-100:] if len(per_block) >= 209 else per_block[len(per_block) // 2 :]
+    result = {
+        "model": pipe.name,
+        "device": str(device),
+        "dtype": str(pipe.dtype).replace("torch.", ""),
+        "attention_backend": pipe.model.attention_backend,
+        "blocks": blocks,
+        "frames_per_block": pipe.frames_per_chunk,
+        "resolution": [pipe.width, pipe.height],
+        "stream_fps": pipe.fps,
+        "frames_per_second": gen_frames / wall if wall > 0 else float("nan"),
+        "realtime_factor": (gen_frames / wall) / pipe.fps if wall > 0 else float("nan"),
+        "time_to_first_frame_s": ttff,
+        "block_ms_p50": 1000 * statistics.median(per_block) if per_block else None,
+        "block_ms_p95": 1000 * _pct(per_block, 0.95) if per_block else None,
+        "block_ms_median_early": 1000 * statistics.median(early) if per_block else None,
+        "block_ms_median_late": 1000 * statistics.median(late) if per_block else None,
+        "peak_memory_mb": _peak_memory_mb(device),
+        "memory_growth_mb": _peak_memory_mb(device) - mem_after_warm,
+    }
+    if result["block_ms_median_early"]:
+        result["late_over_early"] = result["block_ms_median_late"] / result["block_ms_median_early"]
+    if audio_samples and pipe.sample_rate:
+        result["audio_realtime_factor"] = (audio_samples / pipe.sample_rate) / wall
+    return result
