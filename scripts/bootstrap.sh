@@ -12,7 +12,7 @@ fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 STAMP=.venv/.streamgen-installed
-WANT="$(cat pyproject.toml client/pyproject.toml setup.py | sha256sum | cut -d' ' -f1)"
+WANT="$(cat pyproject.toml setup.py $(ls client/pyproject.toml 2>/dev/null) | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "[bootstrap] installing torch 2.11 and the project (a few minutes on a fresh machine)"
   pip install -q --disable-pip-version-check "torch==2.11.0" "torchaudio==2.11.0"
