@@ -1,0 +1,233 @@
+"""The transport-independent half of a client session: control messages, queues, iteration."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import AsyncIterator, Callable, TypeVar
+
+from . import protocol as p
+from .media import AudioChunk, VideoFrame
+
+log = logging.getLogger("streamgen_client")
+T = TypeVar("T")
+# 512 frames is a minute of 8 fps video: a reader that falls further behind loses the oldest frames.
+DEFAULT_QUEUE = 512
+PING_INTERVAL_S = 2.0  # the server reclaims sessions that stay silent for its idle timeout
+_END = object()
+
+
+class ServerError(Exception):
+    """The server answered with an ``error`` message (or an HTTP error carrying one)."""
+
+    def __init__(self, error: p.Error):
+        super().__init__(f"{error.code}: {error.message}")
+        self.error = error
+        self.code = error.code
+
+
+class BusyError(ServerError):
+    """No free session slot; retry after ``retry_after_s`` seconds."""
+
+    @property
+    def retry_after_s(self) -> float | None:
+        return self.error.retry_after_s
+
+
+def server_error(error: p.Error) -> ServerError:
+    return BusyError(error) if error.code == p.ErrorCode.BUSY.value else ServerError(error)
+
+
+class StreamClient:
+    """One session over one transport. Use ``streamgen_client.connect`` to get one.
+
+    Iterate ``frames()`` / ``audio()`` / ``telemetry()``; send input with ``send_action``,
+    ``send_mouse``, ``set_prompt``, ``pause``, ``resume``; end with ``close()``.
+    """
+
+    transport = ""
+
+    def __init__(self, *, queue_size: int = DEFAULT_QUEUE):
+        self.info: p.ModelInfo | None = None
+        self.session_id: str | None = None
+        self.errors: list[p.Error] = []  # errors the server sent after the session started
+        self.dropped_frames = 0  # dropped on this side because nobody read them in time
+        self.rtt_ms: float | None = None
+        self.last_telemetry: p.Telemetry | None = None
+        self.bye: p.Bye | None = None
+        self._seq = 0
+        self._video: asyncio.Queue = asyncio.Queue(queue_size)
+        self._audio: asyncio.Queue = asyncio.Queue(queue_size)
+        self._telemetry: asyncio.Queue = asyncio.Queue(64)
+        self._started: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._closed = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="streamgen-client-decode")
+
+    # ------------------------------------------------------------------ transport hooks
+    async def _send_text(self, text: str) -> None:
+        raise NotImplementedError
+
+    async def _close_transport(self) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ sending
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    async def send(self, make: Callable[[int], p.Message]) -> int:
+        """Build a message with the next seq (``make(seq)``), send it, return the seq."""
+        if self._closed.is_set():
+            raise ConnectionError(f"{self.transport} session {self.session_id} is closed")
+        seq = self._next_seq()
+        await self._send_text(make(seq).to_json())
+        return seq
+
+    async def send_action(self, key: str, down: bool, t_ms: float | None = None) -> int:
+        t = time.time() * 1000.0 if t_ms is None else t_ms
+        return await self.send(lambda s: p.KeyAction(seq=s, key=key, down=down, t_ms=t))
+
+    async def send_mouse(self, dx: float, dy: float, t_ms: float | None = None) -> int:
+        t = time.time() * 1000.0 if t_ms is None else t_ms
+        return await self.send(lambda s: p.MouseAction(seq=s, dx=float(dx), dy=float(dy), t_ms=t))
+
+    async def set_prompt(self, prompt: str) -> int:
+        return await self.send(lambda s: p.Prompt(seq=s, prompt=prompt))
+
+    async def pause(self) -> int:
+        return await self.send(lambda s: p.Pause(seq=s))
+
+    async def resume(self) -> int:
+        return await self.send(lambda s: p.Resume(seq=s))
+
+    async def ping(self) -> int:
+        return await self.send(lambda s: p.Ping(seq=s, t_ms=time.time() * 1000.0))
+
+    async def _keepalive(self) -> None:
+        while not self._closed.is_set():
+            await asyncio.sleep(PING_INTERVAL_S)
+            try:
+                await self.ping()
+            except Exception:  # closed under us: the reader ends the session
+                return
+
+    # ------------------------------------------------------------------ receiving
+    def _on_control(self, text: str | bytes) -> None:
+        try:
+            msg = p.parse_server_message(text)
+        except p.ProtocolError as e:
+            log.warning("ignoring malformed server message: %s", e)
+            return
+        if isinstance(msg, p.Started):
+            self.info, self.session_id = msg.model, msg.session_id
+            if not self._started.done():
+                self._started.set_result(msg)
+        elif isinstance(msg, p.Telemetry):
+            self.last_telemetry = msg
+            self._push(self._telemetry, msg, count=False)
+        elif isinstance(msg, p.Pong):
+            if msg.t_ms:
+                self.rtt_ms = time.time() * 1000.0 - msg.t_ms
+        elif isinstance(msg, p.Error):
+            if not self._started.done():
+                self._started.set_exception(server_error(msg))
+            else:
+                log.warning("server error: %s %s (reply to %s)", msg.code, msg.message, msg.reply_to)
+                self.errors.append(msg)
+        elif isinstance(msg, p.Bye):
+            self.bye = msg
+
+    def _push(self, q: asyncio.Queue, item: object, count: bool = True) -> None:
+        """Latest wins: a full queue loses its oldest item."""
+        if q.full():
+            q.get_nowait()
+            if count:
+                self.dropped_frames += 1
+        q.put_nowait(item)
+
+    def _on_video(self, frame: VideoFrame) -> None:
+        self._push(self._video, frame)
+
+    def _on_audio(self, chunk: AudioChunk) -> None:
+        self._push(self._audio, chunk)
+
+    def _finish(self, reason: str = "") -> None:
+        """The transport ended: wake every reader."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if not self._started.done():
+            self._started.set_exception(ConnectionError(f"{self.transport} closed before start: {reason}"))
+        for q in (self._video, self._audio, self._telemetry):
+            self._push(q, _END, count=False)
+
+    async def wait_started(self, timeout: float) -> p.Started:
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._started), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no 'started' from the server within {timeout} s") from None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    async def _iterate(self, q: asyncio.Queue) -> AsyncIterator:
+        while True:
+            item = await q.get()
+            if item is _END:
+                q.put_nowait(_END)  # later iterators end too
+                return
+            yield item
+
+    def frames(self) -> AsyncIterator[VideoFrame]:
+        return self._iterate(self._video)
+
+    def audio(self) -> AsyncIterator[AudioChunk]:
+        return self._iterate(self._audio)
+
+    def telemetry(self) -> AsyncIterator[p.Telemetry]:
+        return self._iterate(self._telemetry)
+
+    async def next_frame(self, timeout: float | None = None) -> VideoFrame | None:
+        """The next frame, or None once the session has ended."""
+        return await self._next(self._video, timeout)
+
+    async def next_audio(self, timeout: float | None = None) -> AudioChunk | None:
+        return await self._next(self._audio, timeout)
+
+    async def _next(self, q: asyncio.Queue, timeout: float | None):
+        item = await asyncio.wait_for(q.get(), timeout)
+        if item is _END:
+            q.put_nowait(_END)
+            return None
+        return item
+
+    async def _in_pool(self, fn: Callable[..., T], *args) -> T:
+        """Run decode work off the event loop, one job at a time, in arrival order."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    # ------------------------------------------------------------------ closing
+    async def close(self, timeout: float = 2.0) -> None:
+        """Send ``stop``, wait briefly for ``bye``, close the transport and the reader tasks."""
+        if not self._closed.is_set() and self._started.done() and not self._started.exception():
+            try:
+                await self.send(lambda s: p.Stop(seq=s))
+                await asyncio.wait_for(self._closed.wait(), timeout)
+            except (asyncio.TimeoutError, ConnectionError, OSError) as e:
+                log.debug("no clean bye: %r", e)
+        await self._close_transport()
+        self._finish("closed by client")
+        current = asyncio.current_task()
+        for t in self._tasks:
+            if t is not current:
+                t.cancel()
+        await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
+        self._pool.shutdown(wait=False)
+
+    async def __aenter__(self) -> "StreamClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

@@ -1,0 +1,65 @@
+"""``streamgen-client record URL --transport ws|webrtc --seconds 10 -o out.mp4``."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from typing import Sequence
+
+from .base import ServerError
+from .connect import TRANSPORTS, connect
+from .recorder import record
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="streamgen-client", description="Client for a streamgen server.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("record", help="record a session to an mp4 (video + audio)")
+    r.add_argument("url", help="server base URL, e.g. http://127.0.0.1:8000")
+    r.add_argument("--transport", choices=TRANSPORTS, default="ws")
+    r.add_argument("--seconds", type=float, default=10.0, help="media seconds to record")
+    r.add_argument("-o", "--output", default="out.mp4")
+    r.add_argument("--model", default="tiny")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--prompt", default=None)
+    r.add_argument("--token", default=None, help="bearer token, when the server requires one")
+    r.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the session to start")
+    r.add_argument("-v", "--verbose", action="store_true")
+    return ap
+
+
+async def _record(args: argparse.Namespace) -> dict:
+    client = await connect(args.url, transport=args.transport, model=args.model, seed=args.seed,
+                           prompt=args.prompt, token=args.token, timeout=args.timeout)
+    try:
+        report = await record(client, args.output, args.seconds)
+    finally:
+        await client.close()
+    report["session_id"] = client.session_id
+    report["transport"] = args.transport
+    report["dropped_frames_client"] = client.dropped_frames
+    if client.last_telemetry is not None:
+        report["dropped_frames_server"] = client.last_telemetry.dropped_frames
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        report = asyncio.run(_record(args))
+    except ServerError as e:
+        retry = getattr(e, "retry_after_s", None)
+        print(f"server refused: {e}" + (f" (retry after {retry} s)" if retry else ""), file=sys.stderr)
+        return 2
+    except (ConnectionError, OSError, TimeoutError) as e:
+        print(f"failed: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

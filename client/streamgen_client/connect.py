@@ -1,0 +1,31 @@
+"""``connect()``: one entry point for both transports."""
+from __future__ import annotations
+
+from typing import Any
+
+from .base import StreamClient
+
+TRANSPORTS = ("ws", "webrtc")
+
+
+async def connect(url: str, *, transport: str = "ws", model: str = "tiny", seed: int = 0,
+                  prompt: str | None = None, options: dict[str, Any] | None = None,
+                  token: str | None = None, timeout: float = 30.0, **kw: Any) -> StreamClient:
+    """Open a session on the server at ``url`` (``http://host:port``) and wait for ``started``.
+
+    ``transport``: ``"ws"`` (WebSocket ``/v1/ws``) or ``"webrtc"`` (``POST /v1/offer``, needs aiortc).
+    Raises ``BusyError`` when the server has no free slot, ``ServerError`` for other refusals.
+    """
+    if transport == "ws":
+        from .ws_client import WSClient
+
+        return await WSClient.open(url, model=model, seed=seed, prompt=prompt, options=options,
+                                   token=token, timeout=timeout, **kw)
+    if transport == "webrtc":
+        try:
+            from .webrtc_client import WebRTCClient
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise ImportError("transport 'webrtc' needs aiortc: pip install 'streamgen-client[webrtc]'") from e
+        return await WebRTCClient.open(url, model=model, seed=seed, prompt=prompt, options=options,
+                                       token=token, timeout=timeout, **kw)
+    raise ValueError(f"transport {transport!r} is not one of {TRANSPORTS}")

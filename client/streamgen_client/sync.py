@@ -1,0 +1,95 @@
+"""A blocking wrapper: the async client runs on an event loop in a background thread."""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import Any, Coroutine, Iterator, TypeVar
+
+from . import protocol as p
+from .base import StreamClient
+from .connect import connect
+from .media import AudioChunk, VideoFrame
+
+T = TypeVar("T")
+
+
+class SyncClient:
+    """``with SyncClient("http://127.0.0.1:8000", transport="ws") as c: for f in c.frames(): ...``"""
+
+    def __init__(self, url: str, **kw: Any):
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="streamgen-client-loop", daemon=True)
+        self._thread.start()
+        try:
+            self.client: StreamClient = self._run(connect(url, **kw))
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:  # = TimeoutError from Python 3.11 on
+            fut.cancel()
+            raise
+
+    @property
+    def info(self) -> p.ModelInfo | None:
+        return self.client.info
+
+    @property
+    def session_id(self) -> str | None:
+        return self.client.session_id
+
+    def next_frame(self, timeout: float | None = None) -> VideoFrame | None:
+        """The next frame (None once the session ended); TimeoutError after ``timeout`` s."""
+        return self._run(self.client.next_frame(), timeout)
+
+    def next_audio(self, timeout: float | None = None) -> AudioChunk | None:
+        return self._run(self.client.next_audio(), timeout)
+
+    def frames(self, timeout: float | None = None) -> Iterator[VideoFrame]:
+        while (f := self.next_frame(timeout)) is not None:
+            yield f
+
+    def send_action(self, key: str, down: bool) -> int:
+        return self._run(self.client.send_action(key, down))
+
+    def send_mouse(self, dx: float, dy: float) -> int:
+        return self._run(self.client.send_mouse(dx, dy))
+
+    def set_prompt(self, prompt: str) -> int:
+        return self._run(self.client.set_prompt(prompt))
+
+    def pause(self) -> int:
+        return self._run(self.client.pause())
+
+    def resume(self) -> int:
+        return self._run(self.client.resume())
+
+    def record(self, path: str, seconds: float) -> dict[str, Any]:
+        """Record ``seconds`` of media to an mp4 and return ``probe(path)``."""
+        from .recorder import record
+
+        return self._run(record(self.client, path, seconds))
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            try:
+                self._run(self.client.close(), timeout=10)
+            finally:
+                self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    def __enter__(self) -> "SyncClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
