@@ -1,0 +1,124 @@
+"""The FastAPI app: ``create_app(settings)``.
+
+Routes: ``/`` (the web page), ``/static/*``, ``POST /v1/offer`` (WebRTC), ``/v1/ws`` (WebSocket),
+``GET /v1/models``, ``GET /v1/stats``, ``/healthz``, ``/readyz``, ``/metrics``, and the OpenAPI docs at
+``/docs``. The lifespan loads the pipelines, starts the engine thread and warms it up; ``/readyz``
+answers 200 only after that.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from . import webrtc, ws
+from .engine import Engine
+from .metrics import Metrics
+from .sessions import ModelSpec, SessionManager
+from .settings import ServerSettings
+
+log = logging.getLogger("streamgen.server")
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass
+class AppState:
+    settings: ServerSettings
+    metrics: Metrics = field(default_factory=Metrics)
+    engine: Engine | None = None
+    manager: SessionManager | None = None
+    specs: dict[str, ModelSpec] = field(default_factory=dict)
+    ready: bool = False
+    load_s: float | None = None
+    warmup_s: float | None = None
+    error: str | None = None
+
+
+def _load(settings: ServerSettings) -> tuple[dict, str]:
+    import streamgen  # heavy (torch): imported when the app starts, not when the module is
+
+    device = settings.device or streamgen.pipeline.default_device()
+    return {name: streamgen.load_pipeline(name, device=device) for name in settings.model_names}, device
+
+
+def create_app(settings: ServerSettings | None = None) -> FastAPI:
+    settings = settings or ServerSettings()
+    state = AppState(settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        t0 = time.perf_counter()
+        pipelines, device = await asyncio.to_thread(_load, settings)
+        state.load_s = time.perf_counter() - t0
+        state.specs = {name: ModelSpec.from_pipeline(name, p) for name, p in pipelines.items()}
+        state.engine = Engine(pipelines, device=device,
+                              on_block_metrics=lambda model, info: state.metrics.block_done(model, info.step_s))
+        state.engine.start()
+        state.manager = SessionManager(settings, state.engine, state.metrics, state.specs)
+        state.manager.start_reaper()
+        try:
+            t1 = time.perf_counter()
+            for name in pipelines:
+                if settings.warmup_blocks:
+                    await asyncio.to_thread(state.engine.warmup, name, settings.warmup_blocks)
+            state.warmup_s = time.perf_counter() - t1
+            state.ready = True
+            state.metrics.ready.set(1)
+            log.info("streamgen ready: %s on %s (load %.2f s, warm-up %.2f s)", settings.model_names, device,
+                     state.load_s, state.warmup_s)
+            yield
+        finally:
+            state.ready = False
+            state.metrics.ready.set(0)
+            await state.manager.shutdown()
+            await asyncio.to_thread(state.engine.stop)
+
+    app = FastAPI(title="streamgen", version="0.1.0", lifespan=lifespan,
+                  description="Real-time streaming generation: WebRTC and WebSocket sessions (docs/protocol.md).")
+    app.state.streamgen = state
+    app.include_router(webrtc.router)
+    app.include_router(ws.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/healthz", tags=["ops"], summary="The process is up")
+    async def healthz() -> dict:
+        return {"status": "ok", "engine_alive": bool(state.engine and state.engine.alive)}
+
+    @app.get("/readyz", tags=["ops"], summary="The pipelines are loaded and warmed up")
+    async def readyz() -> JSONResponse:
+        ok = state.ready and state.engine is not None and state.engine.alive
+        return JSONResponse({"ready": ok, "load_s": state.load_s, "warmup_s": state.warmup_s},
+                            status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models", tags=["session"], summary="Models this server streams, and its limits")
+    async def models() -> dict:
+        return {
+            "default": settings.model,
+            "models": [s.info().to_dict() for s in state.specs.values()],
+            "max_sessions": settings.max_sessions,
+            "sessions": state.manager.in_use() if state.manager else 0,
+            "auth": bool(settings.auth_token),
+        }
+
+    @app.get("/v1/stats", tags=["ops"], summary="Recent server-side timings (p50/p95) and frame rate")
+    async def stats() -> dict:
+        snap = state.metrics.snapshot()
+        snap["engine_steps"] = state.engine.steps if state.engine else 0
+        return snap
+
+    return app

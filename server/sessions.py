@@ -1,0 +1,301 @@
+"""Admission, the session registry, liveness, and the control protocol shared by both transports.
+
+A :class:`ServerSession` is one client's stream, whatever carries it: it parses control messages with
+the shared protocol module (``streamgen_client.protocol``), rate-limits them, hands input to its
+:class:`EngineSession`, answers ``pong`` / ``error`` / ``bye`` and relays per-block ``telemetry``.
+The :class:`SessionManager` admits at most ``max_sessions`` (a refused client learns when to retry),
+reaps sessions that went quiet, and closes everything at shutdown.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from streamgen_client import protocol as P
+
+from .buffer import OutputBuffer
+from .engine import BlockInfo, Engine, EngineSession
+from .metrics import Metrics
+from .settings import ServerSettings
+
+log = logging.getLogger("streamgen.server.sessions")
+_TIMING_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+class Busy(Exception):
+    def __init__(self, in_use: int, limit: int, retry_after_s: float) -> None:
+        super().__init__(f"{in_use} of {limit} sessions in use")
+        self.retry_after_s = retry_after_s
+
+    def to_error(self, seq: int = 0, reply_to: int | None = None) -> P.Error:
+        return P.Error(seq=seq, code="busy", message=str(self), reply_to=reply_to, retry_after_s=self.retry_after_s)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a loaded model streams and accepts (from ``pipe.describe()``)."""
+
+    name: str
+    fps: float
+    width: int
+    height: int
+    frames_per_block: int
+    sample_rate: int | None
+    channels: int
+    keys: tuple[str, ...]
+    takes_mouse: bool
+    takes_prompt: bool
+
+    @classmethod
+    def from_pipeline(cls, name: str, pipe: Any) -> "ModelSpec":
+        d = pipe.describe()
+        sr = d.get("sample_rate")
+        return cls(name=name, fps=float(d["fps"]), width=int(d["width"]), height=int(d["height"]),
+                   frames_per_block=int(d["frames_per_chunk"]), sample_rate=int(sr) if sr else None,
+                   channels=int(d.get("channels", 1 if sr else 0)) if sr else 0, keys=tuple(d.get("keys") or ()),
+                   takes_mouse=bool(d.get("takes_mouse", False)), takes_prompt=bool(d.get("takes_prompt", False)))
+
+    @property
+    def takes_actions(self) -> bool:
+        """Models that declare no action spec accept (and ignore) any well-formed action."""
+        return bool(self.keys) or self.takes_mouse
+
+    def info(self) -> P.ModelInfo:
+        return P.ModelInfo(name=self.name, fps=self.fps, width=self.width, height=self.height,
+                           frames_per_block=self.frames_per_block, sample_rate=self.sample_rate,
+                           channels=self.channels, keys=list(self.keys), takes_mouse=self.takes_mouse,
+                           takes_prompt=self.takes_prompt)
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self.tokens, self.t = float(burst), time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
+        self.t = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class ServerSession:
+    """One client's stream. ``send_text`` writes a control message; ``close_transport`` ends the carrier."""
+
+    def __init__(self, manager: "SessionManager", *, sid: str, transport: str, spec: ModelSpec,
+                 es: EngineSession, send_text: Callable[[str], Awaitable[None]],
+                 close_transport: Callable[[int, str], Awaitable[None]], accepts_start: bool = False) -> None:
+        self.manager, self.id, self.transport, self.spec, self.es = manager, sid, transport, spec, es
+        self._send_text, self._close_transport = send_text, close_transport
+        self.accepts_start = accepts_start
+        s = manager.settings
+        self.bucket = TokenBucket(s.max_messages_per_s, s.message_burst)
+        self.seq_checker = P.SeqChecker()
+        self._seq = itertools.count()
+        self.last_seen = time.monotonic()
+        self.created = self.last_seen
+        self.rate_violations = 0
+        self.closed = False
+        self.close_reason: str | None = None
+        self.connected = transport == "ws"  # WebRTC: set once the peer connection is up
+        loop = asyncio.get_running_loop()
+        es.on_block = lambda info: loop.call_soon_threadsafe(self._on_block, info)
+        es.on_error = lambda exc: loop.call_soon_threadsafe(self._on_engine_error, exc)
+
+    # ----- outgoing ----------------------------------------------------------------------------------
+    def next_seq(self) -> int:
+        return next(self._seq)
+
+    async def send(self, msg: P.Message) -> None:
+        if self.closed and not isinstance(msg, (P.Bye, P.Error)):
+            return
+        try:
+            await self._send_text(msg.to_json())
+        except Exception as e:  # noqa: BLE001 - a dead carrier is found by the reaper / close events
+            log.debug("session %s: send failed: %s", self.id, e)
+
+    async def send_error(self, code: str, message: str, reply_to: int | None = None, **kw: Any) -> None:
+        self.manager.metrics.error(code)
+        await self.send(P.Error(seq=self.next_seq(), code=code, message=message[:500], reply_to=reply_to, **kw))
+
+    def started(self, reply_to: int | None = None) -> P.Started:
+        return P.Started(seq=self.next_seq(), session_id=self.id, model=self.spec.info(), reply_to=reply_to)
+
+    def _on_block(self, info: BlockInfo) -> None:
+        if self.closed:
+            return
+        timings = {k: float(v) for k, v in info.timings_ms.items() if _TIMING_NAME.fullmatch(k)}
+        timings["step"] = round(info.step_s * 1000.0, 3)
+        msg = P.Telemetry(seq=self.next_seq(), block_index=info.block_index, frames=info.frames,
+                          timings_ms=dict(list(timings.items())[: P.MAX_OPTIONS]), queue_depth=info.queue_depth,
+                          dropped_frames=info.dropped_frames, applied_seq=info.applied_seq)
+        asyncio.ensure_future(self.send(msg))
+
+    def _on_engine_error(self, exc: BaseException) -> None:
+        asyncio.ensure_future(self._fail(exc))
+
+    async def _fail(self, exc: BaseException) -> None:
+        await self.send_error("internal", f"generation failed: {type(exc).__name__}: {exc}")
+        await self.close("error", code=1011)
+
+    # ----- incoming ----------------------------------------------------------------------------------
+    async def handle(self, data: str | bytes) -> P.Message | None:
+        """Handle one control message; returns the parsed message when it was valid."""
+        self.last_seen = time.monotonic()
+        if self.closed:
+            return None
+        if not self.bucket.take():
+            self.rate_violations += 1
+            if self.rate_violations > self.manager.settings.max_rate_violations:
+                await self.send_error("rate_limited", "control message flood; closing")
+                await self.close("rate_limited", code=1008)
+            elif self.rate_violations == 1 or self.rate_violations % 10 == 0:  # do not answer a flood 1:1
+                await self.send_error("rate_limited", f"over {self.manager.settings.max_messages_per_s:g} "
+                                      "messages per second; message dropped", retry_after_s=1.0)
+            return None
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            await self.send_error("bad_json", "binary messages are not accepted from clients; send JSON text")
+            return None
+        if len(data) > self.manager.settings.max_message_bytes:
+            await self.send_error("too_large", f"message is {len(data)} chars, max "
+                                  f"{self.manager.settings.max_message_bytes} bytes")
+            return None
+        try:
+            msg = P.parse_client_message(data)
+            self.seq_checker.check(msg.seq)
+            await self._apply(msg)
+        except P.ProtocolError as e:
+            await self.send_error(e.code.value, e.message, reply_to=e.seq)
+            return None
+        return msg
+
+    async def _apply(self, msg: P.Message) -> None:
+        es, spec = self.es, self.spec
+        if isinstance(msg, P.KeyAction):
+            if spec.keys and msg.key not in spec.keys:
+                raise P.ProtocolError("out_of_range", f"key {msg.key!r} is not one of the model's keys "
+                                      f"{list(spec.keys)}", msg.seq)
+            es.add_action({"kind": "key", "key": msg.key, "down": msg.down, "t_ms": float(msg.t_ms)}, msg.seq)
+        elif isinstance(msg, P.MouseAction):
+            if spec.takes_actions and not spec.takes_mouse:
+                raise P.ProtocolError("out_of_range", f"model {spec.name!r} does not take the mouse", msg.seq)
+            es.add_action({"kind": "mouse", "dx": float(msg.dx), "dy": float(msg.dy), "t_ms": float(msg.t_ms)},
+                          msg.seq)
+        elif isinstance(msg, P.Prompt):
+            if not spec.takes_prompt:
+                raise P.ProtocolError("out_of_range", f"model {spec.name!r} takes no prompt", msg.seq)
+            es.set_prompt(msg.prompt)
+        elif isinstance(msg, P.Pause):
+            es.paused = True
+        elif isinstance(msg, P.Resume):
+            es.paused = False
+            self.manager.engine.wake()
+        elif isinstance(msg, P.Ping):
+            await self.send(P.Pong(seq=self.next_seq(), reply_to=msg.seq, t_ms=msg.t_ms, server_ms=time.time() * 1000.0))
+        elif isinstance(msg, P.Stop):
+            await self.close("stop")
+        elif isinstance(msg, P.Start):
+            raise P.ProtocolError("bad_field", "the session is already started", msg.seq)
+
+    # ----- ending ------------------------------------------------------------------------------------
+    async def close(self, reason: str, code: int = 1000, send_bye: bool = True) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        if send_bye:
+            await self.send(P.Bye(seq=self.next_seq(), reason=reason[:200]))
+        self.manager._remove(self, reason)
+        try:
+            await self._close_transport(code, reason)
+        except Exception:  # noqa: BLE001
+            log.debug("session %s: transport close failed", self.id, exc_info=True)
+
+
+class SessionManager:
+    def __init__(self, settings: ServerSettings, engine: Engine, metrics: Metrics, specs: dict[str, ModelSpec]) -> None:
+        self.settings, self.engine, self.metrics, self.specs = settings, engine, metrics, specs
+        self.sessions: dict[str, ServerSession] = {}
+        self._pending = 0
+        self._reaper: asyncio.Task | None = None
+
+    # ----- admission ---------------------------------------------------------------------------------
+    def in_use(self) -> int:
+        return len(self.sessions) + self._pending
+
+    def reserve(self, transport: str) -> None:
+        """Take a slot now (on the loop, so it is atomic) or raise Busy; pair with open() or release()."""
+        if self.in_use() >= self.settings.max_sessions:
+            self.metrics.refused.labels(transport).inc()
+            self.metrics.error("busy")
+            raise Busy(self.in_use(), self.settings.max_sessions, self.settings.retry_after_s)
+        self._pending += 1
+
+    def release(self) -> None:
+        self._pending -= 1
+
+    def spec(self, model: str, seq: int | None = None) -> ModelSpec:
+        spec = self.specs.get(model)
+        if spec is None:
+            raise P.ProtocolError("out_of_range", f"unknown model {model!r}; this server streams {sorted(self.specs)}", seq)
+        return spec
+
+    async def open_engine_session(self, spec: ModelSpec, *, seed: int, prompt: str | None,
+                                  webrtc: bool) -> EngineSession:
+        loop = asyncio.get_running_loop()
+        buf = OutputBuffer(loop, fps=spec.fps, frames_per_block=spec.frames_per_block,
+                           max_age_s=self.settings.max_frame_age_s, ahead_blocks=self.settings.ahead_blocks,
+                           webrtc=webrtc, on_consumed=self.engine.wake)
+        es = EngineSession(id="s-" + secrets.token_hex(6), model=spec.name, seed=seed, prompt=prompt, buffer=buf,
+                           max_pending_actions=self.settings.max_pending_actions)
+        await asyncio.wrap_future(self.engine.open(es))
+        return es
+
+    def register(self, s: ServerSession) -> None:
+        """Turn the reservation into a live session."""
+        self._pending -= 1
+        self.sessions[s.id] = s
+        self.metrics.sessions_total.labels(s.transport).inc()
+        self.metrics.sessions.labels(s.transport).inc()
+        self.metrics.active = len(self.sessions)
+
+    def _remove(self, s: ServerSession, reason: str) -> None:
+        if self.sessions.pop(s.id, None) is not None:
+            self.metrics.sessions.labels(s.transport).dec()
+            self.metrics.reclaimed.labels(reason).inc()
+            self.metrics.dropped.inc(s.es.buffer.dropped)
+        self.metrics.active = len(self.sessions)
+        self.engine.close(s.es)
+
+    # ----- liveness ----------------------------------------------------------------------------------
+    def start_reaper(self) -> None:
+        self._reaper = asyncio.ensure_future(self._reap_forever())
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(min(self.settings.heartbeat_interval_s, 1.0))
+            await self.reap()
+
+    async def reap(self) -> None:
+        now = time.monotonic()
+        for s in list(self.sessions.values()):
+            if now - s.last_seen > self.settings.idle_timeout_s:
+                log.info("session %s idle for %.1f s: reclaimed", s.id, now - s.last_seen)
+                await s.close("idle", code=1000)
+            elif not s.connected and now - s.created > self.settings.connect_timeout_s:
+                await s.close("connect_timeout", code=1000, send_bye=False)
+
+    async def shutdown(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        await asyncio.gather(*(s.close("shutdown", code=1001) for s in list(self.sessions.values())),
+                             return_exceptions=True)

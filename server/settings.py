@@ -1,0 +1,88 @@
+"""Server settings (pydantic-settings): every knob has an environment variable ``STREAMGEN_<NAME>``.
+
+Each default states why it is what it is; ``streamgen serve --help`` exposes the common ones.
+"""
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from typing import Annotated
+
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAMGEN_", extra="ignore")
+
+    # --- what is served
+    # "tiny" until trained defaults ship: it loads in milliseconds and runs on any CPU.
+    model: str = "tiny"
+    # Further models loaded next to ``model`` on the same device (the page offers each of them).
+    extra_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # None: CUDA when present, else CPU (streamgen.pipeline.default_device).
+    device: str | None = None
+    # Blocks generated (and dropped) at start-up so the first user does not pay for lazy init / compile.
+    warmup_blocks: int = 2
+
+    # --- network
+    host: str = "127.0.0.1"  # loopback unless the operator opts in to exposing the server
+    port: int = 8000
+
+    # --- admission and liveness
+    # One engine thread steps all sessions of a device round-robin; 4 keeps the tiny preset real-time
+    # on a 2-core CPU. Raise it on a GPU after measuring (docs/serving.md).
+    max_sessions: int = 4
+    retry_after_s: float = 5.0  # what a refused client is told to wait; one typical session turnover
+    # A session that sends nothing (not even ping) this long is reclaimed; clients ping every 2 s.
+    idle_timeout_s: float = 30.0
+    # How often the reaper looks for idle / dead sessions, and the WebSocket protocol-level ping period.
+    heartbeat_interval_s: float = 2.0
+    # A WebRTC peer that has not connected this long after its answer is reclaimed.
+    connect_timeout_s: float = 20.0
+
+    # --- security
+    auth_token: str | None = None  # None: no auth (fine on loopback; set it when exposing the server)
+    # Empty: only same-origin browser requests (and non-browser clients, which send no Origin).
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # --- limits
+    # Control messages: the protocol's own ceiling is 16 KiB (streamgen_client.protocol.MAX_CONTROL_BYTES).
+    max_message_bytes: int = 16 * 1024
+    # Offer bodies carry SDP (<= 64 KiB in the protocol) plus the start fields.
+    max_offer_bytes: int = 80 * 1024
+    # Control messages per second per session (token bucket); key repeat at 30 Hz plus mouse at 60 Hz
+    # fit with room to spare.
+    max_messages_per_s: float = 200.0
+    message_burst: int = 400
+    # A session that keeps flooding after this many rate_limited answers is closed (1008).
+    max_rate_violations: int = 50
+    # Key / mouse events kept between two blocks; older ones are dropped (counted) beyond it.
+    max_pending_actions: int = 512
+
+    # --- streaming
+    # Generate the next block once fewer than this many blocks of frames wait to be sent: 1 keeps
+    # latency lowest; use 2 when a block takes nearly its own duration to generate.
+    ahead_blocks: int = 1
+    # A frame older than this when its turn comes is dropped (stale) instead of sent late.
+    max_frame_age_s: float = 0.5
+    jpeg_quality: int = 85  # WebSocket frames: visually clean at a fraction of PNG's cost
+    # Video bitrate for the WebRTC encoder; aiortc's own default (~0.5-1.5 Mbit/s VP8) blurs large frames.
+    video_bitrate: int = 2_500_000
+
+    @field_validator("extra_models", "allowed_origins", mode="before")
+    @classmethod
+    def _split_csv(cls, v):
+        if isinstance(v, str):
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("max_sessions", "warmup_blocks", "ahead_blocks")
+    @classmethod
+    def _positive(cls, v, info):
+        if v < (0 if info.field_name == "warmup_blocks" else 1):
+            raise ValueError(f"{info.field_name}={v} must be >= {0 if info.field_name == 'warmup_blocks' else 1}")
+        return v
+
+    @property
+    def model_names(self) -> list[str]:
+        names = [self.model] + [m for m in self.extra_models if m != self.model]
+        return names

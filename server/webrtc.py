@@ -1,0 +1,247 @@
+"""WebRTC transport (aiortc): ``POST /v1/offer``, paced media tracks and the ``control`` data channel.
+
+The answer carries all server candidates (aiortc gathers them before ``setLocalDescription`` returns),
+so there is no trickle ICE. The video track hands out frames that the engine thread already turned
+into ``av.VideoFrame``s; the audio track sends 20 ms of 48 kHz stereo per ``recv()``, silence when
+the model made none. Both are paced by :mod:`.pacing`; aiortc encodes in its executor.
+"""
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import math
+
+import numpy as np
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.sdp import SessionDescription
+from av import AudioFrame
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from streamgen_client import protocol as P
+
+from .buffer import WEBRTC_RATE, BufferClosed, OutputBuffer
+from .pacing import Pacer, PacerConfig, paced
+from .security import check_origin, check_token
+from .sessions import Busy, ServerSession
+
+log = logging.getLogger("streamgen.server.webrtc")
+VIDEO_CLOCK = 90_000
+AUDIO_SAMPLES = WEBRTC_RATE // 50  # 20 ms
+router = APIRouter()
+
+
+class PacedVideoTrack(MediaStreamTrack):
+    kind = "video"
+
+    def __init__(self, buffer: OutputBuffer, fps: float, metrics) -> None:
+        super().__init__()
+        self.buffer, self.metrics = buffer, metrics
+        self.pacer = Pacer(PacerConfig(period_s=1.0 / fps, clock_rate=VIDEO_CLOCK))
+        self.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        self.sent = 0
+
+    async def recv(self):
+        if self.readyState != "live":
+            raise MediaStreamError
+        try:
+            item, pts, now, due = await paced(self.pacer, self.buffer.next_video)
+        except BufferClosed:
+            self.stop()
+            raise MediaStreamError from None
+        frame = item.av_frame
+        frame.pts, frame.time_base = pts, self.time_base
+        self.sent += 1
+        self.metrics.frame_sent("webrtc", now - max(due, item.ready_t))
+        return frame
+
+
+class PacedAudioTrack(MediaStreamTrack):
+    kind = "audio"
+
+    def __init__(self, buffer: OutputBuffer) -> None:
+        super().__init__()
+        self.buffer = buffer
+        self.pacer = Pacer(PacerConfig(period_s=AUDIO_SAMPLES / WEBRTC_RATE, clock_rate=WEBRTC_RATE))
+        self.time_base = fractions.Fraction(1, WEBRTC_RATE)
+        self._silence = np.zeros((1, AUDIO_SAMPLES * 2), np.int16)
+        self.silent_frames = 0
+
+    async def _pcm(self) -> np.ndarray:
+        if self.buffer.closed:
+            raise BufferClosed()
+        pcm = self.buffer.take_pcm(AUDIO_SAMPLES)
+        if pcm is None:
+            self.silent_frames += 1
+            return self._silence
+        return pcm.reshape(1, -1)  # [n, 2] -> [1, n*2] interleaved s16
+
+    async def recv(self):
+        if self.readyState != "live":
+            raise MediaStreamError
+        try:
+            pcm, pts, _, _ = await paced(self.pacer, self._pcm)
+        except BufferClosed:
+            self.stop()
+            raise MediaStreamError from None
+        frame = AudioFrame.from_ndarray(pcm, format="s16", layout="stereo")
+        frame.sample_rate, frame.pts, frame.time_base = WEBRTC_RATE, pts, self.time_base
+        return frame
+
+
+def _error(status: int, code: str, message: str, metrics, headers: dict | None = None, **kw) -> JSONResponse:
+    metrics.error(code)
+    body = P.Error(seq=0, code=code, message=message[:500], **kw).to_dict()
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _check_sdp(sdp: str) -> None:
+    try:
+        desc = SessionDescription.parse(sdp)
+    except Exception as e:  # noqa: BLE001 - any parse failure is the client's bad SDP
+        raise P.ProtocolError("bad_field", f"SDP does not parse: {type(e).__name__}: {e}") from None
+    kinds = [m.kind for m in desc.media]
+    if "video" not in kinds:
+        raise P.ProtocolError("bad_field", f"the offer has no video m-line (media: {kinds})")
+    if "application" not in kinds:
+        raise P.ProtocolError("bad_field", "the offer has no data channel; create the 'control' channel before the offer")
+
+
+@router.post("/v1/offer", tags=["webrtc"], summary="WebRTC signalling: an SDP offer in, an SDP answer out")
+async def offer(request: Request) -> JSONResponse:
+    app = request.app.state.streamgen
+    settings, metrics, manager = app.settings, app.metrics, app.manager
+    why = check_token(request, settings)
+    if why:
+        return _error(401, "unauthorized", why, metrics, headers={"WWW-Authenticate": "Bearer"})
+    why = check_origin(request, settings)
+    if why:
+        return _error(403, "unauthorized", why, metrics)
+    if not app.ready:
+        return _error(503, "busy", "the server is still warming up", metrics,
+                      headers={"Retry-After": "1"}, retry_after_s=1.0)
+    body = await request.body()
+    if len(body) > settings.max_offer_bytes:
+        return _error(413, "too_large", f"offer is {len(body)} bytes, max {settings.max_offer_bytes}", metrics)
+    try:
+        o = P.parse_offer(P.decode_json(body) if len(body) <= P.MAX_CONTROL_BYTES else _loads(body))
+        spec = manager.spec(o.model)
+        if o.prompt is not None and not spec.takes_prompt:
+            raise P.ProtocolError("out_of_range", f"model {spec.name!r} takes no prompt")
+        _check_sdp(o.sdp)
+    except P.ProtocolError as e:
+        return _error(400, e.code.value, e.message, metrics)
+    try:
+        manager.reserve("webrtc")
+    except Busy as b:
+        return _error(503, "busy", str(b), metrics, headers={"Retry-After": str(math.ceil(b.retry_after_s))},
+                      retry_after_s=b.retry_after_s)
+    pc = RTCPeerConnection()
+    es = None
+    try:
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=o.sdp, type="offer"))
+        except Exception as e:  # noqa: BLE001
+            manager.release()
+            await pc.close()
+            return _error(400, "bad_field", f"SDP rejected: {type(e).__name__}: {e}", metrics)
+        es = await manager.open_engine_session(spec, seed=o.seed, prompt=o.prompt, webrtc=True)
+        session = _attach(app, pc, spec, es)
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(answer)
+    except Exception as e:  # noqa: BLE001
+        log.exception("offer failed")
+        if es is not None and es.id in manager.sessions:
+            await manager.sessions[es.id].close("error", send_bye=False)
+        else:
+            manager.release()
+            if es is not None:
+                manager.engine.close(es)
+            await pc.close()
+        return _error(500, "internal", f"could not answer: {type(e).__name__}: {e}", metrics)
+    if session.closed:
+        return _error(500, "internal", "the session closed while answering", metrics)
+    return JSONResponse({"sdp": pc.localDescription.sdp, "type": "answer", "session_id": es.id})
+
+
+def _loads(body: bytes) -> dict:
+    """decode_json's strictness for offer bodies, which may exceed the control-message size."""
+    import json
+
+    try:
+        obj = json.loads(body.decode("utf-8"), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise P.ProtocolError("bad_json", f"not valid UTF-8 JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise P.ProtocolError("bad_json", f"offer must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _attach(app, pc: RTCPeerConnection, spec, es) -> ServerSession:
+    """Wire the tracks, the control channel and the connection state to a new ServerSession."""
+    manager = app.manager
+    state = {"channel": None}
+    inbox: asyncio.Queue = asyncio.Queue(maxsize=app.settings.message_burst * 2)
+    video = PacedVideoTrack(es.buffer, spec.fps, app.metrics)
+    audio = PacedAudioTrack(es.buffer)
+    kinds = {t.kind for t in pc.getTransceivers()}
+    pc.addTrack(video)
+    if "audio" in kinds:
+        pc.addTrack(audio)
+
+    async def send_text(text: str) -> None:
+        ch = state["channel"]
+        if ch is not None and ch.readyState == "open":
+            ch.send(text)
+
+    async def close_transport(code: int, reason: str) -> None:
+        video.stop()
+        audio.stop()
+        consumer.cancel()
+        await pc.close()
+
+    session = ServerSession(manager, sid=es.id, transport="webrtc", spec=spec, es=es, send_text=send_text,
+                            close_transport=close_transport)
+    session.tracks = (video, audio)  # type: ignore[attr-defined]
+    manager.register(session)
+
+    async def consume() -> None:
+        while True:
+            data = await inbox.get()
+            await session.handle(data)
+
+    consumer = asyncio.ensure_future(consume())
+
+    @pc.on("datachannel")
+    def on_datachannel(channel) -> None:
+        if channel.label != "control" or state["channel"] is not None:
+            channel.close()
+            return
+        state["channel"] = channel
+
+        @channel.on("message")
+        def on_message(data) -> None:
+            try:
+                inbox.put_nowait(data)
+            except asyncio.QueueFull:  # a flood beyond the burst: drop and count it against the peer
+                session.rate_violations += 1
+                if session.rate_violations > app.settings.max_rate_violations:
+                    asyncio.ensure_future(session.close("rate_limited", code=1008))
+
+        def on_open() -> None:
+            asyncio.ensure_future(session.send(session.started()))
+
+        if channel.readyState == "open":
+            on_open()
+        else:
+            channel.on("open", on_open)
+
+    @pc.on("connectionstatechange")
+    async def on_state() -> None:
+        if pc.connectionState == "connected":
+            session.connected = True
+        elif pc.connectionState in ("failed", "closed"):
+            await session.close("disconnected", send_bye=False)
+
+    return session

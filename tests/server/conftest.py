@@ -1,0 +1,85 @@
+"""A real server (uvicorn on a free loopback port, in a thread of the test process) and an aiortc client."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import uvicorn
+
+from streamgen.server.app import create_app
+from streamgen.server.settings import ServerSettings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RunningServer:
+    def __init__(self, **overrides) -> None:
+        self.settings = ServerSettings(host="127.0.0.1", port=free_port(), warmup_blocks=1, **overrides)
+        self.app = create_app(self.settings)
+        self.state = self.app.state.streamgen
+        self.url = f"http://127.0.0.1:{self.settings.port}"
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.settings.port, log_level="warning",
+                                ws_ping_interval=None, lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="test-uvicorn", daemon=True)
+
+    def __enter__(self) -> "RunningServer":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server on {self.url} did not get ready")
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+    def get_json(self, path: str) -> dict:
+        with urllib.request.urlopen(self.url + path, timeout=5) as r:
+            return json.loads(r.read())
+
+    def run_on_loop(self, fn):
+        """Run ``fn()`` on the server's event loop (to read state without racing it)."""
+        loop = self.server_loop
+        fut = asyncio.run_coroutine_threadsafe(_call(fn), loop)
+        return fut.result(5)
+
+    @property
+    def server_loop(self) -> asyncio.AbstractEventLoop:
+        for task_loop in [getattr(self.state.manager, "_reaper", None)]:
+            if task_loop is not None:
+                return task_loop.get_loop()
+        raise RuntimeError("server loop unknown")
+
+
+async def _call(fn):
+    return fn()
+
+
+@pytest.fixture
+def server():
+    with RunningServer(max_sessions=3) as s:
+        yield s
+
+
+@contextlib.contextmanager
+def running_server(**overrides):
+    with RunningServer(**overrides) as s:
+        yield s
