@@ -5,8 +5,75 @@ is derived from :class:`ModelConfig`; nothing is hard-coded elsewhere.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
+from fractions import Fraction
 from typing import Any
+
+
+@dataclass(kw_only=True)
+class ActionConfig:
+    """Keyboard / mouse conditioning of a world model (Matrix-Game 2.0 style); see ``streamgen.actions``."""
+
+    # Key names as W3C ``KeyboardEvent.code``; WASD is Matrix-Game 2.0's "universal" vocabulary.
+    keys: tuple[str, ...] = ("KeyW", "KeyS", "KeyA", "KeyD")
+    # Mouse axes, in the order of the model's mouse input (wire events carry dx, dy in pixels).
+    mouse_axes: tuple[str, ...] = ("dx", "dy")
+    # Model units per pixel of mouse motion in one raw frame; 0.01 maps a 10 px flick to Matrix-Game 2.0's
+    # per-frame camera step of 0.1.
+    mouse_scale: float = 0.01
+    # Latent frames of raw actions each latent frame sees, its own included (1 = exactly its own time span;
+    # Matrix-Game 2.0 uses 3, i.e. 12 raw frames). Frames before the stream start are the null action.
+    window_frames: int = 1
+    # Width of the mouse MLP.
+    mouse_hidden: int = 256
+    # Leading DiT layers carrying an action module; None = the first half (Matrix-Game 2.0: 15 of 30).
+    num_layers: int | None = None
+
+    def __post_init__(self) -> None:
+        self.keys = tuple(self.keys)
+        self.mouse_axes = tuple(self.mouse_axes)
+        if not self.keys and not self.mouse_axes:
+            raise ValueError("ActionConfig: keys=() and mouse_axes=() leave nothing to condition on")
+        if len(set(self.keys)) != len(self.keys):
+            raise ValueError(f"ActionConfig: keys={self.keys!r} has duplicates")
+        if self.window_frames < 1:
+            raise ValueError(f"ActionConfig: window_frames={self.window_frames!r} must be >= 1")
+        if self.num_layers is not None and self.num_layers < 1:
+            raise ValueError(f"ActionConfig: num_layers={self.num_layers!r} must be >= 1 or None")
+
+
+@dataclass(kw_only=True)
+class AudioConfig:
+    """Joint audio-video generation (OmniForcing style); see ``streamgen.models.audio_video``.
+
+    A block spans the same seconds for both modalities: ``frames_per_block / (fps / temporal_upsample)``.
+    """
+
+    # Audio latent channels; one token per audio latent frame (LTX-2: 128-d tokens).
+    channels: int = 128
+    # Audio latent frames per second (LTX-2's audio VAE: 25).
+    latent_rate: float = 25.0
+    # Native rate of the audio decoder (LTX-2's vocoder: 24 kHz).
+    sample_rate: int = 24000
+    # Rate delivered to clients: Opus over WebRTC runs at 48 kHz.
+    output_sample_rate: int = 48000
+    # Output channels (1 = mono).
+    audio_channels: int = 1
+    # Audio cache window and sink in audio latent frames; None = the same seconds as the video cache.
+    window_frames: int | None = None
+    sink_frames: int | None = None
+    # Learnable sink tokens with identity RoPE, visible to every audio query (OmniForcing v1).
+    sink_tokens: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("channels", "sample_rate", "output_sample_rate", "audio_channels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"AudioConfig: {name}={getattr(self, name)!r} must be >= 1")
+        if self.latent_rate <= 0:
+            raise ValueError(f"AudioConfig: latent_rate={self.latent_rate!r} must be > 0")
+        if self.sink_tokens < 0:
+            raise ValueError(f"AudioConfig: sink_tokens={self.sink_tokens!r} must be >= 0")
 
 
 @dataclass(kw_only=True)
@@ -57,10 +124,17 @@ class ModelConfig:
     spatial_upsample: int = 8
     # Output frame rate of the decoded stream.
     fps: float = 16.0
+    # Optional conditioning plug-ins (None = absent): keyboard / mouse actions, joint audio output.
+    actions: ActionConfig | None = None
+    audio: AudioConfig | None = None
 
     def __post_init__(self) -> None:
         self.patch = tuple(self.patch)
         self.denoising_steps = tuple(float(s) for s in self.denoising_steps)
+        if isinstance(self.actions, dict):
+            self.actions = ActionConfig(**self.actions)
+        if isinstance(self.audio, dict):
+            self.audio = AudioConfig(**self.audio)
         self.validate()
 
     # ----- derived shapes -------------------------------------------------------------------
@@ -85,6 +159,56 @@ class ModelConfig:
         """Real dims of the head given to (time, height, width), Wan's rule: d - 4(d//6), 2(d//6), 2(d//6)."""
         d = self.head_dim
         return (d - 4 * (d // 6), 2 * (d // 6), 2 * (d // 6))
+
+    # ----- time geometry (actions and audio) ----------------------------------------------
+    @property
+    def block_seconds(self) -> Fraction:
+        """Seconds one block spans (exact): ``frames_per_block * temporal_upsample / fps``."""
+        return Fraction(self.frames_per_block * self.temporal_upsample) / Fraction(self.fps)
+
+    @property
+    def audio_frames_per_block(self) -> int:
+        if self.audio is None:
+            raise ValueError(f"ModelConfig {self.name!r} has no audio stream")
+        return int(self.block_seconds * Fraction(self.audio.latent_rate))
+
+    @property
+    def audio_samples_per_latent(self) -> int:
+        return int(Fraction(self.audio.sample_rate) / Fraction(self.audio.latent_rate))
+
+    def audio_cache_frames(self) -> tuple[int, int]:
+        """(window, sink) of the audio cache in audio latent frames."""
+        a, na, n = self.audio, self.audio_frames_per_block, self.frames_per_block
+        window = a.window_frames if a.window_frames is not None else self.window_frames // n * na
+        sink = a.sink_frames if a.sink_frames is not None else self.sink_frames // n * na
+        return window, sink
+
+    def _validate_audio(self, bad) -> None:
+        a = self.audio
+        per_block = self.block_seconds * Fraction(a.latent_rate)
+        if per_block.denominator != 1:
+            raise bad("audio", f"latent_rate={a.latent_rate} gives {per_block} audio frames per block of "
+                      f"{self.block_seconds} s; it must be a whole number")
+        spl = Fraction(a.sample_rate) / Fraction(a.latent_rate)
+        if spl.denominator != 1:
+            raise bad("audio", f"sample_rate={a.sample_rate} is not a whole number of samples per latent at "
+                      f"latent_rate={a.latent_rate}")
+        out = self.block_seconds * a.output_sample_rate
+        g = math.gcd(a.sample_rate, a.output_sample_rate)
+        if out.denominator != 1 or (self.block_seconds * g).denominator != 1:
+            raise bad("audio", f"a block of {self.block_seconds} s is not a whole number of resampler frames "
+                      f"between {a.sample_rate} Hz and {a.output_sample_rate} Hz")
+        na = int(per_block)
+        window, sink = self.audio_cache_frames()
+        if sink % na or (window - sink) < na or (window - sink) % na:
+            raise bad("audio", f"audio cache window={window}, sink={sink} must be multiples of the "
+                      f"{na} audio frames per block with window - sink >= {na}")
+        if sink // na != self.sink_frames // self.frames_per_block:
+            raise bad("audio", f"audio sink of {sink} frames covers {sink // na} blocks but the video sink covers "
+                      f"{self.sink_frames // self.frames_per_block}; sinks must cover the same blocks (they are "
+                      "replayed jointly on a prompt switch)")
+        if self.rope_mode != "absolute":
+            raise bad("rope_mode", "must be 'absolute' for joint audio-video (cross-modal RoPE on physical time)")
 
     def validate(self) -> None:
         def bad(field_name: str, why: str) -> ValueError:
@@ -115,6 +239,10 @@ class ModelConfig:
             raise bad("prompt_switch", "must be 'recache' or 'recompute'")
         if not self.denoising_steps:
             raise bad("denoising_steps", "must list at least one step")
+        if self.audio is not None:
+            self._validate_audio(bad)
+        if self.actions is not None and self.actions.num_layers is not None and self.actions.num_layers > self.num_layers:
+            raise bad("actions", f"puts action modules in {self.actions.num_layers} layers of {self.num_layers}")
 
     # ----- (de)serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -138,7 +266,8 @@ def _tiny() -> ModelConfig:
         name="tiny", in_channels=4, out_channels=4, dim=64, ffn_dim=128, num_heads=4, num_layers=2,
         freq_dim=32, text_dim=32, text_len=8, latent_height=4, latent_width=4,
         frames_per_block=2, window_frames=6, sink_frames=2, temporal_upsample=1, spatial_upsample=8,
-        fps=8.0,
+        # relative RoPE so a tiny stream can run for hours (the invariant tests also pin "absolute").
+        rope_mode="relative", fps=8.0,
     )
 
 
@@ -151,8 +280,28 @@ def _wan_14b() -> ModelConfig:
     return ModelConfig(name="wan2.1-14b", dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)
 
 
+def _tiny_av() -> ModelConfig:
+    # tiny plus a joint audio stream: blocks of 2 video latents (4 raw frames each at 16 fps) = 0.5 s,
+    # i.e. 8 audio latents at 16 latents/s, decoded at 16 kHz and delivered at 48 kHz. The RoPE table
+    # is unbounded in effect because the weights are random (no pretrained position range to respect).
+    return ModelConfig(
+        name="tiny-av", in_channels=4, out_channels=4, dim=64, ffn_dim=128, num_heads=4, num_layers=2,
+        freq_dim=32, text_dim=32, text_len=8, latent_height=4, latent_width=4,
+        frames_per_block=2, window_frames=6, sink_frames=2, temporal_upsample=4, spatial_upsample=8,
+        fps=16.0, rope_max_positions=1 << 24,
+        audio=AudioConfig(channels=8, latent_rate=16.0, sample_rate=16000, output_sample_rate=48000),
+    )
+
+
+def _tiny_world() -> ModelConfig:
+    # tiny-av plus WASD keys and mouse (dx, dy); each latent frame sees the 4 raw frames it spans.
+    return _tiny_av().with_(name="tiny-world", actions=ActionConfig(mouse_hidden=32))
+
+
 PRESETS: dict[str, Any] = {
     "tiny": _tiny,
+    "tiny-av": _tiny_av,
+    "tiny-world": _tiny_world,
     "wan2.1-1.3b": _wan_1_3b,
     "wan2.1-14b": _wan_14b,
 }
@@ -171,4 +320,4 @@ def register_preset(name: str, factory) -> None:
     PRESETS[name] = factory
 
 
-__all__ = ["ModelConfig", "PRESETS", "preset", "register_preset", "field"]
+__all__ = ["ActionConfig", "AudioConfig", "ModelConfig", "PRESETS", "preset", "register_preset", "field"]

@@ -12,6 +12,9 @@ import torch
 import torch.nn as nn
 
 from streamgen.config import ModelConfig
+from streamgen.models.action_modules import ActionInput, ActionModule
+from streamgen.models.audio_video import AudioStream, joint_forward, joint_forward_cached, sink_kv
+from streamgen.models.av_rope import AudioRope
 from streamgen.models.kv_cache import RollingKVCache
 from streamgen.models.layers import AttnContext, DiTBlock
 from streamgen.models.norms import layer_norm_modulate
@@ -50,10 +53,13 @@ class CausalDiT(nn.Module):
         self.text_embedding = nn.Sequential(nn.Linear(c.text_dim, c.dim), nn.GELU(approximate="tanh"), nn.Linear(c.dim, c.dim))
         self.time_embedding = nn.Sequential(nn.Linear(c.freq_dim, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(c.dim, 6 * c.dim))
-        self.blocks = nn.ModuleList(DiTBlock(c) for _ in range(c.num_layers))
+        action_layers = 0 if c.actions is None else (c.actions.num_layers or (c.num_layers + 1) // 2)
+        self.blocks = nn.ModuleList(DiTBlock(c, with_actions=i < action_layers) for i in range(c.num_layers))
         self.head = Head(c)
+        self.audio = AudioStream(c) if c.audio is not None else None
         self.attention_backend = "sdpa"
         self._rope: RopeTable | None = None
+        self._audio_rope: AudioRope | None = None
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -67,6 +73,12 @@ class CausalDiT(nn.Module):
         nn.init.xavier_uniform_(self.patch_embedding.weight.flatten(1))
         nn.init.zeros_(self.head.head.weight)
         nn.init.zeros_(self.head.head.bias)
+        for m in self.modules():
+            if isinstance(m, ActionModule):
+                m.zero_outputs()  # a new action module leaves a pretrained video model unchanged
+        if self.audio is not None:
+            nn.init.zeros_(self.audio.head.weight)
+            nn.init.zeros_(self.audio.head.bias)
 
     # ----- helpers ------------------------------------------------------------------------
     @property
@@ -76,10 +88,27 @@ class CausalDiT(nn.Module):
             self._rope = RopeTable(self.config, device)
         return self._rope
 
+    @property
+    def audio_rope(self) -> AudioRope:
+        device = self.patch_embedding.weight.device
+        if self._audio_rope is None or self._audio_rope.device != device:
+            self._audio_rope = AudioRope(self.config, device)
+        return self._audio_rope
+
     def encode_text(self, text: torch.Tensor) -> TextKV:
-        """Per-layer cross-attention K / V of encoder tokens ``[B, Ltext, text_dim]`` (cache per prompt)."""
+        """Per-layer cross-attention K / V of encoder tokens ``[B, Ltext, text_dim]`` (cache per prompt).
+
+        Joint audio-video models return ``2 * num_layers`` entries: the video blocks', then the audio blocks'.
+        """
         ctx = self.text_embedding(text)  # [B, Ltext, C]
-        return [blk.cross_attn.context_kv(ctx) for blk in self.blocks]
+        kv = [blk.cross_attn.context_kv(ctx) for blk in self.blocks]
+        if self.audio is not None:
+            kv += [blk.cross_attn.context_kv(ctx) for blk in self.audio.blocks]
+        return kv
+
+    def sink_kv(self, text_kv: TextKV, batch: int = 1) -> TextKV:
+        """Per-layer K / V of the audio sink tokens under a prompt (computed once per prompt and session)."""
+        return sink_kv(self, text_kv, batch)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         b, f = x.shape[:2]
@@ -99,12 +128,19 @@ class CausalDiT(nn.Module):
         out = out.permute(0, 1, 4, 7, 2, 5, 3, 6)  # [B, F, pt, Co, gh, ph, gw, pw]
         return out.reshape(b, f * pt, c.out_channels, c.latent_height, c.latent_width)  # [B, F, Co, H, W]
 
-    def _run(self, x, t, text_kv: TextKV, ctx: AttnContext) -> torch.Tensor:
+    def _run(self, x, t, text_kv: TextKV, ctx: AttnContext, actions: ActionInput | None = None) -> torch.Tensor:
         h = self._embed(x)
         e, e0 = self._time(t)
         for i, blk in enumerate(self.blocks):
-            h = blk(h, e0, text_kv[i], ctx, i)
+            h = blk(h, e0, text_kv[i], ctx, i, actions)
         return self._unpatchify(self.head(h, e))
+
+    def _check_audio(self, audio) -> None:
+        if (audio is None) != (self.audio is None):
+            raise ValueError(
+                f"model {self.config.name!r} {'has' if self.audio is not None else 'has no'} audio stream but "
+                f"audio={'None' if audio is None else tuple(audio.shape)} was given"
+            )
 
     # ----- forwards -------------------------------------------------------------------------
     def forward(
@@ -115,44 +151,107 @@ class CausalDiT(nn.Module):
         *,
         positions: tuple[int, ...] | None = None,
         mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        actions: ActionInput | None = None,
+        audio: torch.Tensor | None = None,
+        audio_t: torch.Tensor | None = None,
+        audio_positions: tuple[int, ...] | None = None,
+    ):
         """Full-sequence forward: bidirectional (``mask=None``) or masked (token mask ``[L, L]``).
 
         x ``[B, F, C, H, W]``, t ``[B, F]`` -> velocity ``[B, F, C, H, W]``. ``positions``: RoPE time
         position of each frame (default ``0 .. F-1``; teacher forcing repeats them for both halves).
+        ``actions``: per-frame action windows (None: action modules are skipped).
+        Joint audio-video models also take ``audio [B, Fa, Ca]``, ``audio_t [B, Fa]`` and the audio frame
+        index of each audio frame (``audio_positions``), need the joint mask of ``av_masks`` and return
+        ``(video velocity, audio velocity)``.
         """
+        self._check_audio(audio)
         f = x.shape[1]
         positions = tuple(range(f)) if positions is None else tuple(positions)
         if len(positions) != f:
             raise ValueError(f"positions has {len(positions)} entries for {f} frames")
+        if audio is not None:
+            fa = audio.shape[1]
+            audio_positions = tuple(range(fa)) if audio_positions is None else tuple(audio_positions)
+            if len(audio_positions) != fa:
+                raise ValueError(f"audio_positions has {len(audio_positions)} entries for {fa} audio frames")
+            return joint_forward(self, x, t, audio, audio_t, text_kv, positions=positions,
+                                 audio_positions=audio_positions, mask=mask, actions=actions)
         rope = self.rope.for_positions(positions)
         ctx = AttnContext(rope=rope, mask=mask, backend=self.attention_backend)
-        return self._run(x, t, text_kv, ctx)
+        return self._run(x, t, text_kv, ctx, actions)
 
     def forward_cached(
-        self, x: torch.Tensor, t: torch.Tensor, text_kv: TextKV, cache: RollingKVCache, start_frame: int
-    ) -> torch.Tensor:
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        text_kv: TextKV,
+        cache: RollingKVCache,
+        start_frame: int,
+        *,
+        actions: ActionInput | None = None,
+        audio: torch.Tensor | None = None,
+        audio_t: torch.Tensor | None = None,
+        audio_cache: RollingKVCache | None = None,
+        sink_kv: TextKV | None = None,
+    ):
         """One streaming block: x ``[B, n, C, H, W]`` at absolute frames ``start_frame ..``; writes its K / V
-        into the cache (overwriting on a re-run) and attends to everything the cache holds."""
+        into the cache (overwriting on a re-run) and attends to everything the cache holds.
+
+        Joint models: ``audio [B, na, Ca]`` of the same block (audio frames ``start_frame / n * na ..``),
+        its own ``audio_cache`` (``audio_video.new_audio_cache``) and the prompt's ``sink_kv``
+        (``self.sink_kv``; computed here when None). Returns ``(video, audio)`` velocities.
+        """
+        self._check_audio(audio)
         n = x.shape[1]
+        if audio is not None:
+            if audio_cache is None:
+                raise ValueError("a joint audio-video block needs its audio_cache")
+            c = self.config
+            if start_frame % c.frames_per_block:
+                raise ValueError(f"start_frame={start_frame} is not at a block boundary of {c.frames_per_block} frames")
+            audio_start = start_frame // c.frames_per_block * c.audio_frames_per_block
+            sinks = self.sink_kv(text_kv, x.shape[0]) if sink_kv is None else sink_kv
+            return joint_forward_cached(self, x, t, audio, audio_t, text_kv, cache, start_frame, audio_cache,
+                                        audio_start, sinks, actions)
         plan = cache.plan(start_frame, n)
         if cache.relative:
             rope = self.rope.for_positions(plan.query_positions)
         else:
             rope = self.rope.for_frames(start_frame, n)
         ctx = AttnContext(rope=rope, cache=cache, plan=plan, rope_table=self.rope, backend=self.attention_backend)
-        return self._run(x, t, text_kv, ctx)
+        return self._run(x, t, text_kv, ctx, actions)
 
     def forward_teacher_forcing(
-        self, clean: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor, text_kv: TextKV, mask: torch.Tensor
-    ) -> torch.Tensor:
+        self,
+        clean: torch.Tensor,
+        noisy: torch.Tensor,
+        t: torch.Tensor,
+        text_kv: TextKV,
+        mask: torch.Tensor,
+        *,
+        actions: ActionInput | None = None,
+        audio_clean: torch.Tensor | None = None,
+        audio_noisy: torch.Tensor | None = None,
+        audio_t: torch.Tensor | None = None,
+    ):
         """Training forward on ``[clean | noisy]`` (both ``[B, F, C, H, W]``); returns the noisy half's output.
 
-        ``t`` ``[B, F]`` is the noisy half's timesteps; clean frames are at t = context_noise.
+        ``t`` ``[B, F]`` is the noisy half's timesteps; clean frames are at t = context_noise. Both halves
+        get the same actions. Joint models take the audio halves too (mask: ``av_masks`` with
+        ``teacher_forcing=True``) and return ``(video, audio)`` of the noisy halves.
         """
         f = clean.shape[1]
         x = torch.cat([clean, noisy], dim=1)  # [B, 2F, C, H, W]
         t_clean = torch.full_like(t, self.config.context_noise)
         tt = torch.cat([t_clean, t], dim=1)  # [B, 2F]
-        out = self.forward(x, tt, text_kv, positions=tuple(range(f)) * 2, mask=mask)
-        return out[:, f:]
+        both = ActionInput.cat([actions, actions]) if actions is not None else None
+        if audio_clean is None:
+            out = self.forward(x, tt, text_kv, positions=tuple(range(f)) * 2, mask=mask, actions=both)
+            return out[:, f:]
+        fa = audio_clean.shape[1]
+        audio = torch.cat([audio_clean, audio_noisy], dim=1)  # [B, 2Fa, Ca]
+        at = torch.cat([torch.full_like(audio_t, self.config.context_noise), audio_t], dim=1)  # [B, 2Fa]
+        out_v, out_a = self.forward(x, tt, text_kv, positions=tuple(range(f)) * 2, mask=mask, actions=both,
+                                    audio=audio, audio_t=at, audio_positions=tuple(range(fa)) * 2)
+        return out_v[:, f:], out_a[:, fa:]

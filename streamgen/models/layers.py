@@ -53,12 +53,18 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
         self.norm_k = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
 
-    def forward(self, x: torch.Tensor, ctx: AttnContext, layer: int) -> torch.Tensor:
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Un-rotated q, k, v ``[B, L, H, D]`` of ``x [B, L, C]`` (the joint audio-video layer calls this)."""
         b, l, _ = x.shape
         heads = (b, l, self.num_heads, self.head_dim)
         q = self.norm_q(self.q(x)).view(heads)  # [B, L, H, D]
         k = self.norm_k(self.k(x)).view(heads)  # [B, L, H, D]
         v = self.v(x).view(heads)  # [B, L, H, D]
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, ctx: AttnContext, layer: int) -> torch.Tensor:
+        b, l, _ = x.shape
+        q, k, v = self.qkv(x)
         cos, sin = ctx.rope
         q = apply_rope(q, cos, sin)
         if ctx.cache is None:
@@ -115,9 +121,14 @@ class FeedForward(nn.Sequential):
 
 
 class DiTBlock(nn.Module):
-    """Wan2.1 block: modulated self-attention, cross-attention, modulated MLP; per-frame adaLN."""
+    """Wan2.1 block: modulated self-attention, cross-attention, modulated MLP; per-frame adaLN.
 
-    def __init__(self, config: ModelConfig) -> None:
+    With ``with_actions`` an action module (Matrix-Game 2.0 placement) sits between the cross-attention
+    and the MLP. The block is split into stages (``modulations``, ``attn_input``, ``finish``) so the joint
+    audio-video layer can run one attention over both streams with this same block.
+    """
+
+    def __init__(self, config: ModelConfig, *, with_actions: bool = False) -> None:
         super().__init__()
         self.eps = config.eps
         self.self_attn = SelfAttention(config)
@@ -125,6 +136,12 @@ class DiTBlock(nn.Module):
         self.cross_attn = CrossAttention(config)
         self.ffn = FeedForward(config)
         self.modulation = nn.Parameter(torch.randn(1, 6, config.dim) / config.dim**0.5)
+        if with_actions:
+            from streamgen.models.action_modules import ActionModule
+
+            self.action = ActionModule(config)
+        else:
+            self.action = None
 
     def forward(
         self,
@@ -133,15 +150,28 @@ class DiTBlock(nn.Module):
         text_kv: tuple[torch.Tensor, torch.Tensor],
         ctx: AttnContext,
         layer: int,
+        actions=None,
     ) -> torch.Tensor:
         """x ``[B, F, T, C]`` (frames x tokens per frame), e ``[B, F, 6, C]`` (per-frame modulation)."""
         b, f, t, c = x.shape
-        mod = (self.modulation.float()[:, None] + e.float()).unbind(dim=2)  # 6 x [B, F, C]
-        h = layer_norm_modulate(x, mod[0], mod[1], self.eps)
-        y = self.self_attn(h.reshape(b, f * t, c), ctx, layer)  # [B, F*T, C]
-        x = gated_residual(x, y.view(b, f, t, c), mod[2])
-        y = self.cross_attn(self.norm3(x).reshape(b, f * t, c), text_kv, ctx.backend)  # [B, F*T, C]
+        mod = self.modulations(e)
+        y = self.self_attn(self.attn_input(x, mod).reshape(b, f * t, c), ctx, layer)  # [B, F*T, C]
+        return self.finish(x, y.view(b, f, t, c), mod, text_kv, ctx.backend, actions)
+
+    def modulations(self, e: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.modulation.float()[:, None] + e.float()).unbind(dim=2)  # 6 x [B, F, C]
+
+    def attn_input(self, x: torch.Tensor, mod: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return layer_norm_modulate(x, mod[0], mod[1], self.eps)
+
+    def finish(self, x, y, mod, text_kv, backend: str, actions=None) -> torch.Tensor:
+        """Everything after self-attention: x, y ``[B, F, T, C]`` (y = self-attention output)."""
+        b, f, t, c = x.shape
+        x = gated_residual(x, y, mod[2])
+        y = self.cross_attn(self.norm3(x).reshape(b, f * t, c), text_kv, backend)  # [B, F*T, C]
         x = x + y.view(b, f, t, c)
+        if self.action is not None and actions is not None:
+            x = self.action(x, actions, backend)
         h = layer_norm_modulate(x, mod[3], mod[4], self.eps)
         y = self.ffn(h)
         return gated_residual(x, y, mod[5])

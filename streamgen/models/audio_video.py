@@ -1,0 +1,169 @@
+"""Joint audio-video generation (OmniForcing-style) on the same ``DiTBlock`` as the video model.
+
+An audio token stream runs beside the video stream: one token per audio latent frame, its own embedding,
+its own stack of ``DiTBlock``s (same class, same width) and its own head. In every layer both streams
+attend in **one** attention over the union of their keys (masks in :mod:`streamgen.models.av_masks`),
+with cross-modal RoPE on physical time (:mod:`streamgen.models.av_rope`). A block spans the same seconds
+in both modalities (``ModelConfig.block_seconds``: e.g. 2 video latents and 8 audio latents).
+
+Streaming keeps one :class:`RollingKVCache` per modality, each with its own window and sink: a block
+writes its video K/V into the video cache and its audio K/V into the audio cache, then video queries
+read ``[video cache | audio cache]`` and audio queries ``[sinks | video cache | audio cache]``. Because
+each cache holds exactly what its modality's window rule allows, no mask is needed. The learnable audio
+sink tokens (identity RoPE, timestep 0) attend only to themselves, so their per-layer K/V depend on the
+weights and the prompt only: :func:`sink_kv` computes them once per prompt.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import torch
+import torch.nn as nn
+
+from streamgen.config import ModelConfig
+from streamgen.models.attention import attention
+from streamgen.models.kv_cache import RollingKVCache
+from streamgen.models.layers import DiTBlock
+from streamgen.models.norms import layer_norm_modulate
+from streamgen.models.rope import apply_rope
+
+if TYPE_CHECKING:
+    from streamgen.models.dit import CausalDiT
+
+KV = tuple[torch.Tensor, torch.Tensor]
+
+
+class AudioStream(nn.Module):
+    """Audio embedding, audio blocks, audio head and sink tokens of a joint model."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        a, dim = config.audio, config.dim
+        self.eps = config.eps
+        self.embedding = nn.Linear(a.channels, dim)
+        self.blocks = nn.ModuleList(DiTBlock(config) for _ in range(config.num_layers))
+        self.head = nn.Linear(dim, a.channels)
+        self.head_modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
+        self.sink = nn.Parameter(torch.randn(1, a.sink_tokens, dim) * 0.02) if a.sink_tokens else None
+
+    def embed(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio ``[B, Fa, Ca]`` -> tokens ``[B, Fa, 1, C]`` (one token per frame)."""
+        return self.embedding(audio)[:, :, None]
+
+    def out(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """h ``[B, Fa, 1, C]``, e ``[B, Fa, C]`` -> velocity ``[B, Fa, Ca]``."""
+        mod = (self.head_modulation.float()[:, None] + e.float()[:, :, None]).unbind(dim=2)  # 2 x [B, Fa, C]
+        return self.head(layer_norm_modulate(h, mod[0], mod[1], self.eps))[:, :, 0]
+
+
+def new_audio_cache(config: ModelConfig, *, batch: int = 1, dtype=torch.float32, device="cpu") -> RollingKVCache:
+    """The audio modality's rolling cache: one token per frame, its own window and sink."""
+    window, sink = config.audio_cache_frames()
+    audio_view = config.with_(
+        latent_height=config.patch[1], latent_width=config.patch[2], frames_per_block=config.audio_frames_per_block,
+        window_frames=window, sink_frames=sink, audio=None, actions=None,
+    )
+    return RollingKVCache(audio_view, batch=batch, dtype=dtype, device=device)
+
+
+def _joint_layer(model: "CausalDiT", i: int, hv, ha, mv, ma, text_kv, attend: Callable, actions):
+    """One layer over both streams: hv ``[B, Fv, T, C]``, ha ``[B, Fa, 1, C]``."""
+    vblk, ablk = model.blocks[i], model.audio.blocks[i]
+    b, fv, tv, c = hv.shape
+    fa = ha.shape[1]
+    qv, kv, vv = vblk.self_attn.qkv(vblk.attn_input(hv, mv).reshape(b, fv * tv, c))  # 3 x [B, Lv, H, D]
+    qa, ka, va = ablk.self_attn.qkv(ablk.attn_input(ha, ma).reshape(b, fa, c))  # 3 x [B, La, H, D]
+    ov, oa = attend(i, qv, kv, vv, qa, ka, va)
+    yv = vblk.self_attn.o(ov.reshape(b, fv * tv, c)).view(b, fv, tv, c)  # [B, Fv, T, C]
+    ya = ablk.self_attn.o(oa.reshape(b, fa, c)).view(b, fa, 1, c)  # [B, Fa, 1, C]
+    backend = model.attention_backend
+    num_layers = model.config.num_layers
+    hv = vblk.finish(hv, yv, mv, text_kv[i], backend, actions)
+    ha = ablk.finish(ha, ya, ma, text_kv[num_layers + i], backend)
+    return hv, ha
+
+
+def _run_joint(model: "CausalDiT", x, t, audio, audio_t, text_kv, attend, actions, sinks: int):
+    """Embed both streams (with ``sinks`` sink tokens before the audio), run all layers, apply both heads."""
+    hv = model._embed(x)  # [B, Fv, T, C]
+    ev, ev0 = model._time(t)
+    ha = model.audio.embed(audio)  # [B, Fa, 1, C]
+    ea, ea0 = model._time(audio_t)
+    if sinks:
+        b = ha.shape[0]
+        sink = model.audio.sink.to(ha.dtype)[:, :, None].expand(b, sinks, 1, ha.shape[-1])  # [B, S, 1, C]
+        ha = torch.cat([sink, ha], dim=1)
+        _, es0 = model._time(torch.zeros(b, sinks, device=audio_t.device))
+        ea0 = torch.cat([es0, ea0], dim=1)
+    for i in range(model.config.num_layers):
+        hv, ha = _joint_layer(model, i, hv, ha, model.blocks[i].modulations(ev0), model.audio.blocks[i].modulations(ea0), text_kv, attend, actions)
+    return model._unpatchify(model.head(hv, ev)), model.audio.out(ha[:, sinks:], ea)
+
+
+def joint_forward(model, x, t, audio, audio_t, text_kv, *, positions, audio_positions, mask, actions):
+    """Full-sequence joint forward; ``mask`` is the joint token mask (``av_masks``) or None (bidirectional).
+
+    Returns (video velocity ``[B, Fv, C, H, W]``, audio velocity ``[B, Fa, Ca]``).
+    """
+    sinks = model.config.audio.sink_tokens
+    rope_v = model.rope.for_positions(positions)
+    rope_a = model.audio_rope.for_frames(audio_positions, sinks)
+    backend = model.attention_backend
+
+    def attend(i, qv, kv, vv, qa, ka, va):
+        lv = qv.shape[1]
+        q = torch.cat([apply_rope(qv, *rope_v), apply_rope(qa, *rope_a)], dim=1)  # [B, Lv+La, H, D]
+        k = torch.cat([apply_rope(kv, *rope_v), apply_rope(ka, *rope_a)], dim=1)  # [B, Lv+La, H, D]
+        v = torch.cat([vv, va], dim=1)  # [B, Lv+La, H, D]
+        out = attention(q, k, v, mask=mask, backend=backend)
+        return out[:, :lv], out[:, lv:]
+
+    return _run_joint(model, x, t, audio, audio_t, text_kv, attend, actions, sinks)
+
+
+@torch.no_grad()
+def sink_kv(model: "CausalDiT", text_kv, batch: int = 1) -> list[KV]:
+    """Per-layer K / V ``[B, S, H, D]`` of the audio sink tokens under a prompt (they attend only to themselves)."""
+    stream = model.audio
+    if stream.sink is None:
+        return []
+    sinks = stream.sink.shape[1]
+    h = stream.sink[:, :, None].expand(batch, sinks, 1, stream.sink.shape[-1])  # [B, S, 1, C]
+    _, e0 = model._time(torch.zeros(batch, sinks, device=h.device))
+    out: list[KV] = []
+    num_layers = model.config.num_layers
+    for i, blk in enumerate(stream.blocks):
+        mod = blk.modulations(e0)
+        q, k, v = blk.self_attn.qkv(blk.attn_input(h, mod).reshape(batch, sinks, -1))  # identity RoPE: no rotation
+        out.append((k, v))
+        y = attention(q, k, v, mask=None, backend=model.attention_backend)  # [B, S, H, D]
+        y = blk.self_attn.o(y.reshape(batch, sinks, -1)).view(h.shape)  # [B, S, 1, C]
+        h = blk.finish(h, y, mod, text_kv[num_layers + i], model.attention_backend)
+    return out
+
+
+def joint_forward_cached(
+    model, x, t, audio, audio_t, text_kv, cache: RollingKVCache, start_frame: int,
+    audio_cache: RollingKVCache, audio_start: int, sinks: list[KV], actions,
+):
+    """One streaming block of both modalities; writes each modality's K / V into its own cache."""
+    plan_v = cache.plan(start_frame, x.shape[1])
+    plan_a = audio_cache.plan(audio_start, audio.shape[1])
+    rope_v = model.rope.for_frames(start_frame, x.shape[1])
+    rope_a = model.audio_rope.for_frames(tuple(range(audio_start, audio_start + audio.shape[1])))
+    backend = model.attention_backend
+
+    def attend(i, qv, kv, vv, qa, ka, va):
+        cache.write(i, plan_v, apply_rope(kv, *rope_v), vv)
+        audio_cache.write(i, plan_a, apply_rope(ka, *rope_a), va)
+        kv_v, vv_v = cache.read(i, plan_v)
+        kv_a, vv_a = audio_cache.read(i, plan_a)
+        keys, values = torch.cat([kv_v, kv_a], dim=1), torch.cat([vv_v, vv_a], dim=1)  # [B, Nv+Na, H, D]
+        ov = attention(apply_rope(qv, *rope_v), keys, values, mask=None, backend=backend)
+        if sinks:
+            keys = torch.cat([sinks[i][0].to(keys.dtype), keys], dim=1)  # [B, S+Nv+Na, H, D]
+            values = torch.cat([sinks[i][1].to(values.dtype), values], dim=1)
+        oa = attention(apply_rope(qa, *rope_a), keys, values, mask=None, backend=backend)
+        return ov, oa
+
+    return _run_joint(model, x, t, audio, audio_t, text_kv, attend, actions, 0)
