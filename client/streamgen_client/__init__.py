@@ -12,7 +12,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "connect": "connect", "TRANSPORTS": "connect",
+    "connect": "api", "TRANSPORTS": "api",
     "StreamClient": "base", "ServerError": "base", "BusyError": "base",
     "SyncClient": "sync",
     "VideoFrame": "media", "AudioChunk": "media",

@@ -62,6 +62,7 @@ class StreamClient:
         self._telemetry: asyncio.Queue = asyncio.Queue(64)
         self._started: asyncio.Future = asyncio.get_running_loop().create_future()
         self._closed = asyncio.Event()
+        self._bye = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="streamgen-client-decode")
 
@@ -132,12 +133,17 @@ class StreamClient:
                 self.rtt_ms = time.time() * 1000.0 - msg.t_ms
         elif isinstance(msg, p.Error):
             if not self._started.done():
-                self._started.set_exception(server_error(msg))
+                self._fail_start(server_error(msg))
             else:
                 log.warning("server error: %s %s (reply to %s)", msg.code, msg.message, msg.reply_to)
                 self.errors.append(msg)
         elif isinstance(msg, p.Bye):
             self.bye = msg
+            self._bye.set()
+
+    def _fail_start(self, exc: BaseException) -> None:
+        self._started.set_exception(exc)
+        self._started.exception()  # retrieved here: wait_started re-raises it if someone waits
 
     def _push(self, q: asyncio.Queue, item: object, count: bool = True) -> None:
         """Latest wins: a full queue loses its oldest item."""
@@ -159,7 +165,7 @@ class StreamClient:
             return
         self._closed.set()
         if not self._started.done():
-            self._started.set_exception(ConnectionError(f"{self.transport} closed before start: {reason}"))
+            self._fail_start(ConnectionError(f"{self.transport} closed before start: {reason}"))
         for q in (self._video, self._audio, self._telemetry):
             self._push(q, _END, count=False)
 
@@ -214,7 +220,12 @@ class StreamClient:
         if not self._closed.is_set() and self._started.done() and not self._started.exception():
             try:
                 await self.send(lambda s: p.Stop(seq=s))
-                await asyncio.wait_for(self._closed.wait(), timeout)
+                ends = [asyncio.ensure_future(e.wait()) for e in (self._bye, self._closed)]
+                try:
+                    await asyncio.wait(ends, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for e in ends:
+                        e.cancel()
             except (asyncio.TimeoutError, ConnectionError, OSError) as e:
                 log.debug("no clean bye: %r", e)
         await self._close_transport()

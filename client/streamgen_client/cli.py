@@ -9,7 +9,7 @@ import sys
 from typing import Sequence
 
 from .base import ServerError
-from .connect import TRANSPORTS, connect
+from .api import TRANSPORTS, connect
 from .recorder import record
 
 

@@ -8,7 +8,7 @@ from typing import Any, Coroutine, Iterator, TypeVar
 
 from . import protocol as p
 from .base import StreamClient
-from .connect import connect
+from .api import connect
 from .media import AudioChunk, VideoFrame
 
 T = TypeVar("T")

@@ -50,6 +50,8 @@ def post_offer(url: str, body: str, token: str | None, timeout: float) -> tuple[
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers or {}), e.read()
+    except urllib.error.URLError as e:
+        raise ConnectionError(f"cannot reach {url}: {e.reason}") from None
 
 
 def _refusal(status: int, headers: dict[str, str], body: bytes) -> Exception:
@@ -119,7 +121,7 @@ class WebRTCClient(StreamClient):
         try:
             while True:
                 frame = await track.recv()
-                image = await self._in_pool(frame.to_ndarray, "rgb24")  # [H, W, 3] uint8
+                image = await self._in_pool(_rgb, frame)  # [H, W, 3] uint8
                 self._on_video(VideoFrame(image=image, timestamp_us=_timestamp_us(frame)))
         except MediaStreamError:
             self._finish("video track ended")
@@ -135,6 +137,10 @@ class WebRTCClient(StreamClient):
 
     async def _close_transport(self) -> None:
         await self._pc.close()
+
+
+def _rgb(frame: Any) -> np.ndarray:
+    return frame.to_ndarray(format="rgb24")  # [H, W, 3] uint8
 
 
 def _timestamp_us(frame: Any) -> int:
