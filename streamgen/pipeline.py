@@ -11,7 +11,9 @@ from pathlib import Path
 
 import torch
 
+from streamgen.actions import ActionSpec
 from streamgen.config import PRESETS, ModelConfig, preset
+from streamgen.decoders.audio_preview import AudioDecoderConfig, AudioPreviewDecoder, StreamResampler
 from streamgen.decoders.preview import PreviewDecoder, PreviewDecoderConfig
 from streamgen.models.dit import CausalDiT
 from streamgen.samplers import warped_timesteps
@@ -37,10 +39,17 @@ class Pipeline:
     device: torch.device
     dtype: torch.dtype
     name: str = "custom"
+    # Joint audio-video models: the streaming audio decoder (native rate) and the resampler to the
+    # delivery rate; None for silent models.
+    audio_decoder: object | None = None
+    resampler: StreamResampler | None = None
 
     def __post_init__(self) -> None:
         self.timesteps = warped_timesteps(self.config.denoising_steps, self.config.shift)
         self._prompt_cache: dict[str | None, list] = {}
+        self._action_spec = ActionSpec.from_config(self.config) if self.config.actions is not None else None
+        if self.config.audio is not None and (self.audio_decoder is None or self.resampler is None):
+            raise ValueError(f"model {self.name!r} generates audio but the pipeline has no audio decoder / resampler")
 
     # ----- what a client needs to know -------------------------------------------------------
     @property
@@ -61,21 +70,36 @@ class Pipeline:
 
     @property
     def sample_rate(self) -> int | None:
-        return None
+        """Rate of ``chunk.audio`` (48 kHz for WebRTC), None for silent models."""
+        return self.config.audio.output_sample_rate if self.config.audio is not None else None
+
+    @property
+    def audio_channels(self) -> int | None:
+        return self.config.audio.audio_channels if self.config.audio is not None else None
+
+    @property
+    def samples_per_chunk(self) -> int | None:
+        """Audio samples per chunk at ``sample_rate``: exactly the chunk's duration times the rate."""
+        if self.config.audio is None:
+            return None
+        return int(self.config.block_seconds * self.config.audio.output_sample_rate)
 
     @property
     def takes_prompt(self) -> bool:
         return True
 
     @property
-    def action_spec(self):
-        return None
+    def action_spec(self) -> ActionSpec | None:
+        """Keys, mouse axes and scale the model listens to; None for models without actions."""
+        return self._action_spec
 
     def describe(self) -> dict:
         return {
             "name": self.name, "fps": self.fps, "width": self.width, "height": self.height,
             "frames_per_chunk": self.frames_per_chunk, "sample_rate": self.sample_rate,
-            "takes_prompt": self.takes_prompt, "keys": [], "device": str(self.device),
+            "takes_prompt": self.takes_prompt, "keys": list(self._action_spec.keys) if self._action_spec else [],
+            "mouse_axes": list(self._action_spec.mouse_axes) if self._action_spec else [],
+            "audio_channels": self.audio_channels, "device": str(self.device),
         }
 
     # ----- sessions ---------------------------------------------------------------------------
@@ -105,6 +129,12 @@ def _random_model(config: ModelConfig, device, dtype, seed: int = 0) -> CausalDi
     # Presets carry random weights; give the (zero-initialised) head small weights so the output depends
     # on the model and the stream is not plain noise.
     torch.nn.init.normal_(model.head.head.weight, std=0.02)
+    if model.audio is not None:
+        torch.nn.init.normal_(model.audio.head.weight, std=0.02)
+    for blk in model.blocks:  # the same for the zero-initialised action outputs, so keys steer the stream
+        for proj in ("proj_mouse", "proj_keyboard"):
+            if blk.action is not None and hasattr(blk.action, proj):
+                torch.nn.init.normal_(getattr(blk.action, proj).weight, std=0.02)
     return model.to(device=device, dtype=dtype).eval()
 
 
@@ -146,7 +176,16 @@ def _assemble(config, model, device, dtype, attention_backend, name, decoder=Non
             )
         )
     decoder = decoder.to(device=device, dtype=dtype).eval()
-    return Pipeline(config, model, decoder, HashTextEncoder(config.text_dim, config.text_len), device, dtype, name)
+    audio_decoder = resampler = None
+    if config.audio is not None:
+        a = config.audio
+        audio_decoder = AudioPreviewDecoder(
+            AudioDecoderConfig(latent_channels=a.channels, samples_per_latent=config.audio_samples_per_latent,
+                               sample_rate=a.sample_rate, audio_channels=a.audio_channels)
+        ).to(device=device).eval()  # fp32: audio is cheap and tones need the precision
+        resampler = StreamResampler(a.sample_rate, a.output_sample_rate, a.audio_channels).to(device=device)
+    return Pipeline(config, model, decoder, HashTextEncoder(config.text_dim, config.text_len), device, dtype, name,
+                    audio_decoder, resampler)
 
 
 def _load_folder(path: Path, device, dtype, overrides, attention_backend, name) -> Pipeline:

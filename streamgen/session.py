@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from streamgen.actions import ActionState
 from streamgen.decoders.preview import frames_to_uint8
+from streamgen.models.action_modules import ActionInput
+from streamgen.models.audio_video import new_audio_cache
 from streamgen.models.kv_cache import RollingKVCache
 from streamgen.samplers import add_noise, x0_and_renoise
 
@@ -33,6 +36,7 @@ class Chunk:
     block_index: int
     frame_index: int  # index of the first video frame of the chunk in the stream
     timings: dict[str, float] = field(default_factory=dict)  # seconds
+    sample_index: int | None = None  # index of the chunk's first audio sample in the stream (at sample_rate)
 
 
 class Session:
@@ -50,34 +54,73 @@ class Session:
         self.video_frames_out = 0
         # Clean latents kept for re-caching: the sink frames and the last ring of frames.
         self.sink_latents: list[torch.Tensor] = []
-        self.recent_latents: deque[torch.Tensor] = deque(maxlen=max(cfg.window_frames - cfg.sink_frames, cfg.recompute_frames))
+        keep = max(cfg.window_frames - cfg.sink_frames, cfg.recompute_frames)
+        if cfg.audio is not None:  # keep enough blocks to refill the audio ring too
+            window, sink = cfg.audio_cache_frames()
+            keep = max(keep, (window - sink) // cfg.audio_frames_per_block * cfg.frames_per_block)
+        self.recent_latents: deque[torch.Tensor] = deque(maxlen=keep)
+        # Joint audio-video: the audio cache, the prompt's sink K / V, decoder and resampler states.
+        self.audio_cache = new_audio_cache(cfg, dtype=pipe.dtype, device=pipe.device) if cfg.audio else None
+        self.sink_kv = pipe.model.sink_kv(self.text_kv) if cfg.audio else None
+        self.audio_decoder_state = pipe.audio_decoder.init_state() if cfg.audio else None
+        self.resampler_state = pipe.resampler.init_state() if cfg.audio else None
+        self.audio_samples_out = 0  # at pipe.sample_rate
+        # Actions: held keys and pending events (world models only).
+        self.action_state = ActionState(pipe.action_spec) if pipe.action_spec is not None else None
+        # Audio latents and action windows of the kept blocks (start frame -> (audio, actions)), for re-caching.
+        self.block_extras: dict[int, tuple[torch.Tensor | None, ActionInput | None]] = {}
         self.closed = False
 
     # ----- public API -------------------------------------------------------------------------
     @torch.inference_mode()
     def step(self, actions: Any = None, audio: Any = None) -> Chunk:
-        """Generate, cache and decode one block."""
+        """Generate, cache and decode one block.
+
+        ``actions``: the wire events received since the previous block (see ``streamgen.actions``), or
+        None; ignored by models without actions. ``audio`` (audio in, avatars) is not used by these models.
+        """
         if self.closed:
             raise RuntimeError("step() on a closed session")
         t0 = time.perf_counter()
         cfg = self.config
+        acts = self._block_actions(actions)
         if cfg.prompt_switch == "recompute" and self.next_frame > 0:
             self._rebuild_cache(cfg.recompute_frames)
-        x0 = self._denoise_block()
+        x0, a0 = self._denoise_block(acts)
         t1 = time.perf_counter()
-        self._refill(x0)
+        self._refill(x0, a0, acts)
         t2 = time.perf_counter()
+        self._remember(x0, a0, acts)
+        chunk = self.emit(x0, a0)
+        chunk.timings = {"denoise": t1 - t0, "refill": t2 - t1, **chunk.timings}
+        chunk.timings["total"] = time.perf_counter() - t0
+        return chunk
+
+    @torch.inference_mode()
+    def emit(self, x0: torch.Tensor, audio_x0: torch.Tensor | None = None) -> Chunk:
+        """Decode one block of clean latents into a chunk and advance the stream counters (``step`` calls
+        this after denoising; tests replay latents through it to check the audio / video bookkeeping)."""
+        cfg = self.config
+        t0 = time.perf_counter()
         frames, self.decoder_state = self.pipe.decoder.decode(x0, self.decoder_state)
         video = frames_to_uint8(frames[0])
-        t3 = time.perf_counter()
-        self._remember(x0)
+        t1 = time.perf_counter()
+        wave = sample_index = None
+        if audio_x0 is not None:
+            native, self.audio_decoder_state = self.pipe.audio_decoder.decode(audio_x0, self.audio_decoder_state)
+            out, self.resampler_state = self.pipe.resampler.process(native[0], self.resampler_state)
+            wave = out.float().cpu().numpy()  # [S, C]
+            sample_index = self.audio_samples_out
+            self.audio_samples_out += wave.shape[0]
+        t2 = time.perf_counter()
         chunk = Chunk(
             video=video,
-            audio=None,
-            sample_rate=None,
+            audio=wave,
+            sample_rate=self.pipe.sample_rate if wave is not None else None,
             block_index=self.block_index,
             frame_index=self.video_frames_out,
-            timings={"denoise": t1 - t0, "refill": t2 - t1, "decode": t3 - t2, "total": t3 - t0},
+            timings={"decode": t1 - t0, "audio_decode": t2 - t1} if wave is not None else {"decode": t1 - t0},
+            sample_index=sample_index,
         )
         self.block_index += 1
         self.next_frame += cfg.frames_per_block
@@ -93,6 +136,8 @@ class Session:
         """
         self.prompt = prompt
         self.text_kv = self.pipe.encode_prompt(prompt)
+        if self.config.audio is not None:
+            self.sink_kv = self.pipe.model.sink_kv(self.text_kv)
         if self.config.prompt_switch == "recache" and self.next_frame > 0:
             self._rebuild_cache(len(self.recent_latents))
 
@@ -100,7 +145,10 @@ class Session:
         """Free the cache buffers; the session cannot step afterwards."""
         self.closed = True
         self.cache = None
+        self.audio_cache = None
         self.text_kv = None
+        self.sink_kv = None
+        self.block_extras.clear()
         self.sink_latents.clear()
         self.recent_latents.clear()
 
@@ -111,41 +159,71 @@ class Session:
     def _timesteps(self, value: float, frames: int) -> torch.Tensor:
         return torch.full((1, frames), value, device=self.pipe.device, dtype=torch.float32)
 
-    def _denoise_block(self) -> torch.Tensor:
-        cfg, model = self.config, self.pipe.model
+    def _block_actions(self, events) -> ActionInput | None:
+        """This block's action windows as tensors ``[1, n, R, K]`` / ``[1, n, R, M]`` (None: no action model)."""
+        if self.action_state is None:
+            return None
+        w = self.action_state.block(events, self.config.frames_per_block)
+        dev, dt = self.pipe.device, self.pipe.dtype
+        return ActionInput(torch.from_numpy(w.keyboard)[None].to(dev, dt), torch.from_numpy(w.mouse)[None].to(dev, dt))
+
+    def _forward(self, x, t: float, start: int, audio=None, acts: ActionInput | None = None):
+        """The model on one block at timestep ``t`` (both modalities for joint models)."""
+        kw: dict[str, Any] = {"actions": acts}
+        if audio is not None:
+            kw.update(audio=audio, audio_t=self._timesteps(t, audio.shape[1]), audio_cache=self.audio_cache, sink_kv=self.sink_kv)
+        return self.pipe.model.forward_cached(x, self._timesteps(t, x.shape[1]), self.text_kv, self.cache, start, **kw)
+
+    def _denoise_block(self, acts: ActionInput | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        cfg = self.config
         n = cfg.frames_per_block
         shape = (1, n, cfg.in_channels, cfg.latent_height, cfg.latent_width)
+        audio_shape = (1, cfg.audio_frames_per_block, cfg.audio.channels) if cfg.audio else None
         x = self._noise(shape)
+        a = self._noise(audio_shape) if audio_shape else None
         steps = self.pipe.timesteps
-        x0 = x
+        x0, a0 = x, a
         for i, t in enumerate(steps):
-            v = model.forward_cached(x, self._timesteps(t, n), self.text_kv, self.cache, self.next_frame)
+            out = self._forward(x, t, self.next_frame, a, acts)
             t_next = steps[i + 1] if i + 1 < len(steps) else 0.0
-            x0, x = x0_and_renoise(x, v, t, t_next, self._noise(shape))
-        return x0
+            if a is None:
+                x0, x = x0_and_renoise(x, out, t, t_next, self._noise(shape))
+            else:
+                x0, x = x0_and_renoise(x, out[0], t, t_next, self._noise(shape))
+                a0, a = x0_and_renoise(a, out[1], t, t_next, self._noise(audio_shape))
+        return x0, a0
 
-    def _refill(self, x0: torch.Tensor) -> None:
-        """Overwrite the block's K / V with those of its clean latent at ``context_noise``."""
+    def _refill(self, x0: torch.Tensor, a0: torch.Tensor | None = None, acts: ActionInput | None = None) -> None:
+        """Overwrite the block's K / V with those of its clean latents at ``context_noise``."""
         cfg = self.config
-        n = x0.shape[1]
-        ctx = add_noise(x0, self._noise(x0.shape), cfg.context_noise) if cfg.context_noise > 0 else x0
-        self.pipe.model.forward_cached(ctx, self._timesteps(cfg.context_noise, n), self.text_kv, self.cache, self.next_frame)
+        noisy = cfg.context_noise > 0
+        ctx = add_noise(x0, self._noise(x0.shape), cfg.context_noise) if noisy else x0
+        actx = add_noise(a0, self._noise(a0.shape), cfg.context_noise) if noisy and a0 is not None else a0
+        self._forward(ctx, cfg.context_noise, self.next_frame, actx, acts)
 
-    def _remember(self, x0: torch.Tensor) -> None:
+    def _remember(self, x0: torch.Tensor, a0: torch.Tensor | None = None, acts: ActionInput | None = None) -> None:
         for i in range(x0.shape[1]):
             frame = x0[:, i : i + 1]
             if self.next_frame + i < self.config.sink_frames:
                 self.sink_latents.append(frame)
             else:
                 self.recent_latents.append(frame)
+        if a0 is None and acts is None:
+            return
+        self.block_extras[self.next_frame] = (a0, acts)
+        oldest = self.next_frame + x0.shape[1] - self.recent_latents.maxlen  # first frame still kept
+        for start in [s for s in self.block_extras if self.config.sink_frames <= s < oldest]:
+            del self.block_extras[start]
 
     def _rebuild_cache(self, recent: int) -> None:
         """Recompute the cache from the sink latents and the last ``recent`` clean frames, block by block,
         under the current prompt, at their original positions (positions and slots as in generation)."""
-        cfg, model = self.config, self.pipe.model
+        cfg = self.config
         n = cfg.frames_per_block
         recent -= recent % n
         self.cache.reset()
+        if self.audio_cache is not None:
+            self.audio_cache.reset()
         sink = torch.cat(self.sink_latents, dim=1) if self.sink_latents else None
         kept = list(self.recent_latents)[len(self.recent_latents) - recent :] if recent else []
         tail = torch.cat(kept, dim=1) if kept else None
@@ -157,4 +235,5 @@ class Session:
         for start, latents in replay:
             for j in range(0, latents.shape[1], n):
                 block = latents[:, j : j + n]
-                model.forward_cached(block, self._timesteps(cfg.context_noise, block.shape[1]), self.text_kv, self.cache, start + j)
+                audio, acts = self.block_extras.get(start + j, (None, None))
+                self._forward(block, cfg.context_noise, start + j, audio, acts)
