@@ -52,7 +52,8 @@ class StreamClient:
         self.info: p.ModelInfo | None = None
         self.session_id: str | None = None
         self.errors: list[p.Error] = []  # errors the server sent after the session started
-        self.dropped_frames = 0  # dropped on this side because nobody read them in time
+        self.dropped_frames = 0  # video frames dropped on this side because nobody read them in time
+        self.dropped_audio = 0  # audio chunks likewise (a reader of frames only drops all audio)
         self.rtt_ms: float | None = None
         self.last_telemetry: p.Telemetry | None = None
         self.bye: p.Bye | None = None
@@ -127,7 +128,7 @@ class StreamClient:
                 self._started.set_result(msg)
         elif isinstance(msg, p.Telemetry):
             self.last_telemetry = msg
-            self._push(self._telemetry, msg, count=False)
+            self._push(self._telemetry, msg)
         elif isinstance(msg, p.Pong):
             if msg.t_ms:
                 self.rtt_ms = time.time() * 1000.0 - msg.t_ms
@@ -145,19 +146,19 @@ class StreamClient:
         self._started.set_exception(exc)
         self._started.exception()  # retrieved here: wait_started re-raises it if someone waits
 
-    def _push(self, q: asyncio.Queue, item: object, count: bool = True) -> None:
-        """Latest wins: a full queue loses its oldest item."""
-        if q.full():
+    def _push(self, q: asyncio.Queue, item: object) -> bool:
+        """Latest wins: a full queue loses its oldest item (returns True when one was lost)."""
+        lost = q.full()
+        if lost:
             q.get_nowait()
-            if count:
-                self.dropped_frames += 1
         q.put_nowait(item)
+        return lost
 
     def _on_video(self, frame: VideoFrame) -> None:
-        self._push(self._video, frame)
+        self.dropped_frames += self._push(self._video, frame)
 
     def _on_audio(self, chunk: AudioChunk) -> None:
-        self._push(self._audio, chunk)
+        self.dropped_audio += self._push(self._audio, chunk)
 
     def _finish(self, reason: str = "") -> None:
         """The transport ended: wake every reader."""
@@ -167,7 +168,7 @@ class StreamClient:
         if not self._started.done():
             self._fail_start(ConnectionError(f"{self.transport} closed before start: {reason}"))
         for q in (self._video, self._audio, self._telemetry):
-            self._push(q, _END, count=False)
+            self._push(q, _END)
 
     async def wait_started(self, timeout: float) -> p.Started:
         try:

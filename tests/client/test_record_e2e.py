@@ -3,62 +3,18 @@ audio + video over each transport; the mp4 is decoded again and both streams are
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import av
 import numpy as np
 import pytest
 
-# The audio-video preset, so that both transports carry the model's own audio (issue 4, "Done means").
-MODEL = os.environ.get("STREAMGEN_E2E_MODEL", "tiny-av")
+from .conftest import MODEL
+
 SECONDS = 5.0
-START_TIMEOUT_S = 120.0  # loading + warm-up on a busy 2-core CPU
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    pytest.importorskip("streamgen.server.app", reason="the server app is not built yet")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "streamgen.server", "--host", "127.0.0.1", "--port", str(port),
-                                 "--model", MODEL, "--max-sessions", "2", "--log-level", "warning"],
-                                stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _ready(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server did not become ready (exit {proc.poll()}):\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def _model_info(url: str) -> dict:
