@@ -120,6 +120,9 @@ class StreamClient:
         try:
             msg = p.parse_server_message(text)
         except p.ProtocolError as e:
+            if not self._started.done() and '"started"' in str(text):
+                # e.g. a server that speaks another protocol version: fail now rather than time out
+                self._fail_start(ConnectionError(f"unusable 'started' from the server: {e}"))
             log.warning("ignoring malformed server message: %s", e)
             return
         if isinstance(msg, p.Started):

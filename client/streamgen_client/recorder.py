@@ -121,9 +121,11 @@ def probe(path: str) -> dict[str, Any]:
         if c.streams.video:
             s = c.streams.video[0]
             pts = [f.pts for f in c.decode(video=0)]
-            dur = float((pts[-1] - pts[0]) * s.time_base) + 1.0 / float(s.average_rate or 1) if pts else 0.0
+            # The last frame lasts one frame interval (the median one: dropped frames leave longer gaps).
+            step = float(np.median(np.diff(pts)) * s.time_base) if len(pts) > 1 else 0.0
+            dur = float((pts[-1] - pts[0]) * s.time_base) + step if pts else 0.0
             report["video"] = {"codec": s.codec_context.name, "frames": len(pts), "width": s.width,
-                               "height": s.height, "fps": float(s.average_rate or 0), "duration_s": dur}
+                               "height": s.height, "fps": 1.0 / step if step else 0.0, "duration_s": dur}
     with av.open(path) as c:
         if c.streams.audio:
             s = c.streams.audio[0]

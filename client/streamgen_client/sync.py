@@ -79,6 +79,7 @@ class SyncClient:
         if self._loop.is_running():
             try:
                 self._run(self.client.close(), timeout=10)
+                self._run(self._loop.shutdown_default_executor(), timeout=10)  # asyncio.to_thread workers
             finally:
                 self._stop_loop()
 

@@ -98,3 +98,28 @@ def test_busy_answer_on_both_transports(server):
                 await c.close()
 
     asyncio.run(main())
+
+
+def test_sync_client_over_ws(server):
+    import threading
+
+    from streamgen_client import SyncClient
+
+    threads = threading.active_count()
+    with SyncClient(server, transport="ws", model=WORLD, timeout=60) as c:
+        assert c.info.name == WORLD and c.session_id
+        stamps = []
+        for frame in c.frames(timeout=30):
+            assert frame.image.dtype.name == "uint8" and frame.image.shape[2] == 3
+            stamps.append(frame.timestamp_us)
+            if len(stamps) == 3:
+                break
+        assert stamps == sorted(set(stamps))
+        assert c.send_action(c.info.keys[0], True) < c.send_mouse(1, 1)
+        chunk = c.next_audio(timeout=30)
+        assert chunk.sample_rate == c.info.sample_rate and chunk.samples.shape[1] == c.info.channels
+    assert c.client.closed
+    deadline = time.monotonic() + 5
+    while threading.active_count() > threads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() <= threads, [t.name for t in threading.enumerate()]
