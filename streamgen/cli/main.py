@@ -43,7 +43,8 @@ def cmd_generate(args) -> int:
 
     pipe = _load(args)
     session = pipe.start(seed=args.seed, prompt=args.prompt)
-    with Mp4Writer(args.output, fps=pipe.fps, width=pipe.width, height=pipe.height, sample_rate=pipe.sample_rate) as mp4:
+    channels = getattr(pipe, "audio_channels", None) or 1
+    with Mp4Writer(args.output, fps=pipe.fps, width=pipe.width, height=pipe.height, sample_rate=pipe.sample_rate, channels=channels) as mp4:
         for _ in tqdm(range(args.blocks), desc=f"generate {args.model}", unit="block", file=sys.stderr):
             chunk = session.step()
             mp4.write_video(chunk.video)
