@@ -46,7 +46,10 @@ async def _record(args: argparse.Namespace) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    ap = _parser()
+    args = ap.parse_args(argv)
+    if args.seconds <= 0:
+        ap.error(f"--seconds must be > 0, got {args.seconds}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     try:
         report = asyncio.run(_record(args))
@@ -57,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConnectionError, OSError, TimeoutError) as e:
         print(f"failed: {e}", file=sys.stderr)
         return 1
+    except ValueError as e:  # a bad URL or argument
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(report, indent=2))
     return 0
 

@@ -73,3 +73,13 @@ def test_recorder_without_audio(tmp_path):
     rec.close()
     info = probe(path)
     assert "audio" not in info and info["video"]["frames"] == 8
+
+
+def test_cli_rejects_bad_arguments(capsys):
+    from streamgen_client.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["record", "http://127.0.0.1:9", "--seconds", "0"])
+    assert main(["record", "ftp://example", "--seconds", "1"]) == 2
+    assert "must be http(s)://" in capsys.readouterr().err
+    assert main(["record", "http://127.0.0.1:9", "--transport", "webrtc", "--seconds", "1", "--timeout", "3"]) == 1
