@@ -64,6 +64,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: AttnContext, layer: int) -> torch.Tensor:
         b, l, _ = x.shape
+        if ctx.cache is not None and ctx.backend == "triton":
+            return self._cached_triton(x, ctx, layer)
         q, k, v = self.qkv(x)
         cos, sin = ctx.rope
         q = apply_rope(q, cos, sin)
@@ -71,6 +73,29 @@ class SelfAttention(nn.Module):
             out = attention(q, apply_rope(k, cos, sin), v, mask=ctx.mask, backend=ctx.backend)
         else:
             out = self._cached(q, k, v, ctx, layer)
+        return self.o(out.reshape(b, l, self.num_heads * self.head_dim))  # [B, L, C]
+
+    def _cached_triton(self, x: torch.Tensor, ctx: AttnContext, layer: int) -> torch.Tensor:
+        """Backend "triton" over the cache: one kernel norms and rotates q / k and writes k, v into the
+        slots (k un-rotated in relative mode), a second attends over the valid slots (rotating keys)."""
+        from streamgen.kernels.cache_attention import cache_attention
+        from streamgen.kernels.qk_norm_rope import qk_norm_rope_cache_write
+
+        b, l, _ = x.shape
+        heads = (b, l, self.num_heads, self.head_dim)
+        cache, plan = ctx.cache, ctx.plan
+        q = qk_norm_rope_cache_write(
+            self.q(x).view(heads), self.k(x).view(heads), self.v(x).view(heads),  # [B, L, H, D] each
+            getattr(self.norm_q, "weight", None), getattr(self.norm_k, "weight", None), *ctx.rope,
+            cache.k, cache.v, layer=layer, slot_start=plan.slot_start, rotate_k=not cache.relative,
+            eps=getattr(self.norm_q, "eps", 0.0),
+        )  # [B, L, H, D]
+        keys, values = cache.read(layer, plan)
+        rel = {}
+        if cache.relative:
+            kcos, ksin = ctx.rope_table.for_positions(plan.key_positions)
+            rel = dict(key_cos=kcos, key_sin=ksin)
+        out = cache_attention(q, keys, values, **rel)  # [B, L, H, D]
         return self.o(out.reshape(b, l, self.num_heads * self.head_dim))  # [B, L, C]
 
     def _cached(self, q, k, v, ctx: AttnContext, layer: int) -> torch.Tensor:
@@ -120,6 +145,16 @@ class FeedForward(nn.Sequential):
         )
 
 
+def _adaln_ops(backend: str):
+    """(layer_norm_modulate, gated_residual): the fused Triton ops for backend "triton", else the reference."""
+    if backend == "triton":
+        from streamgen.kernels.adaln import gated_residual as fused_gated_residual
+        from streamgen.kernels.adaln import layer_norm_modulate as fused_layer_norm_modulate
+
+        return fused_layer_norm_modulate, fused_gated_residual
+    return layer_norm_modulate, gated_residual
+
+
 class DiTBlock(nn.Module):
     """Wan2.1 block: modulated self-attention, cross-attention, modulated MLP; per-frame adaLN.
 
@@ -155,18 +190,19 @@ class DiTBlock(nn.Module):
         """x ``[B, F, T, C]`` (frames x tokens per frame), e ``[B, F, 6, C]`` (per-frame modulation)."""
         b, f, t, c = x.shape
         mod = self.modulations(e)
-        y = self.self_attn(self.attn_input(x, mod).reshape(b, f * t, c), ctx, layer)  # [B, F*T, C]
+        y = self.self_attn(self.attn_input(x, mod, ctx.backend).reshape(b, f * t, c), ctx, layer)  # [B, F*T, C]
         return self.finish(x, y.view(b, f, t, c), mod, text_kv, ctx.backend, actions)
 
     def modulations(self, e: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (self.modulation.float()[:, None] + e.float()).unbind(dim=2)  # 6 x [B, F, C]
 
-    def attn_input(self, x: torch.Tensor, mod: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return layer_norm_modulate(x, mod[0], mod[1], self.eps)
+    def attn_input(self, x: torch.Tensor, mod: tuple[torch.Tensor, ...], backend: str = "sdpa") -> torch.Tensor:
+        return _adaln_ops(backend)[0](x, mod[0], mod[1], self.eps)
 
     def finish(self, x, y, mod, text_kv, backend: str, actions=None) -> torch.Tensor:
         """Everything after self-attention: x, y ``[B, F, T, C]`` (y = self-attention output)."""
         b, f, t, c = x.shape
+        layer_norm_modulate, gated_residual = _adaln_ops(backend)
         x = gated_residual(x, y, mod[2])
         y = self.cross_attn(self.norm3(x).reshape(b, f * t, c), text_kv, backend)  # [B, F*T, C]
         x = x + y.view(b, f, t, c)
