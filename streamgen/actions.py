@@ -1,16 +1,24 @@
 """Actions of world models: the per-model :class:`ActionSpec`, wire events -> per-raw-frame rows, and
 the window of raw rows each latent frame sees.
 
-Time base: ``t_ms`` is the stream's media clock, the clock of the video frames (raw frame ``r`` is shown
-during ``[r, r + 1) * 1000 / fps`` ms). Rows are kept at the raw video frame rate (Matrix-Game 2.0): a
-key is *down in raw frame r* if it is held at the frame's start or pressed at any moment inside it (a
-tap shorter than a frame is not lost); the mouse row of frame ``r`` is the sum of the deltas whose
-timestamps fall inside it, times ``mouse_scale``.
+Rows are kept at the raw video frame rate (Matrix-Game 2.0); raw frame ``r`` spans
+``[r, r + 1) * 1000 / fps`` ms of the stream's media clock. A key is *down in raw frame r* if it is held
+at the frame's start or pressed at any moment inside it (a tap shorter than a frame is not lost); the
+mouse row of frame ``r`` is the sum of the deltas stamped inside it, times ``mouse_scale``.
 
-A session calls :meth:`ActionState.block` once per block with the events received since the previous
-block: events stamped before the block are applied at its first frame (late, at most one block of
-latency when the client sends promptly), events stamped after it wait for their block. Held keys live
-in the explicit :class:`ActionState` the session owns.
+A session calls :meth:`ActionState.block` once per block with the wire events received since the
+previous block. Their ``t_ms`` is read on one of two clocks (``ActionState.clock``):
+
+- ``"client"`` (the wire protocol's: any client clock, e.g. Unix ms): the first timed event is anchored to
+  the start of the block it arrives for, and later events keep their spacing from it. Every event is
+  applied to the block it arrives for (at most one block of latency): when a batch would end past the
+  block, the anchor moves so its last event falls in the block's last frame; when a whole batch is
+  earlier than the block, the anchor moves so its first event falls at the block start. ``t_ms`` of 0
+  or None means "now" (the block start).
+- ``"stream"`` (scripts, tests): ``t_ms`` is the media clock itself. Events stamped before the block are
+  applied at its first frame; events stamped after it wait for their block.
+
+Held keys, the clock anchor and waiting events live in the explicit :class:`ActionState` the session owns.
 """
 from __future__ import annotations
 
@@ -153,27 +161,57 @@ class ActionWindows:
     raw_mouse: np.ndarray  # [frames * raw_per_latent, M]
 
 
+MAX_PENDING = 4096  # stream clock: events waiting for a later block (the oldest are dropped beyond this)
+
+
 @dataclass
 class ActionState:
-    """Per-session action state: held keys, events waiting for their block, recent rows for windows."""
+    """Per-session action state: held keys, clock anchor, waiting events, recent rows for windows."""
 
     spec: ActionSpec
+    clock: str = "client"  # "client" or "stream" (see the module doc)
     held: frozenset[str] = frozenset()
     pending: list[ActionEvent] = field(default_factory=list)
+    offset_ms: float | None = None  # client clock: client t_ms minus stream ms
     next_raw: int = 0  # first raw frame of the next block
     history_keyboard: np.ndarray | None = None
     history_mouse: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.clock not in ("client", "stream"):
+            raise ValueError(f"ActionState: clock={self.clock!r} must be 'client' or 'stream'")
         if self.history_keyboard is None:
             self.history_keyboard, self.history_mouse = self.spec.null_rows(self.spec.window_rows - self.spec.raw_per_latent)
+
+    def _to_stream_clock(self, events: list[ActionEvent], raw_count: int) -> list[ActionEvent]:
+        """Client clock -> stream clock for one block's batch (anchor kept, moved only to fit the block)."""
+        spec = self.spec
+        start, end = spec.frame_start_ms(self.next_raw), spec.frame_start_ms(self.next_raw + raw_count)
+        last = spec.frame_start_ms(self.next_raw + raw_count - 1)
+        times = [e.t_ms for e in events if e.t_ms]
+        if times:
+            lo, hi = min(times), max(times)
+            if self.offset_ms is None:
+                self.offset_ms = lo - start
+            if hi - self.offset_ms >= end:
+                self.offset_ms = hi - last
+            elif hi - self.offset_ms < start:
+                self.offset_ms = lo - start
+        out = []
+        for e in events:
+            t = min(e.t_ms - self.offset_ms, last) if e.t_ms else None
+            out.append(ActionEvent(e.kind, t, e.key, e.down, e.delta))
+        return out
 
     def block(self, events: Iterable[dict] | None, latent_frames: int) -> ActionWindows:
         """Consume the wire events for the next block of ``latent_frames`` latent frames."""
         spec = self.spec
         parsed = [e for e in (parse_event(ev, spec) for ev in (events or [])) if e is not None]
         count = latent_frames * spec.raw_per_latent
-        kb, ms, self.held, self.pending = rows_from_events(spec, self.held, self.pending + parsed, self.next_raw, count)
+        if self.clock == "client":
+            parsed = self._to_stream_clock(parsed, count)
+        kb, ms, self.held, pending = rows_from_events(spec, self.held, self.pending + parsed, self.next_raw, count)
+        self.pending = pending[-MAX_PENDING:]
         windows = ActionWindows(
             latent_windows(spec, self.history_keyboard, kb, latent_frames),
             latent_windows(spec, self.history_mouse, ms, latent_frames),
@@ -181,7 +219,8 @@ class ActionState:
             ms,
         )
         keep = self.history_keyboard.shape[0]
-        self.history_keyboard = np.concatenate([self.history_keyboard, kb])[-keep:] if keep else self.history_keyboard
-        self.history_mouse = np.concatenate([self.history_mouse, ms])[-keep:] if keep else self.history_mouse
+        if keep:
+            self.history_keyboard = np.concatenate([self.history_keyboard, kb])[-keep:]
+            self.history_mouse = np.concatenate([self.history_mouse, ms])[-keep:]
         self.next_raw += count
         return windows

@@ -99,6 +99,7 @@ class Pipeline:
             "frames_per_chunk": self.frames_per_chunk, "sample_rate": self.sample_rate,
             "takes_prompt": self.takes_prompt, "keys": list(self._action_spec.keys) if self._action_spec else [],
             "mouse_axes": list(self._action_spec.mouse_axes) if self._action_spec else [],
+            "takes_mouse": bool(self._action_spec and self._action_spec.mouse_axes),
             "audio_channels": self.audio_channels, "device": str(self.device),
         }
 
@@ -115,8 +116,10 @@ class Pipeline:
             self._prompt_cache[prompt] = hit
         return hit
 
-    def start(self, seed: int = 0, prompt: str | None = None) -> Session:
-        return Session(self, seed=seed, prompt=prompt)
+    def start(self, seed: int = 0, prompt: str | None = None, *, action_clock: str = "client") -> Session:
+        """A new stream. ``action_clock``: how ``t_ms`` of action events is read (``streamgen.actions``):
+        "client" (the wire protocol: any client clock) or "stream" (the media clock, for scripts)."""
+        return Session(self, seed=seed, prompt=prompt, action_clock=action_clock)
 
 
 def default_device() -> str:

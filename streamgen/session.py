@@ -40,7 +40,7 @@ class Chunk:
 
 
 class Session:
-    def __init__(self, pipe: "Pipeline", *, seed: int = 0, prompt: str | None = None) -> None:
+    def __init__(self, pipe: "Pipeline", *, seed: int = 0, prompt: str | None = None, action_clock: str = "client") -> None:
         self.pipe = pipe
         cfg = pipe.config
         self.config = cfg
@@ -66,7 +66,8 @@ class Session:
         self.resampler_state = pipe.resampler.init_state() if cfg.audio else None
         self.audio_samples_out = 0  # at pipe.sample_rate
         # Actions: held keys and pending events (world models only).
-        self.action_state = ActionState(pipe.action_spec) if pipe.action_spec is not None else None
+        # ``action_clock``: "client" for wire events (any client clock), "stream" for media-clock scripts.
+        self.action_state = ActionState(pipe.action_spec, clock=action_clock) if pipe.action_spec is not None else None
         # Audio latents and action windows of the kept blocks (start frame -> (audio, actions)), for re-caching.
         self.block_extras: dict[int, tuple[torch.Tensor | None, ActionInput | None]] = {}
         self.closed = False

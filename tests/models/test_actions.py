@@ -75,7 +75,7 @@ def test_action_rows_reaching_each_latent_frame_are_its_time_span(window):
     c = pipe.config
     seen: list[ActionInput] = []
     hook = pipe.model.blocks[0].action.register_forward_pre_hook(lambda mod, args: seen.append(args[1]))
-    session = pipe.start(seed=0)
+    session = pipe.start(seed=0, action_clock="stream")
     blocks = 5
     block_ms = float(c.block_seconds * 1000)
     sent: set = set()
@@ -103,7 +103,7 @@ def test_action_rows_reaching_each_latent_frame_are_its_time_span(window):
 
 def test_late_events_apply_at_the_next_block_start_and_held_keys_persist():
     spec = ActionSpec.from_config(preset("tiny-world"))
-    state = ActionState(spec)
+    state = ActionState(spec, clock="stream")
     state.block(None, 2)  # block 0: raw frames 0..7
     w = state.block([{"kind": "key", "key": "KeyS", "down": True, "t_ms": 100.0}], 2)  # stamped in block 0: late
     assert w.raw_keyboard[:, 1].tolist() == [1.0] * 8  # applied from the first frame of block 1 on
@@ -115,6 +115,40 @@ def test_late_events_apply_at_the_next_block_start_and_held_keys_persist():
         state.block([{"kind": "jump"}], 2)
     with pytest.raises(ValueError, match="dx"):
         state.block([{"kind": "mouse", "dx": float("nan"), "dy": 0.0}], 2)
+
+
+def _mouse_frames(w) -> list[int]:
+    return [int(r) for r in np.nonzero(w.raw_mouse[:, 0])[0]]
+
+
+def test_client_clock_keeps_spacing_and_applies_every_event_to_the_block_it_arrives_for():
+    spec = ActionSpec.from_config(preset("tiny-world"))  # 62.5 ms raw frames, 8 per block of 500 ms
+    state = ActionState(spec, clock="client")
+    c0 = 1_732_752_000_123.5  # a Unix-ms client clock
+
+    def moves(*offsets):
+        return [{"kind": "mouse", "dx": 1.0, "dy": 0.0, "t_ms": c0 + o} for o in offsets]
+
+    # the first timed event anchors to the block start; the others keep their spacing
+    assert _mouse_frames(state.block(moves(0.0, 70.0, 140.0), 2)) == [0, 1, 2]
+    # the next batch, on the same anchor: 500 + 130 ms -> frame 2 of block 1
+    assert _mouse_frames(state.block(moves(630.0), 2)) == [2]
+    # a batch running past its block (the client is ahead of generation): the anchor moves, the last event
+    # lands in the last frame, nothing waits for a later block
+    w = state.block(moves(1400.0, 1900.0), 2)
+    assert _mouse_frames(w) == [0, 7] and not state.pending
+    # a batch straddling its block start: the early events are applied at the block start
+    assert _mouse_frames(state.block(moves(1950.0, 2020.0), 2)) == [0]
+    # a batch wholly before its block (generation ahead of the client): its first event at the block start,
+    # the spacing kept
+    ahead = ActionState(spec, clock="client")
+    assert _mouse_frames(ahead.block(moves(0.0), 2)) == [0]
+    assert _mouse_frames(ahead.block(moves(100.0, 200.0), 2)) == [0, 1]
+    # t_ms of 0 means "now": the block start; held keys persist across blocks
+    w = state.block([{"kind": "key", "key": "KeyA", "down": True, "t_ms": 0}], 2)
+    assert w.raw_keyboard[:, 2].tolist() == [1.0] * 8 and state.held == frozenset({"KeyA"})
+    with pytest.raises(ValueError, match="clock"):
+        ActionState(spec, clock="wall")
 
 
 def _windows(model: CausalDiT, frames: int, seed: int = 9) -> ActionInput:
