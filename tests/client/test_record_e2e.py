@@ -39,7 +39,7 @@ def _read_back(path: str) -> tuple[list[np.ndarray], list[float], np.ndarray, in
 def _check(path: str, fps: float, audio_rate: int) -> None:
     frames, times, pcm, rate, channels = _read_back(path)
     # The server may drop stale frames on a loaded CPU, but media time stays on the clock.
-    assert len(frames) >= 0.4 * SECONDS * fps, f"only {len(frames)} frames in {SECONDS} s at {fps} fps"
+    assert len(frames) >= 0.25 * SECONDS * fps, f"only {len(frames)} frames in {SECONDS} s at {fps} fps"
     assert all(b > a for a, b in zip(times, times[1:])), "video timestamps are not strictly increasing"
     assert SECONDS - 0.5 <= times[-1] + 1 / fps <= SECONDS + 0.5, times[-1]
     stack = np.stack(frames).astype(np.float32)  # [T, H, W, 3]
