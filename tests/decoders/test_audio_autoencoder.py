@@ -1,0 +1,76 @@
+"""The causal audio autoencoder: shapes, streaming == whole decode, explicit independent state."""
+import pytest
+import torch
+
+from streamgen.decoders.audio_autoencoder import AudioAEConfig, AudioAutoencoder, console_to_unit, unit_to_console
+from streamgen.decoders.causal_conv import StreamState
+
+
+def _model(**kw) -> AudioAutoencoder:
+    torch.manual_seed(0)
+    m = AudioAutoencoder(AudioAEConfig(**kw)).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return m
+
+
+def test_hop_and_shapes():
+    m = _model()
+    assert m.cfg.hop == 512 and m.cfg.sample_rate == 30720  # one latent per ALE emulator frame
+    wav = torch.rand(2, 512 * 6) * 2 - 1
+    z = m.encode(wav)
+    assert z.shape == (2, 6, 16)
+    assert m.decode(z).shape == wav.shape
+    with pytest.raises(ValueError, match="N %"):
+        m.encode(torch.rand(1, 1000))
+    with pytest.raises(ValueError, match="audio latents"):
+        m.decode(torch.rand(1, 3, 5))
+
+
+@pytest.mark.parametrize("chunks", [[1] * 7, [4, 3], [2, 1, 4]])
+def test_streaming_decode_equals_whole(chunks):
+    m = _model()
+    z = torch.randn(2, sum(chunks), 16)
+    with torch.no_grad():
+        whole = m.decode(z)
+        state, outs, i = None, [], 0
+        for n in chunks:
+            out, state = m.decoder(z[:, i:i + n], state)
+            outs.append(out)
+            i += n
+    assert torch.allclose(torch.cat(outs, dim=1), whole, atol=1e-5, rtol=0)
+
+
+def test_states_are_explicit_and_independent():
+    m = _model(patch=4, factor=2, channels=(8, 8, 8))
+    za, zb = torch.randn(1, 5, 16), torch.randn(1, 5, 16) * 3
+    with torch.no_grad():
+        ref_a, ref_b = m.decode(za), m.decode(zb)
+        sa, sb, oa, ob = StreamState(), StreamState(), [], []
+        for i in range(5):
+            a, sa = m.decoder(za[:, i:i + 1], sa)
+            b, sb = m.decoder(zb[:, i:i + 1], sb)
+            oa.append(a)
+            ob.append(b)
+        assert torch.allclose(torch.cat(oa, 1), ref_a, atol=1e-5, rtol=0)
+        assert torch.allclose(torch.cat(ob, 1), ref_b, atol=1e-5, rtol=0)
+        _, s = m.decoder(za[:, :2], None)
+        first, _ = m.decoder(za[:, 2:3], s)
+        again, _ = m.decoder(za[:, 2:3], s)
+        fresh, _ = m.decoder(za[:, 2:3], None)
+        assert torch.equal(first, again) and not torch.allclose(first, fresh, atol=1e-4)
+
+
+def test_console_sample_mapping_and_save(tmp_path):
+    raw = torch.tensor([0, 128, 188, 255], dtype=torch.uint8)
+    assert torch.equal(unit_to_console(console_to_unit(raw)), raw)
+    m = _model()
+    m.save(tmp_path / "a.safetensors")
+    m2 = AudioAutoencoder.load(tmp_path / "a.safetensors")
+    z = torch.randn(1, 3, 16)
+    assert torch.equal(m.decode(z), m2.decode(z))
+    with pytest.raises(ValueError, match="VideoAutoencoder"):
+        from streamgen.decoders.video_autoencoder import VideoAutoencoder
+
+        VideoAutoencoder.load(tmp_path / "a.safetensors")
