@@ -174,6 +174,8 @@ class ModelConfig:
 
     @property
     def audio_samples_per_latent(self) -> int:
+        if self.audio is None:
+            raise ValueError(f"ModelConfig {self.name!r} has no audio stream")
         return int(Fraction(self.audio.sample_rate) / Fraction(self.audio.latent_rate))
 
     def audio_cache_frames(self) -> tuple[int, int]:

@@ -134,7 +134,8 @@ def sink_kv(model: "CausalDiT", text_kv, batch: int = 1) -> list[KV]:
     num_layers = model.config.num_layers
     for i, blk in enumerate(stream.blocks):
         mod = blk.modulations(e0)
-        q, k, v = blk.self_attn.qkv(blk.attn_input(h, mod).reshape(batch, sinks, -1))  # identity RoPE: no rotation
+        # identity RoPE on the sinks: q, k are used un-rotated
+        q, k, v = blk.self_attn.qkv(blk.attn_input(h, mod).reshape(batch, sinks, -1))  # 3 x [B, S, H, D]
         out.append((k, v))
         y = attention(q, k, v, mask=None, backend=model.attention_backend)  # [B, S, H, D]
         y = blk.self_attn.o(y.reshape(batch, sinks, -1)).view(h.shape)  # [B, S, 1, C]

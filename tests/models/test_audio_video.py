@@ -8,7 +8,9 @@ from fractions import Fraction
 import pytest
 import torch
 
-from streamgen.config import AudioConfig
+import json
+
+from streamgen.config import AudioConfig, ModelConfig, preset
 from streamgen.models.audio_video import new_audio_cache
 from streamgen.models.av_masks import av_layout, av_mask
 from streamgen.models.kv_cache import RollingKVCache
@@ -176,3 +178,15 @@ def test_layout_counts_and_sink_visibility():
     sink = 8
     assert mask[9:, sink].all() and not mask[:8, sink].any()  # audio sees the sink, video does not
     assert mask[sink].tolist() == [i == sink for i in range(len(layout))]  # the sink sees only itself
+
+
+def test_av_configs_round_trip_and_name_bad_values():
+    for name in ("tiny-av", "tiny-world"):
+        c = preset(name)
+        assert ModelConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c  # through a config.json
+    with pytest.raises(ValueError, match="latent_rate=15.0"):
+        preset("tiny-av").with_(audio=AudioConfig(channels=8, latent_rate=15.0, sample_rate=16000))
+    with pytest.raises(ValueError, match="sinks must cover the same blocks"):
+        preset("tiny-av").with_(audio=AudioConfig(channels=8, latent_rate=16.0, sample_rate=16000, sink_frames=0))
+    with pytest.raises(ValueError, match="rope_mode"):
+        preset("tiny-av").with_(rope_mode="relative")
