@@ -95,3 +95,19 @@ def av_mask(
     mask = torch.where(sink_key, (qm == AUDIO) | sink_query, mask)
     mask = torch.where(sink_query, sink_key, mask)
     return mask
+
+
+def joint_mask_for(config, video_frames: int, *, teacher_forcing: bool = False, windowed: bool = False) -> torch.Tensor:
+    """The token mask of a joint model over ``video_frames`` video frames and the audio frames of the same
+    blocks (training and tests): block-causal, or teacher forcing, optionally with both caches' windows."""
+    nv, na = config.frames_per_block, config.audio_frames_per_block
+    if video_frames % nv:
+        raise ValueError(f"video_frames={video_frames} is not a whole number of {nv}-frame blocks")
+    layout = av_layout(video_frames, video_frames // nv * na, tokens_per_frame=config.tokens_per_frame,
+                       video_per_block=nv, audio_per_block=na, sink_tokens=config.audio.sink_tokens,
+                       teacher_forcing=teacher_forcing)
+    if not windowed:
+        return av_mask(layout, video_per_block=nv, audio_per_block=na)
+    audio_window, audio_sink = config.audio_cache_frames()
+    return av_mask(layout, video_per_block=nv, audio_per_block=na, video_window=config.window_frames,
+                   video_sink=config.sink_frames, audio_window=audio_window, audio_sink=audio_sink)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from streamgen.config import preset
-from streamgen.models.av_masks import av_layout, av_mask
+from streamgen.models.av_masks import joint_mask_for
 from streamgen.models.dit import CausalDiT
 
 
@@ -38,13 +38,4 @@ def text_kv(model: CausalDiT, seed: int = 2):
 
 
 def joint_mask(model: CausalDiT, video_frames: int, *, windowed: bool = False, teacher_forcing: bool = False) -> torch.Tensor:
-    c = model.config
-    nv, na = c.frames_per_block, c.audio_frames_per_block
-    fa = video_frames // nv * na
-    layout = av_layout(video_frames, fa, tokens_per_frame=c.tokens_per_frame, video_per_block=nv, audio_per_block=na,
-                       sink_tokens=c.audio.sink_tokens, teacher_forcing=teacher_forcing)
-    if not windowed:
-        return av_mask(layout, video_per_block=nv, audio_per_block=na)
-    aw, asink = c.audio_cache_frames()
-    return av_mask(layout, video_per_block=nv, audio_per_block=na, video_window=c.window_frames,
-                   video_sink=c.sink_frames, audio_window=aw, audio_sink=asink)
+    return joint_mask_for(model.config, video_frames, windowed=windowed, teacher_forcing=teacher_forcing)
