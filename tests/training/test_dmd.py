@@ -1,0 +1,115 @@
+"""DMD gradient identity, CFG, and the Self-Forcing rollout: the session's loop, one gradient-carrying
+forward per block, no gradient across blocks."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from streamgen.config import preset
+from streamgen.decoders.preview import PreviewDecoder, PreviewDecoderConfig
+from streamgen.models.dit import CausalDiT
+from streamgen.pipeline import Pipeline
+from streamgen.samplers import predict_x0, warped_timesteps
+from streamgen.text import HashTextEncoder
+from streamgen.training.conditioning import frame_timesteps, make_cond, velocity
+from streamgen.training.losses import dmd_gradient, dmd_loss, guided, real_score_x0, sample_timesteps
+from streamgen.training.rollout import self_forcing_rollout
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    model = CausalDiT(preset("tiny"))
+    torch.nn.init.normal_(model.head.head.weight, std=0.05)
+    return model
+
+
+def _batch(model, b=1, frames=6, seed=3):
+    c = model.config
+    g = torch.Generator().manual_seed(seed)
+    return {"latents": torch.zeros(b, frames, c.in_channels, c.latent_height, c.latent_width),
+            "text": torch.randn(b, c.text_len, c.text_dim, generator=g)}
+
+
+def test_dmd_loss_gradient_is_grad_over_numel_with_per_sample_normaliser():
+    g = torch.Generator().manual_seed(0)
+    shape = (3, 4, 2, 3, 3)
+    x = torch.randn(shape, generator=g, dtype=torch.float64).requires_grad_(True)
+    p_real, p_fake = torch.randn(shape, generator=g, dtype=torch.float64), torch.randn(shape, generator=g, dtype=torch.float64)
+    grad = dmd_gradient(x.detach(), p_real, p_fake)
+    for i in range(shape[0]):  # per-sample normaliser mean|x - p_real| over C, F, H, W
+        norm = (x[i].detach() - p_real[i]).abs().mean()
+        torch.testing.assert_close(grad[i], (p_fake[i] - p_real[i]) / norm)
+    loss = dmd_loss(x, grad)
+    (autograd,) = torch.autograd.grad(loss, x)
+    torch.testing.assert_close(autograd, grad / x.numel(), rtol=1e-12, atol=1e-15)
+    # Scaling one sample's distance to p_real rescales only that sample's gradient.
+    x2 = x.detach().clone()
+    x2[1] = p_real[1] + 10 * (x2[1] - p_real[1])
+    grad2 = dmd_gradient(x2, p_real, p_fake)
+    torch.testing.assert_close(grad2[0], grad[0])
+    torch.testing.assert_close(grad2[1], grad[1] / 10)
+
+
+def test_cfg_formula_and_real_score():
+    cond, uncond = torch.randn(2, 3), torch.randn(2, 3)
+    torch.testing.assert_close(guided(cond, uncond, 4.0), uncond + 4.0 * (cond - uncond))
+    torch.testing.assert_close(guided(cond, uncond, 4.0), cond + 3.0 * (cond - uncond))  # SF's "3.0"
+    model = _model()
+    batch = _batch(model)
+    c, u = make_cond(model, batch), make_cond(model, batch, uncond=True)
+    x_t = torch.randn(1, 6, 4, 4, 4)
+    t = frame_timesteps(700.0, 1, 6, "cpu")
+    with torch.no_grad():
+        v_c, v_u = velocity(model, x_t, t, c), velocity(model, x_t, t, u)
+        assert not torch.allclose(v_c, v_u)
+        expected = predict_x0(x_t, v_u + 3.5 * (v_c - v_u), t)
+    torch.testing.assert_close(real_score_x0(model, x_t, t, c, u, 3.5), expected)
+
+
+def test_score_timesteps_are_shifted_and_clamped():
+    t = sample_timesteps(4000, torch.Generator().manual_seed(0), shift=5.0, min_t=20.0, max_t=980.0)
+    assert float(t.min()) >= 20.0 and float(t.max()) <= 980.0
+    assert float(t.median()) > 700  # shift 5 puts most mass at high noise: median sigma = 5/6
+
+
+@pytest.mark.parametrize("exit_index", [0, 1, 3])
+def test_one_gradient_forward_per_block_and_no_gradient_across_blocks(exit_index):
+    model = _model()
+    calls = []
+    handle = model.blocks[0].register_forward_hook(lambda m, a, o: calls.append(torch.is_grad_enabled()))
+    steps = warped_timesteps(model.config.denoising_steps, model.config.shift)
+    blocks = 3
+    roll = self_forcing_rollout(model, make_cond(model, _batch(model)), batch=1, num_frames=blocks * 2, timesteps=steps,
+                                exit_index=exit_index, noise_generator=torch.Generator().manual_seed(0))
+    handle.remove()
+    assert sum(calls) == blocks  # exactly one gradient-carrying forward per block
+    assert len(calls) == blocks * (exit_index + 1 + 1)  # steps up to the exit, plus the detached refill
+    assert not roll.cache.k.requires_grad and not roll.cache.v.requires_grad
+    for k in range(1, blocks):
+        grads = torch.autograd.grad(roll.blocks[k].square().sum(), roll.blocks[:k], allow_unused=True, retain_graph=True)
+        assert all(g is None for g in grads), f"block {k}'s loss reaches earlier blocks"
+    params = [p for p in model.parameters()]
+    grads = torch.autograd.grad(roll.blocks[-1].square().sum(), params, allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_rollout_is_the_session_loop():
+    """With the exit at the last step, batch 1 and the session's seed, the rollout's latents equal the
+    latents a streaming Session generates (the gradient-carrying last step included)."""
+    model = _model().eval()
+    cfg = model.config
+    decoder = PreviewDecoder(PreviewDecoderConfig(latent_channels=4, temporal_upsample=cfg.temporal_upsample,
+                                                  spatial_upsample=cfg.spatial_upsample))
+    pipe = Pipeline(cfg, model, decoder, HashTextEncoder(cfg.text_dim, cfg.text_len), torch.device("cpu"), torch.float32)
+    batch = _batch(model)
+    batch["text"] = pipe.text_encoder("a red ball")
+    # The rollout runs first: the model caches its RoPE table on first use, and a table made under the
+    # session's inference_mode could not be saved for backward.
+    roll = self_forcing_rollout(model, make_cond(model, batch), batch=1, num_frames=6, timesteps=pipe.timesteps,
+                                exit_index=len(pipe.timesteps) - 1, noise_generator=torch.Generator().manual_seed(5))
+    session = pipe.start(seed=5, prompt="a red ball")
+    for _ in range(3):
+        session.step()
+    streamed = torch.cat(session.sink_latents + list(session.recent_latents), dim=1)  # [1, 6, C, H, W]
+    assert roll.latents.requires_grad
+    assert torch.equal(roll.latents.detach(), streamed)

@@ -1,0 +1,212 @@
+"""Training configuration: one :class:`RunConfig` per run, built by a recipe (``training/recipes.py``)
+and edited with ``--set dotted.key=value``.
+
+Defaults follow the public Self-Forcing / CausVid settings where they exist (ANCHORS.md, "Training
+(Self-Forcing DMD)"); each states its reason. Configs are plain dataclasses, so a run's config is
+saved as JSON beside its checkpoints and a resumed run can check it did not change.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any
+
+RECIPE_KINDS = ("teacher", "ar_teacher", "ode_init", "self_forcing", "long_tuning")
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Optimiser, loop length and the cadence of logs, samples and checkpoints."""
+
+    # AdamW everywhere (Self-Forcing's trainer); weight decay 0.01 is its default config.
+    optimizer: str = "adamw"
+    lr: float = 1e-4  # teacher-from-scratch scale; the distillation recipes lower it (SF: 2e-6)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.01
+    eps: float = 1e-8
+    grad_clip: float = 10.0  # SF clips both networks' grad norm at 10
+    steps: int = 1000
+    batch: int = 1  # per process; SF trains with 1 per GPU
+    seed: int = 0
+    log_every: int = 10
+    sample_every: int = 0  # 0 = no sample videos
+    sample_blocks: int = 4  # blocks per sample video
+    checkpoint_every: int = 100  # 0 = only at the end
+    keep_checkpoints: int = 2  # older step folders are deleted; the latest is always kept
+    # EMA of the generator (SF: 0.99 from step 200); ema_decay 0 disables it.
+    ema_decay: float = 0.99
+    ema_start: int = 200
+    dtype: str = "float32"  # parameter / compute dtype: float32 or bfloat16
+    device: str = "auto"  # auto = cuda when available, else cpu
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(float(b) for b in self.betas)
+        if self.optimizer not in ("adamw", "adam"):
+            raise ValueError(f"TrainConfig: optimizer={self.optimizer!r} must be 'adamw' or 'adam'")
+        for name in ("steps", "batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig: {name}={getattr(self, name)!r} must be >= 1")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"TrainConfig: ema_decay={self.ema_decay!r} must be in [0, 1)")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"TrainConfig: dtype={self.dtype!r} must be 'float32' or 'bfloat16'")
+
+
+@dataclass(kw_only=True)
+class DMDConfig:
+    """Distribution matching distillation (Self-Forcing ``model/dmd.py``)."""
+
+    # Real score = teacher with CFG ``uncond + w (cond - uncond)``; SF's "3.0" in its own convention
+    # (cond + 3 (cond - uncond)) is w = 4 here.
+    guidance_scale: float = 4.0
+    # Critic (fake score) updates per generator update (SF ``dfake_gen_update_ratio: 5``).
+    critic_steps: int = 5
+    critic_lr: float = 4e-7  # SF critic lr; the generator uses TrainConfig.lr
+    # Score timesteps: uniform, shifted with ``shift`` and clamped to [min_t, max_t] (SF: shift 5, [20, 980]).
+    min_t: float = 20.0
+    max_t: float = 980.0
+    shift: float = 5.0
+    # Reuse the generator update's rollout (detached) for the critic update of the same step instead of a
+    # second rollout: one rollout less per generator step; the critic sees a sample one update older.
+    reuse_rollout: bool = True
+    # Gradient truncation: one gradient-carrying forward per block at a step index drawn once per rollout
+    # and shared by all blocks (SF ``same_step_across_blocks``); last_step_only pins it to the last step.
+    last_step_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.critic_steps < 1:
+            raise ValueError(f"DMDConfig: critic_steps={self.critic_steps!r} must be >= 1")
+        if not 0.0 <= self.min_t < self.max_t <= 1000.0:
+            raise ValueError(f"DMDConfig: min_t={self.min_t!r}, max_t={self.max_t!r} must satisfy 0 <= min_t < max_t <= 1000")
+
+
+@dataclass(kw_only=True)
+class ODEConfig:
+    """Teacher trajectories for the ODE initialisation of the causal student."""
+
+    # Euler steps of the teacher between consecutive student timesteps (so the grid hits them exactly;
+    # 12 x 4 = 48 steps, the public scripts' count, without their timestep mismatch).
+    substeps: int = 12
+    guidance_scale: float = 6.0  # CausVid / SF pair generation: CFG 6
+    # Trajectories computed once (deterministically from the seed) and reused; saved under the run folder.
+    num_pairs: int = 64
+    # "bidirectional": the teacher denoises the whole clip at once; "causal": an autoregressive
+    # (teacher-forcing) teacher generates block by block with its KV cache (Causal Forcing).
+    teacher_kind: str = "bidirectional"
+
+    def __post_init__(self) -> None:
+        if self.substeps < 1 or self.num_pairs < 1:
+            raise ValueError(f"ODEConfig: substeps={self.substeps!r} and num_pairs={self.num_pairs!r} must be >= 1")
+        if self.teacher_kind not in ("bidirectional", "causal"):
+            raise ValueError(f"ODEConfig: teacher_kind={self.teacher_kind!r} must be 'bidirectional' or 'causal'")
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Where batches come from."""
+
+    # "random-latents" (smoke runs: Gaussian latents and text tokens) or a folder of latent files
+    # (see training/sources.py for the format).
+    source: str = "random-latents"
+    # Latent frames per clip; a multiple of frames_per_block. None = the model's window.
+    num_frames: int | None = None
+    # Probability of dropping the text condition (teacher training), for classifier-free guidance.
+    cfg_dropout: float = 0.1
+    # Batch keys that run along time (dim 1 = frames * r): sliced per block in the streaming rollout.
+    frame_keys: tuple[str, ...] = ("actions", "keys", "mouse", "audio")
+
+    def __post_init__(self) -> None:
+        self.frame_keys = tuple(self.frame_keys)
+        if not 0.0 <= self.cfg_dropout <= 1.0:
+            raise ValueError(f"DataConfig: cfg_dropout={self.cfg_dropout!r} must be in [0, 1]")
+
+
+@dataclass(kw_only=True)
+class InitConfig:
+    """Where the networks start from: checkpoint folders (``streamgen`` format) or None = random init."""
+
+    teacher: str | None = None  # frozen real score / trajectory teacher
+    student: str | None = None  # the network being trained (teacher recipe: the teacher itself)
+    critic: str | None = None  # fake score; None = a copy of the teacher (SF initialises it from the base)
+
+
+@dataclass(kw_only=True)
+class LongConfig:
+    """LongLive-style long tuning: rollouts longer than the teacher's window."""
+
+    # Latent frames of the long rollout (rolling cache with sinks, as at inference).
+    rollout_frames: int = 24
+    # DMD is applied to the last `teacher_frames` frames (the teacher's window); None = the model's window.
+    teacher_frames: int | None = None
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    recipe: str = "teacher"
+    model: str = "tiny"  # a preset name or a checkpoint folder for the architecture
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    dmd: DMDConfig = field(default_factory=DMDConfig)
+    ode: ODEConfig = field(default_factory=ODEConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    long: LongConfig = field(default_factory=LongConfig)
+    # Distributed strategy under torchrun: "ddp" (replicated weights, averaged gradients) or "fsdp".
+    parallel: str = "ddp"
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPE_KINDS:
+            raise ValueError(f"RunConfig: recipe={self.recipe!r} must be one of {RECIPE_KINDS}")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise ValueError(f"RunConfig: parallel={self.parallel!r} must be 'ddp' or 'fsdp'")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        return _build(cls, data, "")
+
+
+def _build(cls, data: dict[str, Any], where: str):
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown config keys {[where + k for k in unknown]}; known: {sorted(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(cls(), name) if name in known else None
+        if is_dataclass(default) and isinstance(value, dict):
+            value = _build(type(default), value, f"{where}{name}.")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # bare strings: --set model=tiny
+
+
+def apply_overrides(config: RunConfig, pairs: list[str]) -> RunConfig:
+    """Apply ``key=value`` pairs (dotted keys, JSON values) and re-validate: ``train.lr=1e-5``,
+    ``train.betas=[0,0.999]``, ``model_overrides.num_layers=4``."""
+    data = config.to_dict()
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        node, parts = data, key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"--set {key}: {'.'.join(parts[: i + 1])!r} is not a config section")
+            node = node[part]
+        leaf = parts[-1]
+        if leaf not in node and parts[0] != "model_overrides":
+            raise ValueError(f"--set {key}: unknown key {leaf!r}; known here: {sorted(node)}")
+        node[leaf] = _parse_value(value)
+    return RunConfig.from_dict(data)
