@@ -209,8 +209,6 @@ class ModelConfig:
             raise bad("audio", f"audio sink of {sink} frames covers {sink // na} blocks but the video sink covers "
                       f"{self.sink_frames // self.frames_per_block}; sinks must cover the same blocks (they are "
                       "replayed jointly on a prompt switch)")
-        if self.rope_mode != "absolute":
-            raise bad("rope_mode", "must be 'absolute' for joint audio-video (cross-modal RoPE on physical time)")
 
     def validate(self) -> None:
         def bad(field_name: str, why: str) -> ValueError:

@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from streamgen.config import ModelConfig
 from streamgen.models.attention import attention
+from streamgen.models.av_rope import relative_shift_blocks, shifted
 from streamgen.models.kv_cache import RollingKVCache
 from streamgen.models.layers import DiTBlock
 from streamgen.models.norms import layer_norm_modulate
@@ -148,17 +149,29 @@ def joint_forward_cached(
     audio_cache: RollingKVCache, audio_start: int, sinks: list[KV], actions,
 ):
     """One streaming block of both modalities; writes each modality's K / V into its own cache."""
+    c = model.config
     plan_v = cache.plan(start_frame, x.shape[1])
     plan_a = audio_cache.plan(audio_start, audio.shape[1])
-    rope_v = model.rope.for_frames(start_frame, x.shape[1])
-    rope_a = model.audio_rope.for_frames(tuple(range(audio_start, audio_start + audio.shape[1])))
+    relative = c.rope_mode == "relative"
+    if relative:  # keys stored un-rotated, rotated on read at window-relative positions (av_rope)
+        blocks = relative_shift_blocks(c, start_frame // c.frames_per_block)
+        sv, sa = blocks * c.frames_per_block, blocks * c.audio_frames_per_block
+        rope_v = model.rope.for_positions(shifted(range(start_frame, start_frame + x.shape[1]), cache.sink, sv))
+        rope_a = model.audio_rope.for_frames(shifted(range(audio_start, audio_start + audio.shape[1]), audio_cache.sink, sa))
+        key_rope_v = model.rope.for_positions(shifted(cache.frame_at_slot[: cache.valid_frames], cache.sink, sv))
+        key_rope_a = model.audio_rope.for_frames(shifted(audio_cache.frame_at_slot[: audio_cache.valid_frames], audio_cache.sink, sa))
+    else:
+        rope_v = model.rope.for_frames(start_frame, x.shape[1])
+        rope_a = model.audio_rope.for_frames(tuple(range(audio_start, audio_start + audio.shape[1])))
     backend = model.attention_backend
 
     def attend(i, qv, kv, vv, qa, ka, va):
-        cache.write(i, plan_v, apply_rope(kv, *rope_v), vv)
-        audio_cache.write(i, plan_a, apply_rope(ka, *rope_a), va)
+        cache.write(i, plan_v, kv if relative else apply_rope(kv, *rope_v), vv)
+        audio_cache.write(i, plan_a, ka if relative else apply_rope(ka, *rope_a), va)
         kv_v, vv_v = cache.read(i, plan_v)
         kv_a, vv_a = audio_cache.read(i, plan_a)
+        if relative:
+            kv_v, kv_a = apply_rope(kv_v, *key_rope_v), apply_rope(kv_a, *key_rope_a)
         keys, values = torch.cat([kv_v, kv_a], dim=1), torch.cat([vv_v, vv_a], dim=1)  # [B, Nv+Na, H, D]
         ov = attention(apply_rope(qv, *rope_v), keys, values, mask=None, backend=backend)
         if sinks:

@@ -52,3 +52,23 @@ class AudioRope:
                 self._cache.clear()
             hit = self._cache[key] = (cos, sin)
         return hit
+
+
+def relative_shift_blocks(config: ModelConfig, block: int) -> int:
+    """Relative mode: blocks by which the query block ``block`` and every non-sink key are moved back.
+
+    Once the longer of the two rings is full, the oldest block it keeps sits right after the sink blocks,
+    so positions stay bounded however long the stream runs (for video alone this is the rank rule of the
+    rolling cache). Both modalities move by the same seconds, so cross-modal offsets are unchanged.
+    """
+    if config.rope_mode != "relative":
+        return 0
+    nv, na = config.frames_per_block, config.audio_frames_per_block
+    audio_window, audio_sink = config.audio_cache_frames()
+    ring_blocks = max((config.window_frames - config.sink_frames) // nv, (audio_window - audio_sink) // na)
+    return max(0, block - config.sink_frames // nv - ring_blocks + 1)
+
+
+def shifted(frames, sink: int, shift: int) -> tuple[int, ...]:
+    """Frame indices after a relative shift of ``shift`` frames (sink frames keep theirs)."""
+    return tuple(f if f < sink else f - shift for f in frames)

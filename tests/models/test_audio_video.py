@@ -188,5 +188,41 @@ def test_av_configs_round_trip_and_name_bad_values():
         preset("tiny-av").with_(audio=AudioConfig(channels=8, latent_rate=15.0, sample_rate=16000))
     with pytest.raises(ValueError, match="sinks must cover the same blocks"):
         preset("tiny-av").with_(audio=AudioConfig(channels=8, latent_rate=16.0, sample_rate=16000, sink_frames=0))
-    with pytest.raises(ValueError, match="rope_mode"):
-        preset("tiny-av").with_(rope_mode="relative")
+
+
+@torch.no_grad()
+def test_relative_rope_is_translation_invariant_and_bounded():
+    """Relative mode (no sinks, whose identity rotation pins absolute time): a window of blocks generated far
+    into the stream equals the same blocks generated from the start, and positions stay bounded."""
+    from streamgen.models.av_rope import relative_shift_blocks
+
+    audio_cfg = AudioConfig(channels=8, latent_rate=16.0, sample_rate=16000, window_frames=16, sink_frames=0, sink_tokens=0)
+    model = randomised(window_frames=4, sink_frames=0, audio=audio_cfg, rope_mode="relative")
+    c = model.config
+    nv, na = c.frames_per_block, c.audio_frames_per_block
+    x, a, kv = video(model, 6), audio(model, 24), text_kv(model)
+    t, at = torch.zeros(1, 6), torch.zeros(1, 24)
+    near = _stream(model, x, t, a, at, kv, RollingKVCache(c), new_audio_cache(c), [])
+    cache, audio_cache, far_v, far_a = RollingKVCache(c), new_audio_cache(c), [], []
+    first = 5000  # block index far past any RoPE table
+    for b in range(3):
+        ov, oa = model.forward_cached(x[:, b * nv : (b + 1) * nv], t[:, :nv], kv, cache, (first + b) * nv,
+                                      audio=a[:, b * na : (b + 1) * na], audio_t=at[:, :na], audio_cache=audio_cache, sink_kv=[])
+        far_v.append(ov)
+        far_a.append(oa)
+    torch.testing.assert_close(torch.cat(far_v, 1), near[0], atol=ATOL, rtol=0)
+    torch.testing.assert_close(torch.cat(far_a, 1), near[1], atol=ATOL, rtol=0)
+    assert (first + 2 - relative_shift_blocks(c, first + 2)) * nv < c.window_frames  # positions stay in the window
+
+
+@torch.no_grad()
+def test_relative_mode_equals_absolute_before_the_rings_fill():
+    outs = []
+    for mode in ("absolute", "relative"):
+        model = randomised(window_frames=8, sink_frames=2, rope_mode=mode)
+        c = model.config
+        x, a, kv = video(model, 6), audio(model, 24), text_kv(model)
+        t, at = torch.full((1, 6), 500.0), torch.full((1, 24), 500.0)
+        outs.append(_stream(model, x, t, a, at, kv, RollingKVCache(c), new_audio_cache(c), model.sink_kv(kv)))
+    torch.testing.assert_close(outs[1][0], outs[0][0], atol=ATOL, rtol=0)
+    torch.testing.assert_close(outs[1][1], outs[0][1], atol=ATOL, rtol=0)
