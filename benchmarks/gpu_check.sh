@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The GPU check of streamgen (DESIGN.md section 7), one script, < 8 minutes on an H100:
+#   1. the gpu-marked kernel tests (compiled Triton vs references in bf16 / fp32; torch.compile of a
+#      block step without recompiles or host syncs across rolling steps);
+#   2. the kernel micro-benchmarks against eager torch (benchmarks/kernel_bench.py);
+#   3. `streamgen bench --model wan2.1-1.3b --device cuda` (random weights), with the default
+#      attention backend and with --attention triton.
+# Prints one JSON summary on stdout; logs and raw outputs go to $GPU_CHECK_OUT (default: a temp dir).
+# Every stage has its own time limit, so a hung stage still leaves a summary. Exit status: 0 when the
+# tests passed and every stage produced its JSON, 1 otherwise.
+#
+# Usage (repository root, environment with CUDA torch + triton + streamgen installed):
+#   bash benchmarks/gpu_check.sh            # PYTHON=... to pick the interpreter, BENCH_BLOCKS=... blocks
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python}
+OUT=${GPU_CHECK_OUT:-$(mktemp -d -t streamgen-gpu-check.XXXXXX)}
+BLOCKS=${BENCH_BLOCKS:-30}
+mkdir -p "$OUT"
+export TRITON_INTERPRET=0 # compiled kernels (the test conftest defaults to the interpreter otherwise)
+export PYTHONUNBUFFERED=1
+start=$(date +%s)
+
+exec 3>&2 # progress lines go to the original stderr, not into the stage logs
+if command -v streamgen >/dev/null 2>&1; then
+  STREAMGEN=(streamgen)
+else # the console script is not on PATH: the same entry point through the interpreter
+  STREAMGEN=("$PY" -c 'import sys; from streamgen.cli.main import main; sys.exit(main(sys.argv[1:]))')
+fi
+
+stage() { # stage NAME LIMIT_S CMD... : run with a time limit, record rc and seconds
+  local name=$1 limit=$2
+  shift 2
+  local t0=$(date +%s)
+  echo "[gpu_check] $name (limit ${limit}s)" >&3
+  timeout --kill-after=10 "$limit" "$@"
+  local rc=$?
+  echo "$name $rc $(($(date +%s) - t0))" >>"$OUT/stages.txt"
+  echo "[gpu_check] $name rc=$rc" >&3
+}
+
+: >"$OUT/stages.txt"
+"$PY" -c 'import torch, json; print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda,
+  "device": torch.cuda.get_device_name() if torch.cuda.is_available() else None}))' >"$OUT/env.json" 2>"$OUT/env.log"
+
+stage tests 150 "$PY" -m pytest -m gpu tests/kernels -q -p no:cacheprovider -rfEs \
+  --junitxml "$OUT/gpu_tests.xml" >"$OUT/gpu_tests.log" 2>&1
+stage kernel_bench 80 "$PY" benchmarks/kernel_bench.py >"$OUT/kernel_bench.json" 2>"$OUT/kernel_bench.log"
+stage e2e_default 110 "${STREAMGEN[@]}" bench --model wan2.1-1.3b --device cuda --blocks "$BLOCKS" --quiet \
+  >"$OUT/e2e_default.json" 2>"$OUT/e2e_default.log"
+stage e2e_triton 110 "${STREAMGEN[@]}" bench --model wan2.1-1.3b --device cuda --blocks "$BLOCKS" --quiet --attention triton \
+  >"$OUT/e2e_triton.json" 2>"$OUT/e2e_triton.log"
+
+"$PY" - "$OUT" "$(($(date +%s) - start))" <<'PYEOF'
+import json, sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+out, wall = Path(sys.argv[1]), int(sys.argv[2])
+
+def load_json(name):
+    """The JSON object a stage printed (the whole file, else its last parseable {...} block)."""
+    path = out / name
+    if not path.exists():
+        return None
+    text = path.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    for start in [i for i, ch in enumerate(text) if ch == "{"][::-1]:
+        try:
+            return json.loads(text[start:])
+        except json.JSONDecodeError:
+            continue
+    return {"unparsed_tail": text[-500:]}
+
+stages = {}
+for line in (out / "stages.txt").read_text().splitlines():
+    name, rc, secs = line.split()
+    stages[name] = {"rc": int(rc), "seconds": int(secs), "timed_out": rc in ("124", "137")}
+
+tests = {"rc": stages.get("tests", {}).get("rc")}
+try:
+    root = ET.parse(out / "gpu_tests.xml").getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    total, fail, err, skip = (int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
+    tests.update(passed=total - fail - err - skip, failed=fail, errors=err, skipped=skip,
+                 failing=[f"{c.get('classname')}::{c.get('name')}" for c in suite.iter("testcase")
+                          if c.find("failure") is not None or c.find("error") is not None])
+except (OSError, ET.ParseError) as exc:
+    tests["junit_error"] = str(exc)
+    log = out / "gpu_tests.log"
+    tests["log_tail"] = log.read_text()[-1500:] if log.exists() else None
+
+def e2e(name):
+    data = load_json(name) or {}
+    keys = ("attention_backend", "dtype", "frames_per_second", "time_to_first_frame_s", "block_ms_p50",
+            "block_ms_p95", "peak_memory_mb", "resolution", "blocks")
+    picked = {k: data[k] for k in keys if k in data}
+    if not picked:
+        log = out / name.replace(".json", ".log")
+        picked = {"error": (log.read_text()[-800:] if log.exists() else "no output")}
+    return picked
+
+bench = load_json("kernel_bench.json") or {}
+summary = {
+    "env": load_json("env.json"),
+    "wall_s": wall,
+    "stages": stages,
+    "gpu_tests": tests,
+    "kernel_bench": bench,
+    "e2e": {"default": e2e("e2e_default.json"), "triton": e2e("e2e_triton.json")},
+    "out_dir": str(out),
+}
+ok = tests.get("passed", 0) > 0 and tests.get("failed", 1) == 0 and tests.get("errors", 1) == 0 and "kernels" in bench \
+    and "frames_per_second" in summary["e2e"]["default"] and "frames_per_second" in summary["e2e"]["triton"]
+summary["ok"] = bool(ok)
+print(json.dumps(summary, indent=2))
+sys.exit(0 if ok else 1)
+PYEOF
