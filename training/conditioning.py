@@ -1,12 +1,13 @@
-"""How the training code calls a model with whatever conditioning the batch carries.
+"""The conditioning of a batch, encoded for one model.
 
-A batch is a dict of tensors: ``latents`` ``[B, F, C, H, W]``; ``text`` tokens ``[B, L, text_dim]``
-(absent = unconditional) or a ready ``text_kv`` (per-layer cross-attention K / V of one model); every
-other key (actions, audio, ...) is passed to the model by keyword, unchanged for full-sequence forwards
-and sliced per block for streaming forwards when the key is listed in ``DataConfig.frame_keys``
-(those run along dim 1 with ``F * r`` entries: r = 1 at the latent rate, r = 4 at the raw frame rate).
-
-Nothing here knows what the extras mean, so the same code trains ``tiny`` and a world model.
+A batch is a dict of tensors: the generated streams (``latents`` ``[B, F, C, H, W]``, and ``audio``
+``[B, Fa, Ca]`` for joint models; see ``modalities.py``); ``text`` tokens ``[B, L, text_dim]`` (absent =
+the empty prompt) or a ready ``text_kv`` (per-layer cross-attention K / V of one model); action windows
+``keyboard`` ``[B, F, R, K]`` and ``mouse`` ``[B, F, R, M]`` (one window of R raw rows per latent frame,
+as ``streamgen.actions`` builds them at inference), given to the model as ``actions=ActionInput``;
+every other key is passed to the model by keyword, unchanged for full-sequence forwards and sliced per
+block for streaming forwards when listed in ``DataConfig.frame_keys`` (those run along dim 1 with
+``F * r`` entries: r = 1 at the latent rate, r = 4 at the raw frame rate).
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-RESERVED = ("latents", "text", "text_kv")
+from streamgen.models.action_modules import ActionInput
+
+RESERVED = ("latents", "audio", "text", "text_kv", "keyboard", "mouse")
 
 
 @dataclass
@@ -30,7 +33,9 @@ class Cond:
         """Extras of frames ``start .. start + n - 1`` (per-frame keys sliced along dim 1)."""
         out = {}
         for key, value in self.extras.items():
-            if key in self.frame_keys and torch.is_tensor(value) and value.dim() >= 2:
+            if isinstance(value, ActionInput):
+                value = value.frames(start, n)
+            elif key in self.frame_keys and torch.is_tensor(value) and value.dim() >= 2:
                 if value.shape[1] % self.num_frames:
                     raise ValueError(
                         f"batch[{key!r}] has {value.shape[1]} entries along dim 1, not a multiple of the "
@@ -40,12 +45,6 @@ class Cond:
                 value = value[:, start * r : (start + n) * r]  # [B, n*r, ...]
             out[key] = value
         return out
-
-    def select(self, index: torch.Tensor) -> "Cond":
-        """The rows ``index`` of the batch (text K / V and extras)."""
-        kv = [(k[index] if k.shape[0] > 1 else k, v[index] if v.shape[0] > 1 else v) for k, v in self.text_kv]
-        extras = {k: v[index] if torch.is_tensor(v) else v for k, v in self.extras.items()}
-        return Cond(kv, extras, self.frame_keys, self.num_frames)
 
 
 def text_tokens(model, batch: dict, *, uncond: bool = False) -> torch.Tensor:
@@ -63,11 +62,24 @@ def make_cond(model, batch: dict, *, frame_keys: tuple[str, ...] = (), uncond: b
     """Encode the batch's conditioning for ``model`` (gradient flows into trainable text layers when
     grad mode is on)."""
     extras = {k: v for k, v in batch.items() if k not in RESERVED}
+    if "keyboard" in batch or "mouse" in batch:
+        extras["actions"] = _actions(model.config, batch)
     if "text_kv" in batch and not uncond:
         text_kv = batch["text_kv"]
     else:
         text_kv = model.encode_text(text_tokens(model, batch, uncond=uncond))
     return Cond(text_kv, extras, tuple(frame_keys), batch["latents"].shape[1])
+
+
+def _actions(config, batch: dict) -> ActionInput:
+    """Action windows of the batch; a missing kind (keys only, mouse only) is all zeros."""
+    ref = batch.get("keyboard", batch.get("mouse"))
+    b, f, rows = ref.shape[:3]
+    a = config.actions
+    if a is None:
+        raise ValueError(f"the batch carries actions but model {config.name!r} has no action modules")
+    zeros = lambda width: torch.zeros(b, f, rows, width, dtype=ref.dtype, device=ref.device)  # noqa: E731
+    return ActionInput(batch.get("keyboard", zeros(len(a.keys))), batch.get("mouse", zeros(len(a.mouse_axes))))
 
 
 def drop_text(batch: dict, p: float, generator: torch.Generator) -> dict:
@@ -79,16 +91,6 @@ def drop_text(batch: dict, p: float, generator: torch.Generator) -> dict:
     out = dict(batch)
     out["text"] = text * keep.to(text.dtype).to(text.device)[:, None, None]
     return out
-
-
-def velocity(model, x: torch.Tensor, t: torch.Tensor, cond: Cond, **kwargs) -> torch.Tensor:
-    """Full-sequence forward (bidirectional, or masked via ``mask=``)."""
-    return model(x, t, cond.text_kv, **kwargs, **cond.extras)
-
-
-def velocity_cached(model, x: torch.Tensor, t: torch.Tensor, cond: Cond, cache, start: int) -> torch.Tensor:
-    """One streaming block at absolute frame ``start`` through the rolling cache."""
-    return model.forward_cached(x, t, cond.text_kv, cache, start, **cond.for_block(start, x.shape[1]))
 
 
 def frame_timesteps(t: torch.Tensor | float, batch: int, frames: int, device) -> torch.Tensor:

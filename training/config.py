@@ -31,6 +31,9 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 0  # 0 = no sample videos
     sample_blocks: int = 4  # blocks per sample video
+    # Decoders of the sample videos: None = those load_pipeline pairs with the model config (preview
+    # decoders); or a pipeline name / folder whose trained decoders to use (e.g. the world autoencoders).
+    sample_decoder: str | None = None
     checkpoint_every: int = 100  # 0 = only at the end
     keep_checkpoints: int = 2  # older step folders are deleted; the latest is always kept
     # EMA of the generator (SF: 0.99 from step 200); ema_decay 0 disables it.

@@ -1,5 +1,5 @@
 """Losses: flow matching, the DMD gradient and its surrogate loss, real (teacher + CFG) and fake
-(critic) scores, and the critic's denoising loss.
+(critic) scores, and the critic's denoising loss, over every generated stream of the model (``modalities.py``).
 
 Convention (``streamgen.samplers``): ``x_t = (1 - s) x0 + s eps`` with ``s = t / 1000``; models predict the
 velocity ``eps - x0``; ``x0 = x_t - s v``.
@@ -10,12 +10,19 @@ import torch
 import torch.nn.functional as F
 
 from streamgen.samplers import add_noise, classifier_free_guidance, predict_x0, shift_sigma
-from streamgen.training.conditioning import Cond, frame_timesteps, velocity
+from streamgen.training.conditioning import Cond, frame_timesteps
+from streamgen.training.modalities import VIDEO, predict, stream_t
 
 
 def flow_matching_loss(pred_velocity: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """MSE between the predicted velocity and the flow target ``noise - x0`` (computed in fp32)."""
     return F.mse_loss(pred_velocity.float(), (noise - x0).float())
+
+
+def streams_flow_loss(pred: dict, x0: dict, noise: dict) -> torch.Tensor:
+    """Flow matching summed over the generated streams (each stream's MSE is a mean, so a sparse audio
+    stream weighs as much as the video)."""
+    return sum(flow_matching_loss(pred[k], x0[k], noise[k]) for k in x0)
 
 
 def sample_timesteps(
@@ -34,7 +41,7 @@ def guided(cond_out: torch.Tensor, uncond_out: torch.Tensor, scale: float) -> to
 def dmd_gradient(x: torch.Tensor, p_real: torch.Tensor, p_fake: torch.Tensor) -> torch.Tensor:
     """``(p_fake - p_real) / mean|x - p_real|``, the normaliser taken per sample over all other dims."""
     dims = tuple(range(1, x.dim()))
-    normaliser = (x - p_real).abs().mean(dim=dims, keepdim=True)  # [B, 1, 1, 1, 1]
+    normaliser = (x - p_real).abs().mean(dim=dims, keepdim=True)  # [B, 1, ...]
     return torch.nan_to_num((p_fake - p_real) / normaliser)
 
 
@@ -43,42 +50,60 @@ def dmd_loss(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return 0.5 * F.mse_loss(x.double(), (x.double() - grad.double()).detach())
 
 
+def _x0(xs: dict, v: dict, ts: dict) -> dict:
+    return {k: predict_x0(xs[k], v[k], ts[k]) for k in xs}
+
+
 @torch.no_grad()
-def real_score_x0(teacher, x_t, t, cond: Cond, uncond: Cond, scale: float) -> torch.Tensor:
-    """Frozen teacher's x0 prediction with CFG (bidirectional, whole clip)."""
-    v = guided(velocity(teacher, x_t, t, cond), velocity(teacher, x_t, t, uncond), scale) if scale != 1 else velocity(teacher, x_t, t, cond)
-    return predict_x0(x_t, v, t)
+def real_score_x0(teacher, xs: dict, t: torch.Tensor, cond: Cond, uncond: Cond, scale: float) -> dict:
+    """Frozen teacher's x0 prediction of every stream with CFG (bidirectional, whole clip)."""
+    v = predict(teacher, xs, t, cond)
+    if scale != 1:
+        vu = predict(teacher, xs, t, uncond)
+        v = {k: guided(v[k], vu[k], scale) for k in v}
+    return _x0(xs, v, stream_t(teacher.config, t))
 
 
-def fake_score_x0(critic, x_t, t, cond: Cond) -> torch.Tensor:
+def fake_score_x0(critic, xs: dict, t: torch.Tensor, cond: Cond) -> dict:
     """The critic's conditional x0 prediction (SF: fake guidance 0, i.e. no CFG)."""
-    return predict_x0(x_t, velocity(critic, x_t, t, cond), t)
+    return _x0(xs, predict(critic, xs, t, cond), stream_t(critic.config, t))
+
+
+def _noised(xs: dict, t: torch.Tensor, config, generator: torch.Generator) -> tuple[dict, dict]:
+    noise = {k: torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device) for k, x in xs.items()}
+    ts = stream_t(config, t)
+    return {k: add_noise(xs[k], noise[k], ts[k]) for k in xs}, noise
+
+
+def _score_t(xs: dict, generator, shift, min_t, max_t) -> torch.Tensor:
+    x = xs[VIDEO]
+    b, f = x.shape[:2]
+    return frame_timesteps(sample_timesteps(b, generator, shift=shift, min_t=min_t, max_t=max_t), b, f, x.device)  # [B, F]
 
 
 def dmd_generator_loss(
-    x: torch.Tensor, teacher, critic, cond_real: Cond, uncond_real: Cond, cond_fake: Cond, *,
+    xs: dict, teacher, critic, cond_real: Cond, uncond_real: Cond, cond_fake: Cond, *,
     scale: float, generator: torch.Generator, shift: float, min_t: float, max_t: float,
 ) -> tuple[torch.Tensor, dict]:
-    """DMD loss of generated latents ``x`` ``[B, F, C, H, W]`` (grad flows into x only)."""
-    b, f = x.shape[:2]
-    t = frame_timesteps(sample_timesteps(b, generator, shift=shift, min_t=min_t, max_t=max_t), b, f, x.device)  # [B, F]
-    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    """DMD loss of generated streams ``xs`` (grad flows into them only), summed over the streams, each
+    with its own per-sample normaliser; one score timestep per sample, shared by its streams."""
+    t = _score_t(xs, generator, shift, min_t, max_t)
     with torch.no_grad():
-        x_t = add_noise(x.detach(), noise, t)
+        detached = {k: x.detach() for k, x in xs.items()}
+        x_t, _ = _noised(detached, t, teacher.config, generator)
         p_real = real_score_x0(teacher, x_t, t, cond_real, uncond_real, scale)
         p_fake = fake_score_x0(critic, x_t, t, cond_fake)
-        grad = dmd_gradient(x.detach(), p_real, p_fake)
-    loss = dmd_loss(x, grad)
-    return loss, {"dmd_grad_norm": float(grad.float().norm()), "score_t": float(t[:, 0].float().mean())}
+        grads = {k: dmd_gradient(detached[k], p_real[k], p_fake[k]) for k in xs}
+    loss = sum(dmd_loss(xs[k], grads[k]) for k in xs)
+    stats = {f"dmd_grad_norm_{k}" if k != VIDEO else "dmd_grad_norm": float(g.float().norm()) for k, g in grads.items()}
+    return loss, dict(stats, score_t=float(t[:, 0].float().mean()))
 
 
 def critic_loss(
-    x: torch.Tensor, critic, cond_fake: Cond, *, generator: torch.Generator, shift: float, min_t: float, max_t: float
+    xs: dict, critic, cond_fake: Cond, *, generator: torch.Generator, shift: float, min_t: float, max_t: float
 ) -> torch.Tensor:
-    """The fake score's flow-matching loss on (detached) generated latents at a fresh timestep."""
-    x = x.detach()
-    b, f = x.shape[:2]
-    t = frame_timesteps(sample_timesteps(b, generator, shift=shift, min_t=min_t, max_t=max_t), b, f, x.device)  # [B, F]
-    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-    x_t = add_noise(x, noise, t)
-    return flow_matching_loss(velocity(critic, x_t, t, cond_fake), x, noise)
+    """The fake score's flow-matching loss on (detached) generated streams at a fresh timestep."""
+    xs = {k: x.detach() for k, x in xs.items()}
+    t = _score_t(xs, generator, shift, min_t, max_t)
+    x_t, noise = _noised(xs, t, critic.config, generator)
+    return streams_flow_loss(predict(critic, x_t, t, cond_fake), xs, noise)

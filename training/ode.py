@@ -5,16 +5,17 @@ The teacher integrates the flow ODE with Euler steps and CFG on a grid that cont
 timestep (the warped few-step list, e.g. 1000/937.5/833.3/625) exactly, so the stored states are the
 inputs the student sees at inference (the public scripts store 1000/960/889/727 for shift-5 students,
 a known mismatch). A bidirectional teacher denoises the whole clip; a causal (teacher-forcing) teacher
-generates block by block over its KV cache, with a separate cache for the unconditional branch.
+generates block by block over its KV caches, with separate caches for the unconditional branch.
+Every generated stream (video, audio) follows the same grid.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from streamgen.models.masks import block_causal_mask, expand_to_tokens
 from streamgen.samplers import euler_step, predict_x0
-from streamgen.training.conditioning import Cond, frame_timesteps, velocity, velocity_cached
+from streamgen.training.conditioning import Cond, frame_timesteps
+from streamgen.training.modalities import VIDEO, block_frames, causal_mask, new_caches, predict, predict_cached, stream_t
 from streamgen.training.losses import guided
 from streamgen.training.rollout import TrainingKVCache
 
@@ -39,72 +40,67 @@ def euler_grid(student_steps: tuple[float, ...], substeps: int, shift: float) ->
     return grid, marks
 
 
-def _guided_v(model, x, t, cond, uncond, scale, cache=None, cache_u=None, start=0):
-    if cache is None:
-        vc = velocity(model, x, t, cond)
-        return vc if scale == 1 else guided(vc, velocity(model, x, t, uncond), scale)
-    vc = velocity_cached(model, x, t, cond, cache, start)
-    return vc if scale == 1 else guided(vc, velocity_cached(model, x, t, uncond, cache_u, start), scale)
+def _guided_v(model, xs, t, cond, uncond, scale, caches=None, start=0) -> dict:
+    if caches is None:
+        v = predict(model, xs, frame_timesteps(t, xs[VIDEO].shape[0], xs[VIDEO].shape[1], xs[VIDEO].device), cond)
+        vu = predict(model, xs, frame_timesteps(t, xs[VIDEO].shape[0], xs[VIDEO].shape[1], xs[VIDEO].device), uncond) if scale != 1 else None
+    else:
+        v = predict_cached(model, xs, t, cond, caches[0], start)
+        vu = predict_cached(model, xs, t, uncond, caches[1], start) if scale != 1 else None
+    return v if vu is None else {k: guided(v[k], vu[k], scale) for k in v}
 
 
 @torch.no_grad()
 def teacher_trajectory(
-    teacher, noise: torch.Tensor, cond: Cond, uncond: Cond, *, student_steps: tuple[float, ...],
+    teacher, noise: dict, cond: Cond, uncond: Cond, *, student_steps: tuple[float, ...],
     substeps: int, scale: float, shift: float, causal: bool = False,
-) -> torch.Tensor:
-    """``[S + 1, B, F, C, H, W]``: the states at the S student timesteps, then the endpoint x0."""
+) -> dict[str, torch.Tensor]:
+    """Per stream ``[S + 1, B, F, ...]``: the states at the S student timesteps, then the endpoint x0."""
     grid, marks = euler_grid(student_steps, substeps, shift)
-    b, f = noise.shape[:2]
     if not causal:
         return _integrate(teacher, noise, cond, uncond, grid, marks, scale)
-    cfg, n = teacher.config, teacher.config.frames_per_block
-    param = next(teacher.parameters())
-    caches = [TrainingKVCache(cfg, batch=b, dtype=param.dtype, device=param.device) for _ in range(2)]
+    cfg = teacher.config
+    b, f = noise[VIDEO].shape[:2]
+    caches = [new_caches(teacher, b, TrainingKVCache) for _ in range(2)]  # conditional, unconditional
     blocks = []
-    for start in range(0, f, n):
-        traj = _integrate(teacher, noise[:, start : start + n], cond, uncond, grid, marks, scale, caches, start)
+    for k, start in enumerate(range(0, f, cfg.frames_per_block)):
+        part = {s: x[:, k * block_frames(cfg, s) : (k + 1) * block_frames(cfg, s)] for s, x in noise.items()}
+        traj = _integrate(teacher, part, cond, uncond, grid, marks, scale, caches, start)
         blocks.append(traj)
-        clean = traj[-1]
-        t_ctx = frame_timesteps(cfg.context_noise, b, clean.shape[1], clean.device)
-        velocity_cached(teacher, clean, t_ctx, cond, caches[0], start)
+        clean = {s: x[-1] for s, x in traj.items()}
+        predict_cached(teacher, clean, cfg.context_noise, cond, caches[0], start)
         if scale != 1:
-            velocity_cached(teacher, clean, t_ctx, uncond, caches[1], start)
-    return torch.cat(blocks, dim=2)  # [S+1, B, F, C, H, W]
+            predict_cached(teacher, clean, cfg.context_noise, uncond, caches[1], start)
+    return {s: torch.cat([blk[s] for blk in blocks], dim=2) for s in noise}  # [S+1, B, F_s, ...]
 
 
-def _integrate(model, x, cond, uncond, grid, marks, scale, caches=None, start=0) -> torch.Tensor:
-    b, f = x.shape[:2]
+def _integrate(model, xs, cond, uncond, grid, marks, scale, caches=None, start=0) -> dict[str, torch.Tensor]:
     states = []
     for i, (t, t_next) in enumerate(zip(grid[:-1], grid[1:])):
         if i in marks:
-            states.append(x)
-        t_frames = frame_timesteps(t, b, f, x.device)  # [B, F]
-        c, cu = (caches or (None, None))
-        v = _guided_v(model, x, t_frames, cond, uncond, scale, c, cu, start)
-        x = euler_step(x, v, t, t_next)
-    states.append(x)
-    return torch.stack(states)  # [S+1, B, F, C, H, W]
-
-
-def student_mask(config, num_frames: int, device) -> torch.Tensor:
-    """The block-causal token mask of the student, restricted to its inference window and sink."""
-    frames = block_causal_mask(num_frames, config.frames_per_block, window=config.window_frames, sink=config.sink_frames)
-    return expand_to_tokens(frames, config.tokens_per_frame).to(device)  # [F*T, F*T]
+            states.append(xs)
+        v = _guided_v(model, xs, t, cond, uncond, scale, caches, start)
+        xs = {k: euler_step(x, v[k], t, t_next) for k, x in xs.items()}
+    states.append(xs)
+    return {k: torch.stack([st[k] for st in states]) for k in xs}  # [S+1, B, F, ...]
 
 
 def ode_regression_loss(
-    student, trajectory: torch.Tensor, cond: Cond, *, student_steps: tuple[float, ...], generator: torch.Generator
+    student, trajectory: dict, cond: Cond, *, student_steps: tuple[float, ...], generator: torch.Generator
 ) -> torch.Tensor:
-    """Each block of each sample at its own random student step; regress the x0 prediction (under the
-    block-causal mask) onto the trajectory's endpoint."""
-    s1, b, f = trajectory.shape[:3]
+    """Each block of each sample at its own random student step (shared by the block's streams); regress
+    the x0 prediction (under the block-causal mask) onto the trajectory's endpoint."""
+    s1, b, f = trajectory[VIDEO].shape[:3]
     cfg = student.config
-    n = cfg.frames_per_block
-    idx_block = torch.randint(s1 - 1, (b, f // n), generator=generator)  # [B, blocks]
-    idx = idx_block.repeat_interleave(n, dim=1).to(trajectory.device)  # [B, F]
-    gather = idx[None, :, :, None, None, None].expand(1, b, f, *trajectory.shape[3:])  # [1, B, F, C, H, W]
-    x_in = trajectory.gather(0, gather)[0]  # [B, F, C, H, W]
-    steps = torch.tensor(student_steps, dtype=torch.float32, device=trajectory.device)
-    t = steps[idx]  # [B, F]
-    v = velocity(student, x_in, t, cond, mask=student_mask(cfg, f, x_in.device))
-    return F.mse_loss(predict_x0(x_in, v, t).float(), trajectory[-1].float())
+    blocks = f // cfg.frames_per_block
+    idx_block = torch.randint(s1 - 1, (b, blocks), generator=generator).to(trajectory[VIDEO].device)  # [B, blocks]
+    steps = torch.tensor(student_steps, dtype=torch.float32, device=idx_block.device)
+    x_in = {}
+    for name, traj in trajectory.items():
+        idx = idx_block.repeat_interleave(block_frames(cfg, name), dim=1)  # [B, F_s]
+        gather = idx.view(1, b, -1, *([1] * (traj.dim() - 3))).expand(1, *traj.shape[1:])  # [1, B, F_s, ...]
+        x_in[name] = traj.gather(0, gather)[0]  # [B, F_s, ...]
+    t = steps[idx_block.repeat_interleave(cfg.frames_per_block, dim=1)]  # [B, F]
+    v = predict(student, x_in, t, cond, mask=causal_mask(cfg, f, t.device))
+    ts = stream_t(cfg, t)
+    return sum(F.mse_loss(predict_x0(x_in[k], v[k], ts[k]).float(), trajectory[k][-1].float()) for k in x_in)

@@ -1,5 +1,5 @@
 """The Self-Forcing training rollout: the student generates block by block with its own rolling KV
-cache, the same loop as ``streamgen.session.Session`` (noise, few-step schedule with x0 prediction and
+caches (one per generated stream: video, and audio for joint models), the same loop as ``streamgen.session.Session`` (noise, few-step schedule with x0 prediction and
 re-noising with fresh noise, then a clean refill of the cache at ``context_noise``), with stochastic
 gradient truncation:
 
@@ -10,7 +10,7 @@ gradient truncation:
   and no gradient crosses blocks.
 
 Noise is drawn in the session's order (block noise, then one re-noise draw per executed step, then the
-refill noise when ``context_noise > 0``), so with ``s`` = the last step, batch 1 and the same seed the
+refill noise when ``context_noise > 0``; video before audio at each draw), so with ``s`` = the last step, batch 1 and the same seed the
 rollout produces exactly the session's latents.
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ import torch
 
 from streamgen.models.kv_cache import CacheWrite, RollingKVCache
 from streamgen.samplers import add_noise, predict_x0, x0_and_renoise
-from streamgen.training.conditioning import Cond, frame_timesteps, velocity_cached
+from streamgen.training.conditioning import Cond
+from streamgen.training.modalities import VIDEO, new_caches, predict_cached, stream_shape, streams
 
 
 class TrainingKVCache(RollingKVCache):
@@ -59,10 +60,18 @@ class TrainingKVCache(RollingKVCache):
 
 @dataclass
 class Rollout:
-    latents: torch.Tensor  # [B, F, C, H, W]: each block's output (x0 at the exit step)
-    blocks: list[torch.Tensor]  # per block [B, n, C, H, W] (the same tensors, before concatenation)
+    streams: dict[str, torch.Tensor]  # every generated stream over the whole rollout (video: [B, F, C, H, W])
+    blocks: list[dict[str, torch.Tensor]]  # per block, the same tensors before concatenation
     exit_index: int  # the step index that carried the gradient
-    cache: TrainingKVCache
+    caches: dict[str, TrainingKVCache]
+
+    @property
+    def latents(self) -> torch.Tensor:
+        return self.streams[VIDEO]
+
+    @property
+    def cache(self) -> TrainingKVCache:
+        return self.caches[VIDEO]
 
 
 def sample_exit_index(num_steps: int, generator: torch.Generator, last_step_only: bool = False) -> int:
@@ -82,10 +91,10 @@ def self_forcing_rollout(
     exit_index: int,
     noise_generator: torch.Generator,
     grad: bool = True,
-    cache: TrainingKVCache | None = None,
+    caches: dict[str, TrainingKVCache] | None = None,
     start_frame: int = 0,
 ) -> Rollout:
-    """Generate ``num_frames`` latent frames block by block (``num_frames`` a multiple of the block)."""
+    """Generate ``num_frames`` video latent frames (and the audio of the same blocks) block by block."""
     cfg = model.config
     n = cfg.frames_per_block
     if num_frames % n:
@@ -94,33 +103,35 @@ def self_forcing_rollout(
         raise ValueError(f"exit_index={exit_index} outside the {len(timesteps)} denoising steps")
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
-    if cache is None:
-        cache = TrainingKVCache(cfg, batch=batch, dtype=dtype, device=device)
-    shape = (batch, n, cfg.in_channels, cfg.latent_height, cfg.latent_width)
+    caches = caches or new_caches(model, batch, TrainingKVCache)
+    names = streams(cfg)
+    shapes = {k: stream_shape(cfg, k, batch, n) for k in names}
 
-    def noise() -> torch.Tensor:
-        return torch.randn(shape, generator=noise_generator, dtype=dtype).to(device)
+    def noise() -> dict[str, torch.Tensor]:  # one draw per stream, video first (the session's order)
+        return {k: torch.randn(shapes[k], generator=noise_generator, dtype=dtype).to(device) for k in names}
 
     blocks = []
     for k in range(num_frames // n):
         start = start_frame + k * n
         x, x0 = noise(), None
         for i, t in enumerate(timesteps):
-            t_frames = frame_timesteps(t, batch, n, device)  # [B, n]
             exit_now = i == exit_index
             with torch.set_grad_enabled(grad and exit_now):
-                v = velocity_cached(model, x, t_frames, cond, cache, start)
+                v = predict_cached(model, x, t, cond, caches, start)
             t_next = timesteps[i + 1] if i + 1 < len(timesteps) else 0.0
             fresh = noise()  # drawn at every executed step, as the session does
             if exit_now:
-                x0 = predict_x0(x, v, t)
+                x0 = {s: predict_x0(x[s], v[s], t) for s in names}
                 break
             with torch.no_grad():
-                x0, x = x0_and_renoise(x, v, t, t_next, fresh)
+                pairs = {s: x0_and_renoise(x[s], v[s], t, t_next, fresh[s]) for s in names}
+                x0, x = {s: p[0] for s, p in pairs.items()}, {s: p[1] for s, p in pairs.items()}
         blocks.append(x0)
         with torch.no_grad():
-            clean = x0.detach()
+            clean = {s: x0[s].detach() for s in names}
             if cfg.context_noise > 0:
-                clean = add_noise(clean, noise(), cfg.context_noise)
-            velocity_cached(model, clean, frame_timesteps(cfg.context_noise, batch, n, device), cond, cache, start)
-    return Rollout(torch.cat(blocks, dim=1), blocks, exit_index, cache)  # latents [B, F, C, H, W]
+                ctx_noise = noise()
+                clean = {s: add_noise(clean[s], ctx_noise[s], cfg.context_noise) for s in names}
+            predict_cached(model, clean, cfg.context_noise, cond, caches, start)
+    out = {s: torch.cat([b[s] for b in blocks], dim=1) for s in names}  # video [B, F, C, H, W], audio [B, Fa, Ca]
+    return Rollout(out, blocks, exit_index, caches)

@@ -1,7 +1,8 @@
 """Batch sources. Every batch is a pure function of ``(seed, rank, step)``, so a resumed run sees the
 same batches as an uninterrupted one without saving any loader state.
 
-- ``random-latents``: Gaussian latents ``[B, F, C, H, W]`` and text tokens (smoke runs, throughput).
+- ``random-latents``: Gaussian latents ``[B, F, C, H, W]`` and text tokens, plus Gaussian audio latents
+  and random action windows for models that have them (smoke runs, throughput).
 - a folder of ``*.safetensors`` files, one per episode or clip set:
   ``latents`` ``[T, C, H, W]`` (one long episode; clips of F frames are cut at random starts) or
   ``[N, F', C, H, W]`` (N clips, F' >= F); optional ``text`` ``[L, text_dim]`` or ``[N, L, text_dim]``;
@@ -29,8 +30,15 @@ class RandomLatents:
     def batch_at(self, step: int) -> dict[str, torch.Tensor]:
         c, g = self.config, _generator(self.seed, self.rank, step)
         out = {"latents": torch.randn(self.batch, self.num_frames, c.in_channels, c.latent_height, c.latent_width, generator=g)}
+        b, f = self.batch, self.num_frames
+        if c.audio is not None:  # joint models generate the audio of the same blocks
+            out["audio"] = torch.randn(b, f // c.frames_per_block * c.audio_frames_per_block, c.audio.channels, generator=g)
+        if c.actions is not None:  # one window of raw action rows per latent frame, as streamgen.actions builds
+            rows = c.actions.window_frames * c.temporal_upsample
+            out["keyboard"] = (torch.rand(b, f, rows, len(c.actions.keys), generator=g) < 0.3).float()
+            out["mouse"] = torch.randn(b, f, rows, len(c.actions.mouse_axes), generator=g) * 0.1
         if self.text:
-            out["text"] = torch.randn(self.batch, c.text_len, c.text_dim, generator=g)
+            out["text"] = torch.randn(b, c.text_len, c.text_dim, generator=g)
         return out
 
 

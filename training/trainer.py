@@ -88,6 +88,8 @@ class Trainer:
             if self.config.recipe not in ("teacher", "ar_teacher"):
                 # Smoke runs of distillation recipes: a zero head would make every score zero.
                 torch.nn.init.normal_(model.head.head.weight, std=0.02)
+                if model.audio is not None:
+                    torch.nn.init.normal_(model.audio.head.weight, std=0.02)
         else:
             from streamgen.checkpoints.io import load_checkpoint_dir
 
@@ -187,7 +189,8 @@ class Trainer:
             text = self.source.batch_at(0).get("text")
             path = write_sample(folder / f"step_{self.step:08d}.mp4", self.model_config, {k: v.float() for k, v in state.items()},
                                 causal=self.objective.causal, blocks=self.config.train.sample_blocks,
-                                text=None if text is None else text[:1].float(), device=self.device)
+                                text=None if text is None else text[:1].float(), device=self.device,
+                                decoder_from=self.config.train.sample_decoder)
         self.barrier()
         return path
 

@@ -6,12 +6,11 @@ import pytest
 import torch
 
 from streamgen.config import preset
-from streamgen.decoders.preview import PreviewDecoder, PreviewDecoderConfig
 from streamgen.models.dit import CausalDiT
-from streamgen.pipeline import Pipeline
+from streamgen.pipeline import load_pipeline
 from streamgen.samplers import predict_x0, warped_timesteps
-from streamgen.text import HashTextEncoder
-from streamgen.training.conditioning import frame_timesteps, make_cond, velocity
+from streamgen.training.conditioning import frame_timesteps, make_cond
+from streamgen.training.modalities import predict
 from streamgen.training.losses import dmd_gradient, dmd_loss, guided, real_score_x0, sample_timesteps
 from streamgen.training.rollout import self_forcing_rollout
 
@@ -60,10 +59,10 @@ def test_cfg_formula_and_real_score():
     x_t = torch.randn(1, 6, 4, 4, 4)
     t = frame_timesteps(700.0, 1, 6, "cpu")
     with torch.no_grad():
-        v_c, v_u = velocity(model, x_t, t, c), velocity(model, x_t, t, u)
+        v_c, v_u = predict(model, {"latents": x_t}, t, c)["latents"], predict(model, {"latents": x_t}, t, u)["latents"]
         assert not torch.allclose(v_c, v_u)
         expected = predict_x0(x_t, v_u + 3.5 * (v_c - v_u), t)
-    torch.testing.assert_close(real_score_x0(model, x_t, t, c, u, 3.5), expected)
+    torch.testing.assert_close(real_score_x0(model, {"latents": x_t}, t, c, u, 3.5)["latents"], expected)
 
 
 def test_score_timesteps_are_shifted_and_clamped():
@@ -86,30 +85,41 @@ def test_one_gradient_forward_per_block_and_no_gradient_across_blocks(exit_index
     assert len(calls) == blocks * (exit_index + 1 + 1)  # steps up to the exit, plus the detached refill
     assert not roll.cache.k.requires_grad and not roll.cache.v.requires_grad
     for k in range(1, blocks):
-        grads = torch.autograd.grad(roll.blocks[k].square().sum(), roll.blocks[:k], allow_unused=True, retain_graph=True)
+        earlier = [blk["latents"] for blk in roll.blocks[:k]]
+        grads = torch.autograd.grad(roll.blocks[k]["latents"].square().sum(), earlier, allow_unused=True, retain_graph=True)
         assert all(g is None for g in grads), f"block {k}'s loss reaches earlier blocks"
     params = [p for p in model.parameters()]
-    grads = torch.autograd.grad(roll.blocks[-1].square().sum(), params, allow_unused=True)
+    grads = torch.autograd.grad(roll.blocks[-1]["latents"].square().sum(), params, allow_unused=True)
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
 
 
-def test_rollout_is_the_session_loop():
+@pytest.mark.parametrize("name", ["tiny", "tiny-world"])
+def test_rollout_is_the_session_loop(name):
     """With the exit at the last step, batch 1 and the session's seed, the rollout's latents equal the
-    latents a streaming Session generates (the gradient-carrying last step included)."""
-    model = _model().eval()
-    cfg = model.config
-    decoder = PreviewDecoder(PreviewDecoderConfig(latent_channels=4, temporal_upsample=cfg.temporal_upsample,
-                                                  spatial_upsample=cfg.spatial_upsample))
-    pipe = Pipeline(cfg, model, decoder, HashTextEncoder(cfg.text_dim, cfg.text_len), torch.device("cpu"), torch.float32)
-    batch = _batch(model)
-    batch["text"] = pipe.text_encoder("a red ball")
+    latents a streaming Session generates (the gradient-carrying last step included); for the world
+    preset with its audio stream and (null) action windows too."""
+    pipe = load_pipeline(name, device="cpu")
+    model, cfg = pipe.model, pipe.config
+    blocks = 3
+    batch = {"latents": torch.zeros(1, blocks * cfg.frames_per_block, 1), "text": pipe.text_encoder("a red ball")}
+    if cfg.actions is not None:  # the session's null action: every window row zero
+        rows = cfg.actions.window_frames * cfg.temporal_upsample
+        batch["keyboard"] = torch.zeros(1, blocks * cfg.frames_per_block, rows, len(cfg.actions.keys))
+        batch["mouse"] = torch.zeros(1, blocks * cfg.frames_per_block, rows, len(cfg.actions.mouse_axes))
     # The rollout runs first: the model caches its RoPE table on first use, and a table made under the
     # session's inference_mode could not be saved for backward.
-    roll = self_forcing_rollout(model, make_cond(model, batch), batch=1, num_frames=6, timesteps=pipe.timesteps,
-                                exit_index=len(pipe.timesteps) - 1, noise_generator=torch.Generator().manual_seed(5))
+    roll = self_forcing_rollout(model, make_cond(model, batch), batch=1, num_frames=blocks * cfg.frames_per_block,
+                                timesteps=pipe.timesteps, exit_index=len(pipe.timesteps) - 1,
+                                noise_generator=torch.Generator().manual_seed(5))
     session = pipe.start(seed=5, prompt="a red ball")
-    for _ in range(3):
+    for _ in range(blocks):
         session.step()
     streamed = torch.cat(session.sink_latents + list(session.recent_latents), dim=1)  # [1, 6, C, H, W]
     assert roll.latents.requires_grad
     assert torch.equal(roll.latents.detach(), streamed)
+    if cfg.audio is not None:
+        na = cfg.audio_frames_per_block
+        for start, (audio, _) in session.block_extras.items():
+            k = start // cfg.frames_per_block
+            assert torch.equal(roll.streams["audio"][:, k * na : (k + 1) * na].detach(), audio)
+        assert session.block_extras

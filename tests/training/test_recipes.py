@@ -103,3 +103,47 @@ def test_cli_chain_teacher_ode_self_forcing(tmp_path):
         log = [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
         assert [r["step"] for r in log] == [1, 2] and all(r["samples_per_s"] > 0 and "eta_s" in r for r in log)
     assert (tmp_path / "s" / "checkpoints" / "step_00000002" / "critic" / "model.safetensors").is_file()
+
+
+def test_world_preset_trains_every_recipe_with_audio_and_actions(tmp_path):
+    """The same code trains the joint audio-video, action-conditioned preset: the audio stream is
+    generated and judged too (its head receives gradient), actions reach the action modules."""
+    for recipe in sorted(RECIPES):
+        trainer = Trainer(tiny_config(recipe, steps=1, extra=["model=tiny-world", "dmd.critic_steps=1"]), tmp_path / recipe, progress=False)
+        batch = trainer.batch(0)
+        assert {"audio", "keyboard", "mouse"} <= set(batch)
+        losses = trainer.train()
+        assert all(math.isfinite(v) for v in losses.values() if isinstance(v, float)), (recipe, losses)
+        student = trainer.objective.networks["student"]
+        assert student.audio.head.weight.grad is not None and student.audio.head.weight.grad.abs().sum() > 0, recipe
+        action_grads = [p.grad for n, p in student.named_parameters() if "action" in n]
+        assert action_grads and all(g is not None for g in action_grads), f"{recipe}: the action modules were skipped"
+        if recipe not in ("teacher", "ar_teacher"):  # from scratch the zero-initialised heads block gradient at step 1
+            assert any(g.abs().sum() > 0 for g in action_grads), recipe
+
+
+def test_latent_folder_source_cuts_clips_within_episodes(tmp_path):
+    from streamgen.checkpoints.io import save_safetensors
+    from streamgen.config import preset
+    from streamgen.training.sources import LatentFolder
+
+    cfg = preset("tiny")
+    data = tmp_path / "latents"
+    for ep in range(2):
+        t = 10
+        lat = torch.arange(t, dtype=torch.float32).view(t, 1, 1, 1).expand(t, 4, 4, 4) + 100 * ep  # frame index in every value
+        first = torch.zeros(t, dtype=torch.bool)
+        first[5] = True  # a new game starts at frame 5
+        save_safetensors({"latents": lat.contiguous(), "first": first, "text": torch.randn(cfg.text_len, cfg.text_dim),
+                          "actions": torch.arange(t * 4).view(t * 4, 1).float()}, data / f"ep_{ep}.safetensors")
+    src = LatentFolder(data, cfg, num_frames=4, batch=3, seed=0)
+    assert [s for i, _, s in src.starts if i == 0] == [0, 1, 5, 6]  # 4-frame clips inside frames 0-4 and 5-9
+    for step in range(5):
+        batch = src.batch_at(step)
+        assert batch["latents"].shape == (3, 4, 4, 4, 4) and batch["text"].shape == (3, cfg.text_len, cfg.text_dim)
+        frames = batch["latents"][:, :, 0, 0, 0] % 100  # [B, 4]
+        assert torch.equal(frames - frames[:, :1], torch.arange(4.0).expand(3, 4))  # consecutive frames
+        assert bool(((frames[:, 0] < 5) & (frames[:, -1] >= 5)).logical_not().all())  # no clip crosses a new game
+        assert torch.equal(batch["actions"][:, :, 0], frames[:, :1] * 4 + torch.arange(16.0))  # raw rate, r = 4
+    trainer = Trainer(tiny_config("teacher", steps=2, extra=[f"data.source={data}", "data.num_frames=4"]), tmp_path / "run", progress=False)
+    assert math.isfinite(trainer.train()["loss"])
