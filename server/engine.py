@@ -168,18 +168,7 @@ class Engine:
         while not self._stop.is_set():
             self._run_commands()
             self._reap()
-            stepped = False
-            n = len(self._sessions)
-            start = next(self._rr) % n if n else 0
-            for es in self._sessions[start:] + self._sessions[:start]:  # one block each per round
-                if self._stop.is_set():
-                    break
-                if es.closing or es.paused or es.failed is not None or not es.buffer.wants_block():
-                    continue
-                self._step(es)
-                stepped = True
-                self._run_commands()  # new sessions and closes need not wait for a whole round
-            if not stepped:
+            if not self._round():
                 self._wake.wait(self._idle_wait_s)
                 self._wake.clear()
         # Shutdown: free every session still open.
@@ -187,6 +176,23 @@ class Engine:
         for es in self._sessions:
             es.closing = True
         self._reap()
+
+    def _round(self) -> bool:
+        """Step each session that wants a block once (rotating who goes first); True if any stepped.
+        A method of its own so that no reference to a session outlives the round (closed sessions are
+        freed at once)."""
+        stepped = False
+        n = len(self._sessions)
+        start = next(self._rr) % n if n else 0
+        for es in self._sessions[start:] + self._sessions[:start]:
+            if self._stop.is_set():
+                break
+            if es.closing or es.paused or es.failed is not None or not es.buffer.wants_block():
+                continue
+            self._step(es)
+            stepped = True
+            self._run_commands()  # new sessions and closes need not wait for a whole round
+        return stepped
 
     def _run_commands(self) -> None:
         while True:

@@ -56,10 +56,12 @@ class ModelSpec:
     def from_pipeline(cls, name: str, pipe: Any) -> "ModelSpec":
         d = pipe.describe()
         sr = d.get("sample_rate")
+        channels = int(d.get("audio_channels") or d.get("channels") or 1) if sr else 0
+        takes_mouse = bool(d.get("takes_mouse", False) or d.get("mouse_axes"))
         return cls(name=name, fps=float(d["fps"]), width=int(d["width"]), height=int(d["height"]),
                    frames_per_block=int(d["frames_per_chunk"]), sample_rate=int(sr) if sr else None,
-                   channels=int(d.get("channels", 1 if sr else 0)) if sr else 0, keys=tuple(d.get("keys") or ()),
-                   takes_mouse=bool(d.get("takes_mouse", False)), takes_prompt=bool(d.get("takes_prompt", False)))
+                   channels=channels, keys=tuple(d.get("keys") or ()), takes_mouse=takes_mouse,
+                   takes_prompt=bool(d.get("takes_prompt", False)))
 
     @property
     def takes_actions(self) -> bool:
@@ -148,19 +150,33 @@ class ServerSession:
         await self.close("error", code=1011)
 
     # ----- incoming ----------------------------------------------------------------------------------
-    async def handle(self, data: str | bytes) -> P.Message | None:
-        """Handle one control message; returns the parsed message when it was valid."""
+    def admit(self) -> bool:
+        """Rate limit (synchronous, so a transport can check before queueing). A refused message is
+        answered with ``rate_limited`` (not 1:1 in a flood); a persistent flood closes the session (1008)."""
         self.last_seen = time.monotonic()
         if self.closed:
+            return False
+        if self.bucket.take():
+            return True
+        self.rate_violations += 1
+        if self.rate_violations == self.manager.settings.max_rate_violations + 1:
+            asyncio.ensure_future(self._flood_close())
+        elif self.rate_violations <= self.manager.settings.max_rate_violations and (
+                self.rate_violations == 1 or self.rate_violations % 10 == 0):
+            asyncio.ensure_future(self.send_error(
+                "rate_limited", f"over {self.manager.settings.max_messages_per_s:g} messages per second; "
+                "message dropped", retry_after_s=1.0))
+        return False
+
+    async def _flood_close(self) -> None:
+        await self.send_error("rate_limited", "control message flood; closing")
+        await self.close("rate_limited", code=1008)
+
+    async def handle(self, data: str | bytes, admitted: bool = False) -> P.Message | None:
+        """Handle one control message; returns the parsed message when it was valid."""
+        if not admitted and not self.admit():
             return None
-        if not self.bucket.take():
-            self.rate_violations += 1
-            if self.rate_violations > self.manager.settings.max_rate_violations:
-                await self.send_error("rate_limited", "control message flood; closing")
-                await self.close("rate_limited", code=1008)
-            elif self.rate_violations == 1 or self.rate_violations % 10 == 0:  # do not answer a flood 1:1
-                await self.send_error("rate_limited", f"over {self.manager.settings.max_messages_per_s:g} "
-                                      "messages per second; message dropped", retry_after_s=1.0)
+        if self.closed:
             return None
         if isinstance(data, (bytes, bytearray, memoryview)):
             await self.send_error("bad_json", "binary messages are not accepted from clients; send JSON text")

@@ -39,6 +39,11 @@ class ServerSettings(BaseSettings):
     # A WebRTC peer that has not connected this long after its answer is reclaimed.
     connect_timeout_s: float = 20.0
 
+    # ICE servers for the server's own candidates, e.g. "stun:stun.l.google.com:19302" behind NAT. Empty by
+    # default: aiortc would otherwise query Google's STUN server on every offer (slow, and nothing may be
+    # reachable); host candidates suffice on a LAN and loopback.
+    ice_servers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     # --- security
     auth_token: str | None = None  # None: no auth (fine on loopback; set it when exposing the server)
     # Empty: only same-origin browser requests (and non-browser clients, which send no Origin).
@@ -68,7 +73,7 @@ class ServerSettings(BaseSettings):
     # Video bitrate for the WebRTC encoder; aiortc's own default (~0.5-1.5 Mbit/s VP8) blurs large frames.
     video_bitrate: int = 2_500_000
 
-    @field_validator("extra_models", "allowed_origins", mode="before")
+    @field_validator("extra_models", "allowed_origins", "ice_servers", mode="before")
     @classmethod
     def _split_csv(cls, v):
         if isinstance(v, str):

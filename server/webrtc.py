@@ -13,7 +13,7 @@ import logging
 import math
 
 import numpy as np
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription
 from av import AudioFrame
@@ -137,7 +137,7 @@ async def offer(request: Request) -> JSONResponse:
     except Busy as b:
         return _error(503, "busy", str(b), metrics, headers={"Retry-After": str(math.ceil(b.retry_after_s))},
                       retry_after_s=b.retry_after_s)
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[RTCIceServer(u) for u in settings.ice_servers]))
     es = None
     try:
         try:
@@ -178,9 +178,17 @@ def _loads(body: bytes) -> dict:
     return obj
 
 
+async def _close_pc(pc: RTCPeerConnection) -> None:
+    try:
+        await pc.close()
+    finally:
+        pc.remove_all_listeners()  # the handlers reference the session
+
+
 def _attach(app, pc: RTCPeerConnection, spec, es) -> ServerSession:
     """Wire the tracks, the control channel and the connection state to a new ServerSession."""
     manager = app.manager
+    loop = asyncio.get_running_loop()
     state = {"channel": None}
     inbox: asyncio.Queue = asyncio.Queue(maxsize=app.settings.message_burst * 2)
     video = PacedVideoTrack(es.buffer, spec.fps, app.metrics)
@@ -198,8 +206,18 @@ def _attach(app, pc: RTCPeerConnection, spec, es) -> ServerSession:
     async def close_transport(code: int, reason: str) -> None:
         video.stop()
         audio.stop()
-        consumer.cancel()
-        await pc.close()
+        ch = state["channel"]
+        if ch is not None and ch.readyState == "open" and reason != "disconnected":
+            # Let the last messages (error, bye) leave before the transport goes: bufferedAmount drops when
+            # SCTP takes the data, and a moment more lets SCTP put it on the wire.
+            deadline = loop.time() + 1.0
+            while ch.bufferedAmount > 0 and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+        if consumer is not asyncio.current_task():  # a 'stop' arrives through the consumer itself
+            consumer.cancel()
+        # Shielded: a cancelled caller must not leave the peer connection half closed (and alive).
+        await asyncio.shield(_close_pc(pc))
 
     session = ServerSession(manager, sid=es.id, transport="webrtc", spec=spec, es=es, send_text=send_text,
                             close_transport=close_transport)
@@ -209,7 +227,7 @@ def _attach(app, pc: RTCPeerConnection, spec, es) -> ServerSession:
     async def consume() -> None:
         while True:
             data = await inbox.get()
-            await session.handle(data)
+            await session.handle(data, admitted=True)
 
     consumer = asyncio.ensure_future(consume())
 
@@ -222,12 +240,12 @@ def _attach(app, pc: RTCPeerConnection, spec, es) -> ServerSession:
 
         @channel.on("message")
         def on_message(data) -> None:
-            try:
-                inbox.put_nowait(data)
-            except asyncio.QueueFull:  # a flood beyond the burst: drop and count it against the peer
-                session.rate_violations += 1
-                if session.rate_violations > app.settings.max_rate_violations:
-                    asyncio.ensure_future(session.close("rate_limited", code=1008))
+            # Rate-limited before queueing, so the inbox never holds more than a burst.
+            if session.admit():
+                try:
+                    inbox.put_nowait(data)
+                except asyncio.QueueFull:
+                    pass
 
         def on_open() -> None:
             asyncio.ensure_future(session.send(session.started()))

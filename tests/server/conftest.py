@@ -38,6 +38,8 @@ class RunningServer:
         self.thread.start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
+            if not self.thread.is_alive():
+                raise RuntimeError(f"server on {self.url} failed to start (see the log above)")
             try:
                 with urllib.request.urlopen(self.url + "/readyz", timeout=1) as r:
                     if r.status == 200:

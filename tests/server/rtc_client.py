@@ -7,7 +7,7 @@ import json
 import time
 
 import httpx
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from streamgen_client import protocol as P
 
@@ -17,7 +17,7 @@ class RtcClient:
                  keep_frames: bool = False) -> None:
         self.base_url, self.model, self.prompt, self.token = base_url, model, prompt, token
         self.keep_frames = keep_frames
-        self.pc = RTCPeerConnection()
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # loopback: no STUN
         self.channel = None
         self.video: list[tuple[int, float]] = []  # (pts, arrival monotonic)
         self.audio: list[tuple[int, int, int]] = []  # (pts, samples, sample_rate)

@@ -1,0 +1,70 @@
+"""Headless Debian Chromium opens the page, connects over WebRTC, plays frames and sends key edges."""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("playwright")
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--use-fake-ui-for-media-stream",
+                 "--autoplay-policy=no-user-gesture-required"]
+GRAB = """() => {
+  const v = document.getElementById('video');
+  const c = document.createElement('canvas'); c.width = v.videoWidth; c.height = v.videoHeight;
+  const g = c.getContext('2d'); g.drawImage(v, 0, 0);
+  return {w: c.width, h: c.height, t: v.currentTime, px: Array.from(g.getImageData(0, 0, c.width, c.height).data)};
+}"""
+# STREAMGEN_TEST_MODEL=tiny-world runs it on the action-conditioned preset (frames depend on the keys).
+MODEL = os.environ.get("STREAMGEN_TEST_MODEL", "tiny")
+
+
+@pytest.mark.browser
+def test_page_streams_and_keys_reach_the_session():
+    from .conftest import running_server
+
+    t0 = time.monotonic()
+    with running_server(model=MODEL) as server, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/")
+            page.wait_for_function("window.streamgen.models.length > 0", timeout=10_000)
+            page.click("#connect")
+            page.wait_for_function("(() => { const v = document.getElementById('video');"
+                                   " return v.videoWidth > 0 && v.currentTime > 0.5; })()", timeout=15_000)
+            before = page.evaluate(GRAB)
+            keys = ["KeyW", "KeyD"]
+            for k in keys:
+                page.keyboard.down(k)
+            page.wait_for_timeout(700)
+            for k in keys:
+                page.keyboard.up(k)
+            page.wait_for_timeout(300)
+            after = page.evaluate(GRAB)
+            state = page.evaluate("({sid: window.streamgen.sessionId, sent: window.streamgen.keysSent,"
+                                  " decoded: window.streamgen.framesDecoded, fps: window.streamgen.fps})")
+            session = server.state.manager.sessions[state["sid"]]
+            received = [(a["key"], a["down"]) for a in list(session.es.action_log) if a["kind"] == "key"]
+            page.click("#connect")  # disconnect: the session goes away
+            deadline = time.monotonic() + 5
+            while server.state.manager.sessions and time.monotonic() < deadline:
+                time.sleep(0.05)
+            left = len(server.state.manager.sessions)
+        finally:
+            browser.close()
+    spec = server.state.specs[MODEL]
+    assert before["w"] == spec.width and before["h"] == spec.height
+    assert after["t"] > before["t"] + 0.5  # the video element kept playing
+    a = np.array(before["px"], np.int16).reshape(spec.height, spec.width, 4)
+    b = np.array(after["px"], np.int16).reshape(spec.height, spec.width, 4)
+    assert np.abs(a - b)[..., :3].mean() > 1.0  # the picture changed after the key presses
+    assert a[..., :3].std() > 1.0  # and it is a picture, not a blank frame
+    assert state["sent"] == 4 and received == [("KeyW", True), ("KeyD", True), ("KeyW", False), ("KeyD", False)]
+    assert state["decoded"] > 10
+    assert left == 0
+    assert time.monotonic() - t0 < 30

@@ -1,0 +1,127 @@
+"""Admission control and reclamation: N sessions stream, N+1 is told busy, cycles leave nothing behind."""
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import time
+import weakref
+
+import numpy as np
+import pytest
+from streamgen_client import protocol as P
+
+from .conftest import running_server
+from .rtc_client import RtcClient
+from .ws_client import WsClient
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def test_max_sessions_stream_and_one_more_is_busy():
+    with running_server(max_sessions=2, retry_after_s=3.0) as server:
+        async def run():
+            a = await RtcClient(server.url).connect()
+            async with WsClient(server.url) as b:
+                assert (await b.start("tiny"))["type"] == "started"
+                await a.wait_for(lambda: len(a.video) >= 3, what="frames on a")
+                c = await RtcClient(server.url).connect(expect_ok=False)
+                async with WsClient(server.url) as d:
+                    busy_ws = await d.start("tiny")
+                    code = await d.wait_closed()
+                # The admitted sessions keep their frame rate while refused ones come and go.
+                na, nb, t0 = len(a.video), len(b.media), time.monotonic()
+                await asyncio.sleep(2.5)
+                dt = time.monotonic() - t0
+                rates = ((len(a.video) - na) / dt, (len(b.media) - nb) / dt)
+            await a.close()
+            return c, busy_ws, code, rates
+
+        c, busy_ws, code, rates = asyncio.run(run())
+        fps = server.state.specs["tiny"].fps
+    assert c.status == 503 and c.headers["retry-after"] == "3"
+    assert c.answer_body["code"] == "busy" and c.answer_body["retry_after_s"] == 3.0
+    assert busy_ws["code"] == "busy" and busy_ws["retry_after_s"] == 3.0 and code == 1013
+    assert all(r >= fps * 0.75 for r in rates), (rates, fps)
+
+
+def _cycle_refs(server, sid, refs) -> None:
+    s = server.state.manager.sessions.get(sid)
+    if s is not None:
+        refs.append(weakref.ref(s.es))
+        refs.append(weakref.ref(s.es.session))
+
+
+async def _ws_cycle(server, refs) -> None:
+    async with WsClient(server.url) as w:
+        started = await w.start("tiny")
+        await w.wait_for(lambda: w.media, what="a frame")
+        _cycle_refs(server, started["session_id"], refs)
+        await w.send(P.Stop(seq=next(w.seq)))
+        await w.wait_closed()
+
+
+async def _rtc_cycle(server, refs, say_stop: bool) -> None:
+    c = await RtcClient(server.url).connect()
+    await c.wait_for(lambda: c.of_type("started"), what="started")
+    _cycle_refs(server, c.session_id, refs)
+    if say_stop:
+        c.send(P.Stop(seq=next(c.seq)))
+        await c.wait_for(lambda: c.of_type("bye"), what="bye")
+    await c.close()  # without stop: the server must notice the dead peer itself
+
+
+def _run_cycles(n: int, rtc_every: int) -> dict:
+    with running_server(max_sessions=2) as server:
+        refs: list = []
+
+        async def cycles(count: int, offset: int = 0):
+            for i in range(offset, offset + count):
+                if i % rtc_every == 0:
+                    await _rtc_cycle(server, refs, say_stop=(i // rtc_every) % 2 == 0)
+                else:
+                    await _ws_cycle(server, refs)
+            deadline = time.monotonic() + 10
+            while server.state.manager.sessions and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+
+        warm = 10
+        asyncio.run(cycles(warm))
+        gc.collect()
+        base = {"threads": threading.active_count(), "rss": _rss_mb()}
+        t0 = time.monotonic()
+        asyncio.run(cycles(n - warm, warm))
+        elapsed = time.monotonic() - t0
+        deadline = time.monotonic() + 5
+        while server.state.engine.session_count() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        gc.collect()
+        after = {"threads": threading.active_count(), "rss": _rss_mb()}
+        return {"base": base, "after": after, "refs": refs, "elapsed": elapsed,
+                "registry": len(server.state.manager.sessions), "engine": server.state.engine.session_count(),
+                "in_use": server.state.manager.in_use()}
+
+
+def _check_cycles(r: dict, n: int) -> None:
+    assert r["registry"] == 0 and r["engine"] == 0 and r["in_use"] == 0
+    assert len(r["refs"]) == 2 * n  # every cycle really opened a session
+    alive = [ref for ref in r["refs"] if ref() is not None]
+    assert not alive, f"{len(alive)} session objects still referenced"
+    assert r["after"]["threads"] <= r["base"]["threads"] + 2, (r["base"], r["after"])
+    assert r["after"]["rss"] - r["base"]["rss"] < 40, (r["base"], r["after"])
+
+
+def test_100_connect_disconnect_cycles_leave_nothing_behind():
+    r = _run_cycles(100, rtc_every=10)  # 90 WebSocket and 10 WebRTC sessions, half of them dropped dead
+    _check_cycles(r, 100)
+
+
+@pytest.mark.slow
+def test_100_webrtc_cycles_leave_nothing_behind():
+    r = _run_cycles(100, rtc_every=1)
+    _check_cycles(r, 100)
+    print(f"100 WebRTC cycles: {r['elapsed']:.1f} s, threads {r['base']['threads']}->{r['after']['threads']}, "
+          f"RSS {r['base']['rss']:.0f}->{r['after']['rss']:.0f} MB")
