@@ -18,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, dotted, JSON value: train.lr=1e-5, init.teacher=runs/teacher")
     p.add_argument("--out", default=None, help="run folder (default runs/<recipe>)")
-    p.add_argument("--resume", default=None, metavar="DIR", help="continue from a run, checkpoints or step folder")
+    p.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue from a run, checkpoints or step folder, with its saved config (--set still applies)")
     p.add_argument("--data", default=None, help="'random-latents' or a folder of latent files (= --set data.source=...)")
     p.add_argument("--steps", type=int, default=None, help="= --set train.steps=N")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
@@ -34,8 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps is not None:
         pairs.append(f"train.steps={args.steps}")
     try:
-        config = apply_overrides(get_recipe(args.recipe), pairs)
-    except (KeyError, ValueError) as err:
+        base = get_recipe(args.recipe)
+        if args.resume:  # the resumed run's own config, with this command's --set on top
+            from streamgen.checkpoints.io import read_json
+            from streamgen.training.config import RunConfig
+            from streamgen.training.state import resolve_checkpoint
+
+            base = RunConfig.from_dict(read_json(resolve_checkpoint(args.resume) / "trainer.json")["config"])
+            if base.recipe != args.recipe:
+                raise ValueError(f"{args.resume} is a {base.recipe!r} run, not {args.recipe!r}")
+        config = apply_overrides(base, pairs)
+    except (KeyError, ValueError, FileNotFoundError) as err:
         print(f"streamgen train: {err}", file=sys.stderr)
         return 2
     if args.print_config:
@@ -46,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
     dist = init_distributed(config.train.device, config.parallel)
     try:
-        trainer = Trainer(config, args.out or f"runs/{args.recipe}", dist=dist, progress=not args.no_progress)
+        out = args.out or (str(_run_folder(args.resume)) if args.resume else f"runs/{args.recipe}")
+        trainer = Trainer(config, out, dist=dist, progress=not args.no_progress)
         if args.resume:
             step = trainer.resume(args.resume)
             if dist.is_main:
@@ -58,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutdown()
     return 0
+
+
+def _run_folder(resume: str):
+    """The run folder a checkpoint belongs to (``<run>/checkpoints/step_N`` -> ``<run>``)."""
+    from streamgen.training.state import resolve_checkpoint
+
+    return resolve_checkpoint(resume).parent.parent
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ class TrainConfig:
     # EMA of the generator (SF: 0.99 from step 200); ema_decay 0 disables it.
     ema_decay: float = 0.99
     ema_start: int = 200
-    dtype: str = "float32"  # parameter / compute dtype: float32 or bfloat16
+    # Compute dtype: float32, or bfloat16 by autocast (weights, optimiser states and EMA stay fp32).
+    dtype: str = "float32"
     device: str = "auto"  # auto = cuda when available, else cpu
 
     def __post_init__(self) -> None:

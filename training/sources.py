@@ -3,12 +3,12 @@ same batches as an uninterrupted one without saving any loader state.
 
 - ``random-latents``: Gaussian latents ``[B, F, C, H, W]`` and text tokens, plus Gaussian audio latents
   and random action windows for models that have them (smoke runs, throughput).
-- a folder of ``*.safetensors`` files, one per episode or clip set:
-  ``latents`` ``[T, C, H, W]`` (one long episode; clips of F frames are cut at random starts) or
-  ``[N, F', C, H, W]`` (N clips, F' >= F); optional ``text`` ``[L, text_dim]`` or ``[N, L, text_dim]``;
-  any other key whose dim 0 (episodes) or dim 1 (clip sets) runs along time with ``T * r`` entries is cut
-  with the clip (actions at the raw frame rate: r = temporal_upsample). Files may also carry
-  ``first`` (bool ``[T]``, True where a new game starts): no clip crosses one.
+- a folder of ``*.safetensors`` files, one per episode: ``latents`` ``[T, C, H, W]`` (clips of F frames
+  are cut at random starts); optional ``text`` ``[L, text_dim]`` (the episode's prompt tokens) and
+  ``first`` (bool ``[T]``, True where a new game starts: no clip crosses one); every other key runs
+  along time with ``T * r`` entries (a whole number per block) and is cut with the clip: ``audio``
+  ``[T * na / n, Ca]`` for joint models, action windows ``keyboard`` ``[T, R, K]`` / ``mouse``
+  ``[T, R, M]``, or anything the model takes by keyword.
 """
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from pathlib import Path
 import torch
 
 from streamgen.checkpoints.io import load_safetensors
+
+
+STATIC_KEYS = ("text", "first")  # per episode (text [L, text_dim]) or bookkeeping (first [T])
 
 
 def _generator(seed: int, rank: int, step: int) -> torch.Generator:
@@ -50,45 +53,52 @@ class LatentFolder:
             raise FileNotFoundError(f"no *.safetensors latent files in {folder}")
         self.items = [load_safetensors(f) for f in files]
         self.config, self.num_frames, self.batch, self.seed, self.rank = config, num_frames, batch, seed, rank
-        self.starts = []  # (item, clip, start) of every valid clip
+        self.starts: list[tuple[int, int]] = []  # (episode, start frame) of every valid clip
         for i, item in enumerate(self.items):
-            lat = item.get("latents")
-            if lat is None or lat.dim() not in (4, 5):
-                raise ValueError(f"{files[i]}: expected 'latents' [T, C, H, W] or [N, F, C, H, W], got {None if lat is None else tuple(lat.shape)}")
-            if tuple(lat.shape[-3:]) != (config.in_channels, config.latent_height, config.latent_width):
-                raise ValueError(f"{files[i]}: latents of shape {tuple(lat.shape)} do not match the model's "
-                                 f"{config.in_channels}x{config.latent_height}x{config.latent_width}")
-            if lat.dim() == 5:
-                self.starts += [(i, j, s) for j in range(lat.shape[0]) for s in range(lat.shape[1] - num_frames + 1)]
-            else:
-                first = item.get("first")
-                for s in range(lat.shape[0] - num_frames + 1):
-                    if first is None or not bool(first[s + 1 : s + num_frames].any()):
-                        self.starts.append((i, -1, s))
+            self.starts += [(i, s) for s in self._starts(item, files[i])]
         if not self.starts:
             raise ValueError(f"no clip of {num_frames} latent frames in {folder}")
 
-    def _cut(self, item: dict, clip: int, start: int) -> dict[str, torch.Tensor]:
-        lat = item["latents"] if clip < 0 else item["latents"][clip]  # [T, C, H, W]
+    def _starts(self, item: dict, path: Path) -> list[int]:
+        cfg, f = self.config, self.num_frames
+        lat = item.get("latents")
+        if lat is None or lat.dim() != 4 or tuple(lat.shape[1:]) != (cfg.in_channels, cfg.latent_height, cfg.latent_width):
+            raise ValueError(f"{path}: expected 'latents' [T, {cfg.in_channels}, {cfg.latent_height}, {cfg.latent_width}], "
+                             f"got {None if lat is None else tuple(lat.shape)}")
         total = lat.shape[0]
-        out = {"latents": lat[start : start + self.num_frames]}
+        rates = []
         for key, value in item.items():
-            if key in ("latents", "first"):
+            if key in STATIC_KEYS:
                 continue
-            v = value if clip < 0 or value.dim() == 0 or value.shape[0] != item["latents"].shape[0] else value[clip]
+            if value.dim() == 0 or (value.shape[0] * cfg.frames_per_block) % total:
+                raise ValueError(f"{path}: {key!r} of shape {tuple(value.shape)} does not run along the {total} latent "
+                                 f"frames at a whole number of entries per {cfg.frames_per_block}-frame block")
+            rates.append(value.shape[0])
+        first = item.get("first")
+        out = []
+        for s in range(total - f + 1):
+            if any((s * n) % total or (f * n) % total for n in rates):
+                continue  # a clip must start and end on whole entries of every stream (audio latents per frame)
+            if first is None or not bool(first[s + 1 : s + f].any()):
+                out.append(s)
+        return out
+
+    def _cut(self, item: dict, start: int) -> dict[str, torch.Tensor]:
+        total, f = item["latents"].shape[0], self.num_frames
+        out = {}
+        for key, value in item.items():
             if key == "text":
-                out[key] = v if v.dim() == 2 else v[clip]
-            elif v.dim() >= 1 and v.shape[0] % total == 0:
-                r = v.shape[0] // total
-                out[key] = v[start * r : (start + self.num_frames) * r]
+                out[key] = value
+            elif key not in STATIC_KEYS:
+                n = value.shape[0]
+                out[key] = value[start * n // total : (start + f) * n // total]  # [f * n / T, ...]
         return out
 
     def batch_at(self, step: int) -> dict[str, torch.Tensor]:
         g = _generator(self.seed, self.rank, step)
         picks = torch.randint(len(self.starts), (self.batch,), generator=g).tolist()
-        rows = [self._cut(self.items[i], j, s) for i, j, s in (self.starts[p] for p in picks)]
-        return {k: torch.stack([r[k] for r in rows]).float() if rows[0][k].is_floating_point() else torch.stack([r[k] for r in rows])
-                for k in rows[0]}
+        rows = [self._cut(self.items[i], s) for i, s in (self.starts[p] for p in picks)]
+        return {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
 
 
 def make_source(spec: str, config, *, num_frames: int, batch: int, seed: int, rank: int = 0):

@@ -176,6 +176,10 @@ def resolve_weights(path: str | Path) -> Path:
 def load_training_checkpoint(trainer, folder: Path) -> None:
     info = trainer.dist
     record = read_json(folder / "trainer.json")
+    saved, now = record.get("config", {}), trainer.config.to_dict()
+    for key in ("recipe", "model", "model_overrides"):
+        if saved.get(key) != now[key]:
+            raise ValueError(f"{folder} was written with {key}={saved.get(key)!r}; this run has {key}={now[key]!r}")
     if record["world"] != info.world:
         raise ValueError(f"{folder} was written by {record['world']} processes; resuming with {info.world} would change the RNG streams")
     for n, model in trainer.trainable.items():

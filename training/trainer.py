@@ -49,7 +49,9 @@ class Trainer:
         self.config, self.out_dir = config, Path(out_dir)
         self.dist = dist or DistInfo(device=pick_device(config.train.device))
         self.dist.strategy = config.parallel
-        self.device, self.dtype = self.dist.device, DTYPES[config.train.dtype]
+        # Weights, optimiser states and EMA stay fp32; bfloat16 is the autocast compute dtype.
+        self.device, self.dtype = self.dist.device, torch.float32
+        self.compute_dtype = DTYPES[config.train.dtype]
         self.progress = progress and self.dist.is_main
         self.model_config = model_config_for(config)
         self.timesteps = warped_timesteps(self.model_config.denoising_steps, self.model_config.shift)
@@ -126,13 +128,17 @@ class Trainer:
             raise FloatingPointError(f"step {self.step}: {name} loss is {float(loss)}")
         opt, params = self.optimizers[name], list(self.trainable[name].parameters())
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        with torch.autocast(self.device.type, enabled=False):
+            loss.backward()
         average_gradients(params, self.dist)
         if self.config.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, self.config.train.grad_clip)
         opt.step()
         if name == "student" and self.ema is not None:
             self.ema.update(self.step)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32)
 
     def barrier(self) -> None:
         barrier(self.dist)
@@ -149,7 +155,8 @@ class Trainer:
             bar = tqdm(total=t.steps, initial=self.step, desc=self.config.recipe, unit="step", file=sys.stderr, dynamic_ncols=True)
         start_step, t0 = self.step, time.perf_counter()
         while self.step < end:
-            losses = self.objective.step(self.step)
+            with self.autocast():
+                losses = self.objective.step(self.step)
             self.step += 1
             self.last_losses.update(losses)
             losses = self.last_losses

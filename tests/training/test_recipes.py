@@ -137,7 +137,7 @@ def test_latent_folder_source_cuts_clips_within_episodes(tmp_path):
         save_safetensors({"latents": lat.contiguous(), "first": first, "text": torch.randn(cfg.text_len, cfg.text_dim),
                           "actions": torch.arange(t * 4).view(t * 4, 1).float()}, data / f"ep_{ep}.safetensors")
     src = LatentFolder(data, cfg, num_frames=4, batch=3, seed=0)
-    assert [s for i, _, s in src.starts if i == 0] == [0, 1, 5, 6]  # 4-frame clips inside frames 0-4 and 5-9
+    assert [s for i, s in src.starts if i == 0] == [0, 1, 5, 6]  # 4-frame clips inside frames 0-4 and 5-9
     for step in range(5):
         batch = src.batch_at(step)
         assert batch["latents"].shape == (3, 4, 4, 4, 4) and batch["text"].shape == (3, cfg.text_len, cfg.text_dim)

@@ -14,6 +14,7 @@ import torch
 
 from streamgen.checkpoints.io import load_safetensors, read_json
 from streamgen.training import state as state_mod
+from streamgen.training.cli import main as train_main
 from streamgen.training.state import _optim_flat
 from streamgen.training.trainer import Trainer
 
@@ -109,13 +110,16 @@ def test_resume_after_sigkill(tmp_path):
         for name in ("student", "critic", "ema"):  # every complete folder reads back whole
             assert load_safetensors(folder / name / "model.safetensors")
         assert load_safetensors(folder / "optim_student.safetensors") and (folder / "trainer.json").is_file()
-    cfg = tiny_config("self_forcing", steps=steps, extra=extra)
-    resumed = Trainer(cfg, tmp_path / "resumed", progress=False)
-    resumed.resume(out)
-    resumed.train()
+    # Resume through the command line, which takes the run's saved config.
+    assert train_main(["self_forcing", "--resume", str(out), "--out", str(tmp_path / "resumed"), "--no-progress"]) == 0
     full = Trainer(tiny_config("self_forcing", steps=steps), tmp_path / "full", progress=False)
     full.train()
-    _assert_same(_snapshot(full), _snapshot(resumed))
+    final = tmp_path / "resumed" / "checkpoints" / f"step_{steps:08d}"
+    for name in ("student", "critic"):
+        assert_same_state(state_of(full.trainable[name]), load_safetensors(final / name / "model.safetensors"), name)
+    assert_same_state(full.ema.shadow, load_safetensors(final / "ema" / "model.safetensors"), "ema")
+    optim = _optim_flat(full.trainable["student"], full.optimizers["student"])[0]
+    assert_same_state(optim, load_safetensors(final / "optim_student.safetensors"), "optimiser")
 
 
 def _pairs(steps: int, extra: list[str]) -> list[str]:
