@@ -2,15 +2,19 @@
 
 Triton reads ``TRITON_INTERPRET`` (``triton.knobs.runtime.interpret``, an uncached ``getenv``) when
 ``@triton.jit`` *decorates* a function: an eagerly decorated kernel is fixed to compiled or
-interpreted mode by the environment at import time. :class:`LazyKernel` instead decorates on the
-first launch in each mode, so only the environment at launch time matters and import order is free.
-Kernels launched through it must be self-contained (no calls to other ``@triton.jit`` functions).
+interpreted mode by the environment at import time, and so is Triton's own library of ``@jit``
+functions (``tl.sum``, ``tl.max``, ...), decorated when ``triton`` is first imported (``import
+torch._dynamo`` imports it). :class:`LazyKernel` decorates on the first launch in each mode, and an
+interpreted launch lends the interpreter interpreted copies of the library functions when ``triton``
+was imported before ``TRITON_INTERPRET=1`` was set; so only the environment at launch time matters.
+Kernels launched through it must not call ``@triton.jit`` helpers of their own.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -73,4 +77,37 @@ class LazyKernel:
         return kernel
 
     def __getitem__(self, grid: Any) -> Any:
-        return self.get()[grid]
+        launcher = self.get()[grid]
+        if not interpret_enabled():
+            return launcher
+
+        def interpreted(*args: Any, **kwargs: Any) -> Any:
+            with _interpretable_stdlib():
+                return launcher(*args, **kwargs)
+
+        return interpreted
+
+
+@contextlib.contextmanager
+def _interpretable_stdlib() -> Iterator[None]:
+    """Swap compiled-mode ``tl.*`` library functions for interpreted ones during one launch.
+
+    Needed only when ``triton`` was imported while ``TRITON_INTERPRET`` was off: interpreted code
+    cannot call a compiled-mode ``JITFunction`` ("Cannot call @triton.jit'd outside of the scope of
+    a kernel"). Reductions keep their fast path: the interpreter recognises the combine functions
+    (``tl.standard._sum_combine``, ...) by identity, and those objects are left untouched.
+    """
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    modules = (tl, tl.standard)
+    saved = [(m, name, getattr(m, name)) for m in modules for name in dir(m)
+             if type(getattr(m, name)) is JITFunction and not name.startswith("_")]
+    try:
+        for module, name, fn in saved:
+            setattr(module, name, InterpretedFunction(fn.fn))
+        yield
+    finally:
+        for module, name, fn in saved:
+            setattr(module, name, fn)

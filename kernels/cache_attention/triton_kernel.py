@@ -6,9 +6,9 @@ exponentials). No mask: the cache's valid slots are a prefix, so only the ragged
 and the padding of ``D`` to a power of two are masked. Strides are explicit, so k / v may be views of
 the cache buffer (``cache.k[layer, :, :valid]``) and text K/V may be batch-expanded (stride 0).
 
-Relative RoPE mode (``ROTATE``): each key tile is rotated on load, ``k'[d] = k[d] cos[d//2] +
-sgn(d) k[d^1] sin[d//2]`` (sgn = -1 on even d), by the per-slot tables, i.e. the partner channel is a
-second, cache-hot load of the same tile, so a single full-width ``tl.dot`` remains.
+Relative RoPE mode (``ROTATE``): each key tile is rotated after its load by the per-slot tables
+``[Lk, D/2]``: the tile is split into (even, odd) channel pairs (reshape + split), rotated in fp32 and
+joined back, so a single full-width ``tl.dot`` remains and K is read once.
 
 Interpreter: bf16 ``tl.dot`` and bf16 arithmetic are wrong there, so ``UPCAST`` casts tiles to fp32.
 """
@@ -43,9 +43,8 @@ def _attn_kernel(
     k_base = k_ptr + b * s_kb + h * s_kh
     v_base = v_ptr + b * s_vb + h * s_vh
     if ROTATE:
-        partner = offs_d ^ 1
-        sign = tl.where(offs_d % 2 == 0, -1.0, 1.0)
-        half = offs_d // 2
+        offs_h = tl.arange(0, BLOCK_D // 2)  # pair index
+        hm = offs_h < HALF_D
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -57,10 +56,11 @@ def _attn_kernel(
         kv_mask = nm[:, None] & dm[None, :]
         kt = tl.load(k_base + offs_n[:, None] * s_kl + offs_d[None, :], mask=kv_mask, other=0.0)
         if ROTATE:
-            kp = tl.load(k_base + offs_n[:, None] * s_kl + partner[None, :], mask=kv_mask, other=0.0)
-            cs = tl.load(cos_ptr + offs_n[:, None] * s_cl + half[None, :], mask=kv_mask, other=0.0)
-            sn = tl.load(sin_ptr + offs_n[:, None] * s_cl + half[None, :], mask=kv_mask, other=0.0)
-            rot = kt.to(tl.float32) * cs.to(tl.float32) + kp.to(tl.float32) * (sign[None, :] * sn.to(tl.float32))
+            cs_mask = nm[:, None] & hm[None, :]
+            cs = tl.load(cos_ptr + offs_n[:, None] * s_cl + offs_h[None, :], mask=cs_mask, other=0.0).to(tl.float32)
+            sn = tl.load(sin_ptr + offs_n[:, None] * s_cl + offs_h[None, :], mask=cs_mask, other=0.0).to(tl.float32)
+            ke, ko = tl.split(tl.reshape(kt.to(tl.float32), [BLOCK_N, BLOCK_D // 2, 2]))  # (even, odd) channels
+            rot = tl.reshape(tl.join(ke * cs - ko * sn, ke * sn + ko * cs), [BLOCK_N, BLOCK_D])
             kt = rot.to(k_ptr.dtype.element_ty)  # rounded like the reference's rotated keys
         if UPCAST:
             kt = kt.to(tl.float32)

@@ -1,7 +1,8 @@
 """Triton kernel: qk RMSNorm (full model dim) + RoPE on adjacent pairs + K / V write into cache slots.
 
-One program per token row ``(b, l)`` handles all ``C = H * D`` channels of q, k and v as ``C / 2``
-(even, odd) pairs: the RMS statistic needs the whole row, and a pair is exactly what RoPE rotates.
+One program per token row ``(b, l)`` handles all ``C = H * D`` channels of q, k and v: the RMS
+statistic needs the whole row. The row is loaded contiguously and split into ``C / 2`` (even, odd)
+pairs (reshape + split), which is exactly what RoPE rotates, then joined back for a contiguous store.
 Math is fp32; intermediate roundings follow the reference (norm -> input dtype, times weight ->
 output dtype), so the result is the reference's up to the last rounding.
 """
@@ -22,51 +23,41 @@ def _qk_norm_rope_kernel(
     row = tl.program_id(0)
     b = row // L
     l = row % L
+    n_ch = 2 * NUM_PAIRS
+    ch = tl.arange(0, 2 * BLOCK_P)  # channels, loaded contiguously, then split into (even, odd) pairs
+    cm = ch < n_ch
     p = tl.arange(0, BLOCK_P)
     pm = p < NUM_PAIRS
-    ev = 2 * p
-    od = 2 * p + 1
-    j = p % HALF_D
+    j = p % HALF_D  # the pair's index inside its head
     c = tl.load(cos_ptr + l * s_cl + j, mask=pm, other=0.0).to(tl.float32)
     s = tl.load(sin_ptr + l * s_cl + j, mask=pm, other=0.0).to(tl.float32)
-    n_ch = 2 * NUM_PAIRS
+    OUT = qo_ptr.dtype.element_ty
 
     # ---- q: norm, weight, rotate --------------------------------------------------------------
-    qb = q_ptr + b * s_qb + l * s_ql
-    qe = tl.load(qb + ev, mask=pm, other=0.0).to(tl.float32)
-    qd = tl.load(qb + od, mask=pm, other=0.0).to(tl.float32)
+    x = tl.load(q_ptr + b * s_qb + l * s_ql + ch, mask=cm, other=0.0).to(tl.float32)
     if NORM_Q:
-        r = tl.rsqrt((tl.sum(qe * qe, axis=0) + tl.sum(qd * qd, axis=0)) / n_ch + eps)
-        qe = (qe * r).to(q_ptr.dtype.element_ty).to(tl.float32)
-        qd = (qd * r).to(q_ptr.dtype.element_ty).to(tl.float32)
-        qe = (qe * tl.load(qw_ptr + ev, mask=pm, other=0.0).to(tl.float32)).to(qo_ptr.dtype.element_ty).to(tl.float32)
-        qd = (qd * tl.load(qw_ptr + od, mask=pm, other=0.0).to(tl.float32)).to(qo_ptr.dtype.element_ty).to(tl.float32)
-    ob = qo_ptr + b * s_ob + l * s_ol
-    tl.store(ob + ev, (qe * c - qd * s).to(qo_ptr.dtype.element_ty), mask=pm)
-    tl.store(ob + od, (qe * s + qd * c).to(qo_ptr.dtype.element_ty), mask=pm)
+        r = tl.rsqrt(tl.sum(x * x, axis=0) / n_ch + eps)
+        x = (x * r).to(q_ptr.dtype.element_ty).to(tl.float32)
+        x = (x * tl.load(qw_ptr + ch, mask=cm, other=0.0).to(tl.float32)).to(OUT).to(tl.float32)
+    xe, xo = tl.split(tl.reshape(x, [BLOCK_P, 2]))
+    y = tl.reshape(tl.join(xe * c - xo * s, xe * s + xo * c), [2 * BLOCK_P])
+    tl.store(qo_ptr + b * s_ob + l * s_ol + ch, y.to(OUT), mask=cm)
 
     # ---- k: norm, weight, rotate if absolute mode, write into its cache slot ------------------
-    kb = k_ptr + b * s_kb + l * s_kl
-    ke = tl.load(kb + ev, mask=pm, other=0.0).to(tl.float32)
-    kd = tl.load(kb + od, mask=pm, other=0.0).to(tl.float32)
+    x = tl.load(k_ptr + b * s_kb + l * s_kl + ch, mask=cm, other=0.0).to(tl.float32)
     if NORM_K:
-        r = tl.rsqrt((tl.sum(ke * ke, axis=0) + tl.sum(kd * kd, axis=0)) / n_ch + eps)
-        ke = (ke * r).to(k_ptr.dtype.element_ty).to(tl.float32)
-        kd = (kd * r).to(k_ptr.dtype.element_ty).to(tl.float32)
+        r = tl.rsqrt(tl.sum(x * x, axis=0) / n_ch + eps)
+        x = (x * r).to(k_ptr.dtype.element_ty).to(tl.float32)
         # rounded to q_out's dtype: the launcher requires k's output dtype to equal q's
-        ke = (ke * tl.load(kw_ptr + ev, mask=pm, other=0.0).to(tl.float32)).to(qo_ptr.dtype.element_ty).to(tl.float32)
-        kd = (kd * tl.load(kw_ptr + od, mask=pm, other=0.0).to(tl.float32)).to(qo_ptr.dtype.element_ty).to(tl.float32)
+        x = (x * tl.load(kw_ptr + ch, mask=cm, other=0.0).to(tl.float32)).to(OUT).to(tl.float32)
     if ROTATE_K:
-        ke, kd = (ke * c - kd * s).to(qo_ptr.dtype.element_ty).to(tl.float32), (ke * s + kd * c).to(qo_ptr.dtype.element_ty).to(tl.float32)
-    kcb = kc_ptr + b * s_kcb + l * s_kcl
-    tl.store(kcb + ev, ke.to(kc_ptr.dtype.element_ty), mask=pm)
-    tl.store(kcb + od, kd.to(kc_ptr.dtype.element_ty), mask=pm)
+        xe, xo = tl.split(tl.reshape(x, [BLOCK_P, 2]))
+        x = tl.reshape(tl.join(xe * c - xo * s, xe * s + xo * c), [2 * BLOCK_P]).to(OUT).to(tl.float32)
+    tl.store(kc_ptr + b * s_kcb + l * s_kcl + ch, x.to(kc_ptr.dtype.element_ty), mask=cm)
 
     # ---- v: copy into its cache slot ----------------------------------------------------------
-    vb = v_ptr + b * s_vb + l * s_vl
-    vcb = vc_ptr + b * s_vcb + l * s_vcl
-    tl.store(vcb + ev, tl.load(vb + ev, mask=pm, other=0.0).to(vc_ptr.dtype.element_ty), mask=pm)
-    tl.store(vcb + od, tl.load(vb + od, mask=pm, other=0.0).to(vc_ptr.dtype.element_ty), mask=pm)
+    x = tl.load(v_ptr + b * s_vb + l * s_vl + ch, mask=cm, other=0.0)
+    tl.store(vc_ptr + b * s_vcb + l * s_vcl + ch, x.to(vc_ptr.dtype.element_ty), mask=cm)
 
 
 _kernel = LazyKernel(_qk_norm_rope_kernel)

@@ -1,9 +1,11 @@
 """Kernel tests run the Triton kernels on the CPU through the interpreter.
 
 Triton reads ``TRITON_INTERPRET`` whenever a kernel is decorated; ``streamgen.kernels`` decorates
-lazily at launch (``kernels/_runtime.py``), so setting it here, at collection, is early enough for
-every test of the session. ``setdefault`` keeps an explicit ``TRITON_INTERPRET=0``, which
-``benchmarks/gpu_check.sh`` sets to run the ``gpu``-marked tests compiled on CUDA.
+lazily at launch and lends the interpreter interpreted copies of ``tl.sum`` & co. when ``triton`` was
+imported earlier in compiled mode (``kernels/_runtime.py``; other test folders import it through
+``torch._dynamo``), so setting it here, at collection, is early enough for every test of the session.
+``setdefault`` keeps an explicit ``TRITON_INTERPRET=0``, which ``benchmarks/gpu_check.sh`` sets to run
+the ``gpu``-marked tests compiled on CUDA.
 """
 import os
 
