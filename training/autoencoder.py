@@ -39,7 +39,7 @@ class AETrainConfig:
 
     data: str = "data/atari/pong"
     out: str = "runs/ae_pong"
-    steps: int = 20000
+    steps: int = 4500
     # 8 clips x 4 steps = 32 frames (and 8 x 8192 audio samples) per step: ~1 s/step on one thread.
     batch: int = 8
     # A multiple of the video temporal factor; 4 steps give the causal temporal layers context.
@@ -61,13 +61,26 @@ class AETrainConfig:
     # Video loss: pixels that changed since the previous frame (ball, paddles) weigh 1 + this, so the
     # few moving pixels are not drowned by the flat background.
     motion_weight: float = 20.0
-    # Gaussian noise added to the latents before decoding (training only): the decoder learns to
-    # tolerate the imprecise latents a world model generates. Latents are kept near unit scale by
-    # the L2 penalty, so this is noise at about 10 % of their size.
+    # Pixels whose colour differs from the frame's background (its per-channel median: paddles,
+    # ball, score) weigh 1 + this as well: they are ~1 % of a Pong frame and otherwise get dropped
+    # first (at step 500 of a run without it, paddles and ball were gone from reconstructions).
+    object_weight: float = 10.0
+    # Gaussian noise added to the latents before decoding (training only), relative to each
+    # channel's RMS over the batch (so scaling the latents up cannot escape it): the decoder learns
+    # to tolerate the imprecise latents a world model generates.
     latent_noise: float = 0.1
-    latent_l2: float = 1e-3
-    # Audio loss: L1 on the waveform + this times a multi-resolution log-spectrum L1.
+    # A tiny L2 on the latents only keeps their scale from drifting (the noise is relative); larger
+    # values (1e-3) competed with the paddles' share of the reconstruction error.
+    latent_l2: float = 1e-6
+    # Audio loss: ``wave_weight`` x L1 on the waveform + ``stft_weight`` x a multi-resolution
+    # log-spectrum L1 with floor ``stft_floor``. A floor of 1e-4 made any output in silence (90 % of
+    # Pong's frames) so costly that the model learnt silence and a faint noise for the beeps; the
+    # waveform term then has to carry the beeps' shape and phase.
+    wave_weight: float = 10.0
     stft_weight: float = 1.0
+    stft_floor: float = 1e-2
+    # Share of audio clips drawn among clips that hold sound (else most clips are silent).
+    loud_clips: float = 0.75
     # Clips encoded to measure the latent mean / std written into the exported models.
     stats_clips: int = 256
     video: dict = field(default_factory=dict)  # VideoAEConfig overrides
@@ -105,35 +118,53 @@ def crop_clips(frames: torch.Tensor, size: int, multiple: int, motion_p: float, 
     return torch.stack(out)
 
 
+def relative_noise(z: torch.Tensor, scale: float, gen: torch.Generator, dims: tuple[int, ...]) -> torch.Tensor:
+    """Gaussian noise of ``scale`` times each channel's RMS over ``dims`` (not differentiated)."""
+    rms = z.detach().pow(2).mean(dim=dims, keepdim=True).sqrt()
+    return torch.randn(z.shape, generator=gen) * scale * rms
+
+
+def loud_audio(clips: AtariClips, n: int, share: float, rng: np.random.Generator) -> torch.Tensor:
+    """Audio of ``n`` clips [n, L*spp], a ``share`` of them drawn among clips that hold sound."""
+    cand = rng.integers(0, len(clips), size=4 * n)
+    loud = [int(i) for i in cand if clips.clip(int(i))["audio"].std() > 0]
+    quiet = [int(i) for i in cand if int(i) not in set(loud)]
+    k = min(len(loud), int(round(share * n)))
+    pick = loud[:k] + (quiet + loud[k:])[: n - k]
+    return clips.batch(pick)["audio"]
+
+
 def video_loss(model: VideoAutoencoder, frames: torch.Tensor, cfg: AETrainConfig, gen: torch.Generator):
     x = frames_to_unit(frames)  # [B, L, 3, H, W] (H, W: the crop's)
     z = model.encode(x)
-    noise = torch.randn(z.shape, generator=gen) * cfg.latent_noise
-    y = model.decode(z + noise)
+    y = model.decode(z + relative_noise(z, cfg.latent_noise, gen, dims=(0, 1, 3, 4)))
     motion = torch.zeros_like(x[:, :, :1])  # [B, L, 1, H, W]
     motion[:, 1:] = (x[:, 1:] - x[:, :-1]).abs().amax(dim=2, keepdim=True)
-    w = 1.0 + cfg.motion_weight * (motion > 0.02).float()
+    bg = x.flatten(3).median(dim=3).values[..., None, None]  # [B, L, 3, H*W] -> [B, L, 3, 1, 1]
+    obj = (x - bg).abs().amax(dim=2, keepdim=True)  # [B, L, 1, H, W]
+    w = 1.0 + cfg.motion_weight * (motion > 0.02).float() + cfg.object_weight * (obj > 0.05).float()
     err = y - x
     rec = (w * err.pow(2)).mean() + 0.5 * (w * err.abs()).mean()
     return rec + cfg.latent_l2 * z.pow(2).mean(), {"v_mse": float(err.detach().pow(2).mean())}
 
 
-def stft_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def stft_loss(y: torch.Tensor, x: torch.Tensor, floor: float) -> torch.Tensor:
     total = y.new_zeros(())
     for n_fft in (128, 512, 2048):
         win = torch.hann_window(n_fft)
         sy = torch.stft(y, n_fft, n_fft // 4, window=win, return_complex=True).abs()
         sx = torch.stft(x, n_fft, n_fft // 4, window=win, return_complex=True).abs()
-        total = total + (torch.log(sy + 1e-4) - torch.log(sx + 1e-4)).abs().mean()
+        total = total + (torch.log(sy + floor) - torch.log(sx + floor)).abs().mean()
     return total / 3
 
 
 def audio_loss(model: AudioAutoencoder, audio: torch.Tensor, cfg: AETrainConfig, gen: torch.Generator):
     x = console_to_unit(audio)  # [B, N]
     z = model.encode(x)
-    y = model.decode(z + torch.randn(z.shape, generator=gen) * cfg.latent_noise)
+    y = model.decode(z + relative_noise(z, cfg.latent_noise, gen, dims=(0, 1)))  # z: [B, Fa, C]
     l1 = (y - x).abs().mean()
-    return l1 + cfg.stft_weight * stft_loss(y, x) + cfg.latent_l2 * z.pow(2).mean(), {"a_l1": float(l1.detach())}
+    loss = cfg.wave_weight * l1 + cfg.stft_weight * stft_loss(y, x, cfg.stft_floor) + cfg.latent_l2 * z.pow(2).mean()
+    return loss, {"a_l1": float(l1.detach())}
 
 
 # ---------------------------------------------------------------- checkpoints -----------------
@@ -229,6 +260,7 @@ def train(cfg: AETrainConfig, *, progress: bool = True, stop_at: int | None = No
         rng = np.random.default_rng([cfg.seed, step])
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         batch = clips.sample(cfg.batch, rng)
+        batch["audio"] = loud_audio(clips, cfg.batch, cfg.loud_clips, rng)
         batch["frames"] = crop_clips(batch["frames"], cfg.train_crop, models["video"].cfg.spatial,
                                      cfg.motion_crop, rng)
         stats = {}
@@ -272,11 +304,14 @@ def export(models: dict, clips: AtariClips, cfg: AETrainConfig) -> None:
     models["audio"].save(Path(cfg.out) / "audio_ae.safetensors")
 
 
-def export_checkpoint(out: str | os.PathLike) -> None:
-    """Export the models of ``<out>/ckpt_latest.safetensors`` (e.g. while training still runs)."""
+def export_checkpoint(out: str | os.PathLike, dest: str | os.PathLike | None = None) -> None:
+    """Export the models of ``<out>/ckpt_latest.safetensors`` (e.g. while training still runs) to
+    ``dest`` (default ``out``)."""
     with safe_open(str(Path(out) / "ckpt_latest.safetensors"), framework="pt") as f:
         cfg = AETrainConfig(**json.loads(f.metadata()["config"]))
-    cfg.out = str(out)
+    cfg.out = str(dest or out)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.out) / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     clips = AtariClips(cfg.data, "train", cfg.clip_steps)
     models = build_models(cfg, clips.meta)
     opts = {k: torch.optim.AdamW(m.parameters()) for k, m in models.items()}
@@ -289,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--game", default="pong")
     p.add_argument("--data", default=None, help="dataset folder (default data/atari/<game>)")
     p.add_argument("--out", default=None, help="run folder (default runs/ae_<game>)")
-    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--steps", type=int, default=4500)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--clip-steps", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
