@@ -11,6 +11,7 @@ import asyncio
 import fractions
 import logging
 import math
+from collections import deque
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -41,6 +42,8 @@ class PacedVideoTrack(MediaStreamTrack):
         self.pacer = Pacer(PacerConfig(period_s=1.0 / fps, clock_rate=VIDEO_CLOCK))
         self.time_base = fractions.Fraction(1, VIDEO_CLOCK)
         self.sent = 0
+        # (pts, ready, handed) of recent frames, monotonic seconds: for benchmarks and debugging.
+        self.history: deque[tuple[int, float, float]] = deque(maxlen=2000)
 
     async def recv(self):
         if self.readyState != "live":
@@ -53,7 +56,9 @@ class PacedVideoTrack(MediaStreamTrack):
         frame = item.av_frame
         frame.pts, frame.time_base = pts, self.time_base
         self.sent += 1
-        self.metrics.frame_sent("webrtc", now - max(due, item.ready_t))
+        ready = max(due, item.ready_t)
+        self.history.append((pts, ready, now))
+        self.metrics.frame_sent("webrtc", now - ready)
         return frame
 
 

@@ -14,7 +14,7 @@ const state = {
   models: [], model: null, pc: null, channel: null, seq: 1, sessionId: null, paused: false,
   connected: false, held: new Set(), keysSent: 0, mouse: { dx: 0, dy: 0 },
   telemetry: null, rttMs: null, fps: 0, framesDecoded: 0, clientDropped: 0, timers: [],
-  lastStats: null,
+  lastStats: null, audioEnergy: 0, audioSamples: 0,
 };
 window.streamgen = state;
 
@@ -156,6 +156,11 @@ async function pollStats() {
   if (!state.pc) return;
   const report = await state.pc.getStats();
   report.forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "audio") {
+      state.audioEnergy = s.totalAudioEnergy || 0;
+      state.audioSamples = s.totalSamplesReceived || 0;
+      return;
+    }
     if (s.type !== "inbound-rtp" || s.kind !== "video") return;
     const prev = state.lastStats;
     if (prev && s.timestamp > prev.timestamp) {

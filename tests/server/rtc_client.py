@@ -22,6 +22,7 @@ class RtcClient:
         self.video: list[tuple[int, float]] = []  # (pts, arrival monotonic)
         self.audio: list[tuple[int, int, int]] = []  # (pts, samples, sample_rate)
         self.frames: list = []  # decoded frames as ndarrays (keep_frames)
+        self.audio_peak: list[int] = []  # peak |sample| of each audio frame (s16)
         self.messages: list[dict] = []
         self.session_id: str | None = None
         self.seq = itertools.count(1)
@@ -74,6 +75,7 @@ class RtcClient:
                         self.frames.append(frame.to_ndarray(format="rgb24"))
                 else:
                     self.audio.append((frame.pts, frame.samples, frame.sample_rate))
+                    self.audio_peak.append(int(abs(frame.to_ndarray().astype("int32")).max()))
         except MediaStreamError:
             pass
 

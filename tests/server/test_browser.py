@@ -7,6 +7,8 @@ import time
 import numpy as np
 import pytest
 
+from streamgen.config import PRESETS
+
 pytest.importorskip("playwright")
 from playwright.sync_api import sync_playwright  # noqa: E402
 
@@ -19,8 +21,9 @@ GRAB = """() => {
   const g = c.getContext('2d'); g.drawImage(v, 0, 0);
   return {w: c.width, h: c.height, t: v.currentTime, px: Array.from(g.getImageData(0, 0, c.width, c.height).data)};
 }"""
-# STREAMGEN_TEST_MODEL=tiny-world runs it on the action-conditioned preset (frames depend on the keys).
-MODEL = os.environ.get("STREAMGEN_TEST_MODEL", "tiny")
+# The action-conditioned preset (its frames depend on the keys, and it has sound) when it exists;
+# STREAMGEN_TEST_MODEL picks another.
+MODEL = os.environ.get("STREAMGEN_TEST_MODEL", "tiny-world" if "tiny-world" in PRESETS else "tiny")
 
 
 @pytest.mark.browser
@@ -46,8 +49,10 @@ def test_page_streams_and_keys_reach_the_session():
                 page.keyboard.up(k)
             page.wait_for_timeout(300)
             after = page.evaluate(GRAB)
+            page.wait_for_timeout(600)  # one more stats poll
             state = page.evaluate("({sid: window.streamgen.sessionId, sent: window.streamgen.keysSent,"
-                                  " decoded: window.streamgen.framesDecoded, fps: window.streamgen.fps})")
+                                  " decoded: window.streamgen.framesDecoded, fps: window.streamgen.fps,"
+                                  " energy: window.streamgen.audioEnergy, samples: window.streamgen.audioSamples})")
             session = server.state.manager.sessions[state["sid"]]
             received = [(a["key"], a["down"]) for a in list(session.es.action_log) if a["kind"] == "key"]
             page.click("#connect")  # disconnect: the session goes away
@@ -66,5 +71,8 @@ def test_page_streams_and_keys_reach_the_session():
     assert a[..., :3].std() > 1.0  # and it is a picture, not a blank frame
     assert state["sent"] == 4 and received == [("KeyW", True), ("KeyD", True), ("KeyW", False), ("KeyD", False)]
     assert state["decoded"] > 10
+    assert state["samples"] > 48000  # the audio track plays (silence for silent models)
+    if spec.sample_rate:
+        assert state["energy"] > 0  # and carries the model's sound
     assert left == 0
     assert time.monotonic() - t0 < 30

@@ -1,0 +1,167 @@
+"""Serving benchmark: ``python -m streamgen.server.bench --model tiny --sessions 1 4 --seconds 10``.
+
+For each session count it starts a fresh server in this process (uvicorn on a free loopback port),
+connects that many real aiortc clients and reports, per scenario:
+
+- ``ttff_ms``: offer POSTed -> first decoded video frame at the client (p50 / max over sessions);
+- ``server_overhead_ms``: frame ready (block out and its deadline reached) -> frame handed to aiortc;
+- ``ready_to_decoded_ms``: frame ready -> decoded at the client (adds VP8 encode, RTP, loopback, decode);
+- ``fps``: frames decoded per second per session after the first second (min / mean over sessions);
+- ``block_ms``: the engine's per-block generation time.
+Both ends share one monotonic clock, so the cross-process-free timings need no clock sync.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import threading
+import time
+
+import httpx
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from .settings import ServerSettings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Client:
+    def __init__(self, url: str, model: str) -> None:
+        self.url, self.model = url, model
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.frames: list[tuple[int, float]] = []  # (rtp pts, decoded at)
+        self.t_offer = 0.0
+        self.session_id = ""
+        self.tasks: list[asyncio.Task] = []
+
+    async def connect(self) -> None:
+        pc = self.pc
+        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+        ch = pc.createDataChannel("control", ordered=True)
+        seq = iter(range(1, 1 << 30))
+        ch.on("open", lambda: self.tasks.append(asyncio.ensure_future(self._ping(ch, seq))))
+        pc.on("track", lambda tr: self.tasks.append(asyncio.ensure_future(self._read(tr))))
+        await pc.setLocalDescription(await pc.createOffer())
+        self.t_offer = time.monotonic()
+        async with httpx.AsyncClient() as http:
+            r = await http.post(self.url + "/v1/offer", timeout=30, json={
+                "sdp": pc.localDescription.sdp, "type": "offer", "model": self.model})
+        r.raise_for_status()
+        self.session_id = r.json()["session_id"]
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=r.json()["sdp"], type="answer"))
+
+    async def _ping(self, ch, seq) -> None:
+        while ch.readyState == "open":
+            ch.send(json.dumps({"type": "ping", "seq": next(seq), "t_ms": time.time() * 1000}))
+            await asyncio.sleep(2.0)
+
+    async def _read(self, track) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                if track.kind == "video":
+                    self.frames.append((frame.pts, time.monotonic()))
+        except MediaStreamError:
+            pass
+
+    async def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await self.pc.close()
+
+
+def _pct(a, q) -> float | None:
+    return round(float(np.percentile(a, q)), 2) if len(a) else None
+
+
+def run_scenario(model: str, sessions: int, seconds: float, device: str | None) -> dict:
+    import uvicorn
+
+    from .app import create_app
+
+    settings = ServerSettings(model=model, device=device, port=_free_port(), max_sessions=sessions,
+                              idle_timeout_s=seconds + 30)
+    app = create_app(settings)
+    state = app.state.streamgen
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{settings.port}"
+    while not state.ready:
+        if not thread.is_alive():
+            raise RuntimeError("server failed to start")
+        time.sleep(0.05)
+
+    async def go():
+        clients = [_Client(url, model) for _ in range(sessions)]
+        await asyncio.gather(*(c.connect() for c in clients))
+        await asyncio.sleep(seconds)
+        tracks = {sid: s.tracks[0] for sid, s in state.manager.sessions.items()}  # type: ignore[attr-defined]
+        result = _measure(clients, tracks)
+        await asyncio.gather(*(c.close() for c in clients))
+        return result
+
+    try:
+        result = asyncio.run(go())
+    finally:
+        server.should_exit = True
+        thread.join(15)
+    spec = state.specs[model]
+    snap = state.metrics.snapshot()
+    result.update(model=model, sessions=sessions, seconds=seconds, model_fps=spec.fps,
+                  frame=f"{spec.width}x{spec.height}", block_ms=snap["block_ms"])
+    return result
+
+
+def _measure(clients: list[_Client], tracks: dict) -> dict:
+    ttff, fps, overhead, e2e = [], [], [], []
+    for c in clients:
+        if not c.frames:
+            continue
+        ttff.append((c.frames[0][1] - c.t_offer) * 1000)
+        t = np.array([a for _, a in c.frames])
+        late = t[t > t[0] + 1.0]
+        if len(late) > 1:
+            fps.append((len(late) - 1) / (late[-1] - late[0]))
+        hist = list(tracks[c.session_id].history) if c.session_id in tracks else []
+        overhead += [(h - r) * 1000 for _, r, h in hist]
+        # Match client frames to server frames by RTP timestamp (the client's carry a random offset).
+        by_pts = {p: r for p, r, _ in hist}
+        offsets = {}
+        for p, _ in c.frames[:20]:  # the offset every early client frame agrees on
+            for sp in by_pts:
+                offsets[(p - sp) % (1 << 32)] = offsets.get((p - sp) % (1 << 32), 0) + 1
+        if offsets:
+            off = max(offsets, key=offsets.get)
+            e2e += [(a - by_pts[(p - off) % (1 << 32)]) * 1000 for p, a in c.frames
+                    if (p - off) % (1 << 32) in by_pts]
+    return {
+        "ttff_ms": {"p50": _pct(ttff, 50), "max": _pct(ttff, 100)},
+        "server_overhead_ms": {"p50": _pct(overhead, 50), "p95": _pct(overhead, 95), "n": len(overhead)},
+        "ready_to_decoded_ms": {"p50": _pct(e2e, 50), "p95": _pct(e2e, 95), "n": len(e2e)},
+        "fps_per_session": {"min": _pct(fps, 0), "mean": round(float(np.mean(fps)), 2) if fps else None},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m streamgen.server.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--device", default=None)
+    p.add_argument("--sessions", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--seconds", type=float, default=10.0)
+    args = p.parse_args(argv)
+    for n in args.sessions:
+        print(json.dumps(run_scenario(args.model, n, args.seconds, args.device)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
