@@ -148,13 +148,18 @@ class SelfForcingObjective(Objective):
         """The frames the scores judge (all of them here; long tuning keeps the teacher's window)."""
         return xs, batch
 
+    def grad_from_block(self, frames: int) -> int:
+        """The first block whose output a loss looks at (earlier blocks roll out without grad)."""
+        return 0
+
     def _rollout(self, batch: dict, grad: bool):
         tr, dmd, student = self.trainer, self.cfg.dmd, self.networks["student"]
         b, frames = batch[VIDEO].shape[:2]
         exit_index = sample_exit_index(len(tr.timesteps), tr.generators["shared"], dmd.last_step_only)
         with torch.set_grad_enabled(grad):
             return self_forcing_rollout(student, self.cond(student, batch), batch=b, num_frames=frames, timesteps=tr.timesteps,
-                                        exit_index=exit_index, noise_generator=tr.generators["local"], grad=grad)
+                                        exit_index=exit_index, noise_generator=tr.generators["local"], grad=grad,
+                                        grad_from_block=self.grad_from_block(frames))
 
     def step(self, step: int) -> dict[str, float]:
         tr, dmd = self.trainer, self.cfg.dmd
@@ -185,10 +190,17 @@ class LongTuningObjective(SelfForcingObjective):
     as at inference); DMD judges the last teacher window of frames. Clips come with
     ``long.rollout_frames`` frames (the trainer asks the source for that many)."""
 
+    def _window(self, f: int) -> int:
+        cfg = self.trainer.model_config
+        return min(self.cfg.long.teacher_frames or cfg.window_frames, f) // cfg.frames_per_block * cfg.frames_per_block
+
+    def grad_from_block(self, frames: int) -> int:
+        return (frames - self._window(frames)) // self.trainer.model_config.frames_per_block
+
     def dmd_window(self, xs: dict, batch: dict) -> tuple[dict, dict]:
         cfg = self.trainer.model_config
-        f, n = xs[VIDEO].shape[1], cfg.frames_per_block
-        w = min(self.cfg.long.teacher_frames or cfg.window_frames, f) // n * n
+        f = xs[VIDEO].shape[1]
+        w = self._window(f)
         out = dict(batch)
         for k in self.cfg.data.frame_keys + ("keyboard", "mouse"):
             if k in out and torch.is_tensor(out[k]) and out[k].dim() >= 2:

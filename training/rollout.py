@@ -93,8 +93,11 @@ def self_forcing_rollout(
     grad: bool = True,
     caches: dict[str, TrainingKVCache] | None = None,
     start_frame: int = 0,
+    grad_from_block: int = 0,
 ) -> Rollout:
-    """Generate ``num_frames`` video latent frames (and the audio of the same blocks) block by block."""
+    """Generate ``num_frames`` video latent frames (and the audio of the same blocks) block by block.
+
+    Blocks before ``grad_from_block`` run entirely without grad (long tuning: frames no loss looks at)."""
     cfg = model.config
     n = cfg.frames_per_block
     if num_frames % n:
@@ -116,7 +119,7 @@ def self_forcing_rollout(
         x, x0 = noise(), None
         for i, t in enumerate(timesteps):
             exit_now = i == exit_index
-            with torch.set_grad_enabled(grad and exit_now):
+            with torch.set_grad_enabled(grad and exit_now and k >= grad_from_block):
                 v = predict_cached(model, x, t, cond, caches, start)
             t_next = timesteps[i + 1] if i + 1 < len(timesteps) else 0.0
             fresh = noise()  # drawn at every executed step, as the session does

@@ -123,3 +123,17 @@ def test_rollout_is_the_session_loop(name):
             k = start // cfg.frames_per_block
             assert torch.equal(roll.streams["audio"][:, k * na : (k + 1) * na].detach(), audio)
         assert session.block_extras
+
+
+def test_long_rollout_carries_gradient_only_in_the_judged_window():
+    model = _model()
+    calls = []
+    handle = model.blocks[0].register_forward_hook(lambda m, a, o: calls.append(torch.is_grad_enabled()))
+    steps = warped_timesteps(model.config.denoising_steps, model.config.shift)
+    blocks = 5  # 10 frames: past the window of 6, so the cache evicts (sink kept)
+    roll = self_forcing_rollout(model, make_cond(model, _batch(model, frames=10)), batch=1, num_frames=10, timesteps=steps,
+                                exit_index=2, noise_generator=torch.Generator().manual_seed(0), grad_from_block=2)
+    handle.remove()
+    assert sum(calls) == blocks - 2 and len(calls) == blocks * 4
+    assert [blk["latents"].requires_grad for blk in roll.blocks] == [False, False, True, True, True]
+    assert roll.cache.frame_at_slot[:2] == [0, 1]  # the sink frames stayed
