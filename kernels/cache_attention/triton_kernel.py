@@ -59,8 +59,8 @@ def _attn_kernel(
             cs_mask = nm[:, None] & hm[None, :]
             cs = tl.load(cos_ptr + offs_n[:, None] * s_cl + offs_h[None, :], mask=cs_mask, other=0.0).to(tl.float32)
             sn = tl.load(sin_ptr + offs_n[:, None] * s_cl + offs_h[None, :], mask=cs_mask, other=0.0).to(tl.float32)
-            ke, ko = tl.split(tl.reshape(kt.to(tl.float32), [BLOCK_N, BLOCK_D // 2, 2]))  # (even, odd) channels
-            rot = tl.reshape(tl.join(ke * cs - ko * sn, ke * sn + ko * cs), [BLOCK_N, BLOCK_D])
+            ke, ko = tl.split(tl.reshape(kt.to(tl.float32), [BLOCK_N, BLOCK_D // 2, 2]))  # [N, D] -> 2 x [N, D/2]
+            rot = tl.reshape(tl.join(ke * cs - ko * sn, ke * sn + ko * cs), [BLOCK_N, BLOCK_D])  # [N, D/2, 2] -> [N, D]
             kt = rot.to(k_ptr.dtype.element_ty)  # rounded like the reference's rotated keys
         if UPCAST:
             kt = kt.to(tl.float32)

@@ -39,8 +39,8 @@ def _qk_norm_rope_kernel(
         r = tl.rsqrt(tl.sum(x * x, axis=0) / n_ch + eps)
         x = (x * r).to(q_ptr.dtype.element_ty).to(tl.float32)
         x = (x * tl.load(qw_ptr + ch, mask=cm, other=0.0).to(tl.float32)).to(OUT).to(tl.float32)
-    xe, xo = tl.split(tl.reshape(x, [BLOCK_P, 2]))
-    y = tl.reshape(tl.join(xe * c - xo * s, xe * s + xo * c), [2 * BLOCK_P])
+    xe, xo = tl.split(tl.reshape(x, [BLOCK_P, 2]))  # [2P] -> [P, 2] -> 2 x [P]
+    y = tl.reshape(tl.join(xe * c - xo * s, xe * s + xo * c), [2 * BLOCK_P])  # [P, 2] -> [2P]
     tl.store(qo_ptr + b * s_ob + l * s_ol + ch, y.to(OUT), mask=cm)
 
     # ---- k: norm, weight, rotate if absolute mode, write into its cache slot ------------------
@@ -51,8 +51,8 @@ def _qk_norm_rope_kernel(
         # rounded to q_out's dtype: the launcher requires k's output dtype to equal q's
         x = (x * tl.load(kw_ptr + ch, mask=cm, other=0.0).to(tl.float32)).to(OUT).to(tl.float32)
     if ROTATE_K:
-        xe, xo = tl.split(tl.reshape(x, [BLOCK_P, 2]))
-        x = tl.reshape(tl.join(xe * c - xo * s, xe * s + xo * c), [2 * BLOCK_P]).to(OUT).to(tl.float32)
+        xe, xo = tl.split(tl.reshape(x, [BLOCK_P, 2]))  # [2P] -> [P, 2] -> 2 x [P]
+        x = tl.reshape(tl.join(xe * c - xo * s, xe * s + xo * c), [2 * BLOCK_P]).to(OUT).to(tl.float32)  # [2P]
     tl.store(kc_ptr + b * s_kcb + l * s_kcl + ch, x.to(kc_ptr.dtype.element_ty), mask=cm)
 
     # ---- v: copy into its cache slot ----------------------------------------------------------
