@@ -142,6 +142,10 @@ class LongConfig:
     rollout_frames: int = 24
     # DMD is applied to the last `teacher_frames` frames (the teacher's window); None = the model's window.
     teacher_frames: int | None = None
+    # Probability that a rollout switches prompt (LongLive ``dmd_switch``) at a random block before the
+    # judged window, re-caching under the new prompt as ``Session.set_prompt`` does; DMD then judges the
+    # window under the new prompt. Needs text in the batch (worlds without prompts never switch).
+    switch_prob: float = 0.5
 
 
 @dataclass(kw_only=True)

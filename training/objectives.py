@@ -152,24 +152,31 @@ class SelfForcingObjective(Objective):
         """The first block whose output a loss looks at (earlier blocks roll out without grad)."""
         return 0
 
-    def _rollout(self, batch: dict, grad: bool):
+    def prompt_switch(self, batch: dict, step: int) -> tuple[int, dict] | None:
+        """(block, batch with the new prompt) when this rollout switches prompt; None here."""
+        return None
+
+    def _rollout(self, batch: dict, grad: bool, switch: tuple[int, dict] | None = None):
         tr, dmd, student = self.trainer, self.cfg.dmd, self.networks["student"]
         b, frames = batch[VIDEO].shape[:2]
         exit_index = sample_exit_index(len(tr.timesteps), tr.generators["shared"], dmd.last_step_only)
         with torch.set_grad_enabled(grad):
+            new = (switch[0], self.cond(student, switch[1])) if switch is not None else None
             return self_forcing_rollout(student, self.cond(student, batch), batch=b, num_frames=frames, timesteps=tr.timesteps,
                                         exit_index=exit_index, noise_generator=tr.generators["local"], grad=grad,
-                                        grad_from_block=self.grad_from_block(frames))
+                                        grad_from_block=self.grad_from_block(frames), switch=new)
 
     def step(self, step: int) -> dict[str, float]:
         tr, dmd = self.trainer, self.cfg.dmd
         critic, teacher = self.networks["critic"], self.networks["teacher"]
         batch = tr.batch(step)
         kw = dict(generator=tr.generators["local"], shift=dmd.shift, min_t=dmd.min_t, max_t=dmd.max_t)
+        switch = self.prompt_switch(batch, step)
+        judged = switch[1] if switch is not None else batch  # the conditioning in force for the judged frames
         losses, xs = {}, None
         if step % dmd.critic_steps == 0:
-            roll = self._rollout(batch, grad=True)
-            xw, bw = self.dmd_window(roll.streams, batch)
+            roll = self._rollout(batch, grad=True, switch=switch)
+            xw, bw = self.dmd_window(roll.streams, judged)
             with torch.no_grad():
                 c_real, u_real, c_fake = self.cond(teacher, bw), self.cond(teacher, bw, uncond=True), self.cond(critic, bw)
             loss, extra = dmd_generator_loss(xw, teacher, critic, c_real, u_real, c_fake, scale=dmd.guidance_scale, **kw)
@@ -177,18 +184,22 @@ class SelfForcingObjective(Objective):
             losses.update(dmd=float(loss.detach()), exit_step=roll.exit_index, **extra)
             xs = {k: v.detach() for k, v in roll.streams.items()} if dmd.reuse_rollout else None
         if xs is None:
-            xs = self._rollout(batch, grad=False).streams
-        xw, bw = self.dmd_window(xs, batch)
+            xs = self._rollout(batch, grad=False, switch=switch).streams
+        xw, bw = self.dmd_window(xs, judged)
         loss_c = critic_loss(xw, critic, self.cond(critic, bw), **kw)
         tr.update("critic", loss_c)
         losses["critic"] = float(loss_c.detach())
         return losses
 
 
+SWITCH_OFFSET = 1 << 40  # batches of these (never trained on) steps supply the switched-to prompts
+
+
 class LongTuningObjective(SelfForcingObjective):
     """LongLive-style: the rollout runs past the teacher's window on the rolling caches (sinks included,
-    as at inference); DMD judges the last teacher window of frames. Clips come with
-    ``long.rollout_frames`` frames (the trainer asks the source for that many)."""
+    as at inference); DMD judges the last teacher window of frames, under the prompt in force there
+    after an optional prompt switch with re-caching. Clips come with ``long.rollout_frames`` frames (the
+    trainer asks the source for that many)."""
 
     def _window(self, f: int) -> int:
         cfg = self.trainer.model_config
@@ -196,6 +207,19 @@ class LongTuningObjective(SelfForcingObjective):
 
     def grad_from_block(self, frames: int) -> int:
         return (frames - self._window(frames)) // self.trainer.model_config.frames_per_block
+
+    def prompt_switch(self, batch: dict, step: int) -> tuple[int, dict] | None:
+        """With ``long.switch_prob``, a new prompt (the text of another batch) from a block in
+        ``[1, first judged block]``; drawn from the shared generator, so every rank switches alike."""
+        g = self.trainer.generators["shared"]
+        frames = batch[VIDEO].shape[1]
+        last = self.grad_from_block(frames)
+        u, block = float(torch.rand(1, generator=g)), int(torch.randint(1, max(last, 1) + 1, (1,), generator=g))
+        if "text" not in batch or last < 1 or u >= self.cfg.long.switch_prob:
+            return None
+        new = dict(batch)
+        new["text"] = self.trainer.batch(step + SWITCH_OFFSET)["text"]
+        return block, new
 
     def dmd_window(self, xs: dict, batch: dict) -> tuple[dict, dict]:
         cfg = self.trainer.model_config

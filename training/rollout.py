@@ -94,10 +94,13 @@ def self_forcing_rollout(
     caches: dict[str, TrainingKVCache] | None = None,
     start_frame: int = 0,
     grad_from_block: int = 0,
+    switch: tuple[int, Cond] | None = None,
 ) -> Rollout:
     """Generate ``num_frames`` video latent frames (and the audio of the same blocks) block by block.
 
-    Blocks before ``grad_from_block`` run entirely without grad (long tuning: frames no loss looks at)."""
+    Blocks before ``grad_from_block`` run entirely without grad (long tuning: frames no loss looks at).
+    ``switch = (k, new_cond)``: before block k the prompt changes and the caches are re-built from the
+    clean latents under the new conditioning, as ``Session.set_prompt`` does (LongLive re-cache)."""
     cfg = model.config
     n = cfg.frames_per_block
     if num_frames % n:
@@ -116,6 +119,9 @@ def self_forcing_rollout(
     blocks = []
     for k in range(num_frames // n):
         start = start_frame + k * n
+        if switch is not None and k == switch[0] and k > 0:
+            cond = switch[1]
+            recache(model, caches, cond, blocks, start_frame)
         x, x0 = noise(), None
         for i, t in enumerate(timesteps):
             exit_now = i == exit_index
@@ -138,3 +144,24 @@ def self_forcing_rollout(
             predict_cached(model, clean, cfg.context_noise, cond, caches, start)
     out = {s: torch.cat([b[s] for b in blocks], dim=1) for s in names}  # video [B, F, C, H, W], audio [B, Fa, Ca]
     return Rollout(out, blocks, exit_index, caches)
+
+
+@torch.no_grad()
+def recache(model, caches: dict, cond: Cond, blocks: list[dict], start_frame: int = 0) -> None:
+    """Rebuild the caches from the sink blocks and the last kept blocks (the frames a ``Session`` keeps),
+    clean, at their original positions, under ``cond``."""
+    cfg = model.config
+    n = cfg.frames_per_block
+    keep = max(cfg.window_frames - cfg.sink_frames, cfg.recompute_frames)
+    if cfg.audio is not None:
+        window, sink = cfg.audio_cache_frames()
+        keep = max(keep, (window - sink) // cfg.audio_frames_per_block * n)
+    end = start_frame + len(blocks) * n
+    first_recent = end - (min(keep, len(blocks) * n) // n * n)
+    for cache in caches.values():
+        cache.reset()
+    for k, blk in enumerate(blocks):
+        start = start_frame + k * n
+        if start < cfg.sink_frames or start >= first_recent:
+            clean = {s: x.detach() for s, x in blk.items()}
+            predict_cached(model, clean, cfg.context_noise, cond, caches, start)

@@ -12,6 +12,7 @@ same batches as an uninterrupted one without saving any loader state.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -23,7 +24,10 @@ STATIC_KEYS = ("text", "first")  # per episode (text [L, text_dim]) or bookkeepi
 
 
 def _generator(seed: int, rank: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + rank * 10_007 + step) % (2**63))
+    """A generator for one (seed, rank, step). The CPU generator keeps only 32 bits of its seed, so the
+    triple is hashed into 32 bits (an arithmetic mix would repeat, e.g. rank 1 step 0 = rank 0 step k)."""
+    digest = hashlib.blake2b(f"{seed}/{rank}/{step}".encode(), digest_size=4).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little"))
 
 
 class RandomLatents:

@@ -137,3 +137,39 @@ def test_long_rollout_carries_gradient_only_in_the_judged_window():
     assert sum(calls) == blocks - 2 and len(calls) == blocks * 4
     assert [blk["latents"].requires_grad for blk in roll.blocks] == [False, False, True, True, True]
     assert roll.cache.frame_at_slot[:2] == [0, 1]  # the sink frames stayed
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-world"])
+def test_prompt_switch_recache_is_the_session_set_prompt(name):
+    """A rollout that switches prompt before block 3 of 5 (past the window: the cache has evicted)
+    generates exactly what a Session does with ``set_prompt`` at that block (LongLive re-cache)."""
+    pipe = load_pipeline(name, device="cpu")
+    model, cfg = pipe.model, pipe.config
+    blocks, switch_at = 5, 3
+    frames = blocks * cfg.frames_per_block
+
+    def batch_for(prompt):
+        out = {"latents": torch.zeros(1, frames, 1), "text": pipe.text_encoder(prompt)}
+        if cfg.actions is not None:
+            rows = cfg.actions.window_frames * cfg.temporal_upsample
+            out["keyboard"] = torch.zeros(1, frames, rows, len(cfg.actions.keys))
+            out["mouse"] = torch.zeros(1, frames, rows, len(cfg.actions.mouse_axes))
+        return out
+
+    with torch.no_grad():
+        roll = self_forcing_rollout(model, make_cond(model, batch_for("a red ball")), batch=1, num_frames=frames,
+                                    timesteps=pipe.timesteps, exit_index=len(pipe.timesteps) - 1, grad=False,
+                                    noise_generator=torch.Generator().manual_seed(7),
+                                    switch=(switch_at, make_cond(model, batch_for("a blue square"))))
+    session = pipe.start(seed=7, prompt="a red ball")
+    for k in range(blocks):
+        if k == switch_at:
+            session.set_prompt("a blue square")
+        session.step()
+    tail = torch.cat(list(session.recent_latents), dim=1)  # the last frames the session kept
+    assert torch.equal(roll.latents[:, frames - tail.shape[1] :], tail)
+    with torch.no_grad():
+        plain = self_forcing_rollout(model, make_cond(model, batch_for("a red ball")), batch=1, num_frames=frames,
+                                     timesteps=pipe.timesteps, exit_index=len(pipe.timesteps) - 1, grad=False,
+                                     noise_generator=torch.Generator().manual_seed(7))
+    assert not torch.equal(plain.latents[:, -2:], roll.latents[:, -2:])  # the switch changed the continuation

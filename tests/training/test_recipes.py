@@ -46,10 +46,18 @@ def test_recipe_trains_with_finite_losses_and_frozen_teacher(recipe, tmp_path):
     assert set(trainer.optimizers) == expected - {"teacher"}
 
 
-def test_long_tuning_rolls_past_the_window(tmp_path):
-    trainer = Trainer(tiny_config("long_tuning", steps=1), tmp_path, progress=False)
+def test_long_tuning_rolls_past_the_window_and_switches_prompt(tmp_path):
+    trainer = Trainer(tiny_config("long_tuning", steps=2, extra=["long.rollout_frames=10", "long.switch_prob=1.0"]), tmp_path,
+                      progress=False)
     cfg = trainer.model_config
-    assert trainer.batch(0)["latents"].shape[1] == 8 > cfg.window_frames
+    batch = trainer.batch(0)
+    assert batch["latents"].shape[1] == 10 > cfg.window_frames
+    obj = trainer.objective
+    assert obj.grad_from_block(10) == 2  # the judged window is the last 6 frames = blocks 2..4
+    block, new = obj.prompt_switch(batch, 0)
+    assert 1 <= block <= 2 and not torch.equal(new["text"], batch["text"])
+    losses = trainer.train()
+    assert math.isfinite(losses["dmd"]) and math.isfinite(losses["critic"])
 
 
 def test_overrides_are_dotted_validated_and_name_the_bad_key():
