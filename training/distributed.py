@@ -87,15 +87,22 @@ def broadcast_module(module: torch.nn.Module, info: DistInfo) -> None:
 
 
 def average_gradients(params: list[torch.nn.Parameter], info: DistInfo) -> None:
-    """Mean of the gradients over ranks, in one flat all-reduce (missing grads count as zero)."""
+    """Mean of the gradients over ranks, in one flat all-reduce. A parameter no rank computed a gradient
+    for keeps ``grad = None`` (so the optimiser skips it, as in one process); one that only some ranks
+    reached counts as zero on the others."""
     if not info.enabled or info.strategy != "ddp":
         return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=params[0].device)  # [P]
+    dist.all_reduce(has, op=dist.ReduceOp.MAX)
+    used = [p for p, h in zip(params, has.tolist()) if h > 0]
+    if not used:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in used]
     flat = torch.cat([g.reshape(-1) for g in grads])  # [sum numel]
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     flat /= info.world
     offset = 0
-    for p, g in zip(params, grads):
+    for p, g in zip(used, grads):
         n = g.numel()
         p.grad = flat[offset : offset + n].view_as(p).clone()  # [*p.shape]
         offset += n

@@ -109,8 +109,10 @@ class Trainer:
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         out = {}
         for k, v in self.source.batch_at(step).items():
-            v = v.to(self.device)
-            out[k] = v.to(self.dtype) if v.is_floating_point() else v
+            if torch.is_tensor(v):
+                v = v.to(self.device)
+                v = v.to(self.dtype) if v.is_floating_point() else v
+            out[k] = v
         return out
 
     def cached(self, name: str, make) -> dict[str, torch.Tensor]:
