@@ -219,7 +219,8 @@ class CausalDiT(nn.Module):
             rope = self.rope.for_positions(plan.query_positions)
         else:
             rope = self.rope.for_frames(start_frame, n)
-        ctx = AttnContext(rope=rope, cache=cache, plan=plan, rope_table=self.rope, backend=self.attention_backend)
+        key_rope = self.rope.for_positions(plan.key_positions) if cache.relative else None
+        ctx = AttnContext(rope=rope, cache=cache, plan=plan, key_rope=key_rope, backend=self.attention_backend)
         return self._run(x, t, text_kv, ctx, actions)
 
     def forward_teacher_forcing(

@@ -15,7 +15,7 @@ from streamgen.config import ModelConfig
 from streamgen.models.attention import attention
 from streamgen.models.kv_cache import CacheWrite, RollingKVCache
 from streamgen.models.norms import gated_residual, layer_norm_modulate, rms_norm
-from streamgen.models.rope import RopeTable, apply_rope
+from streamgen.models.rope import apply_rope
 
 
 class RMSNorm(nn.Module):
@@ -40,7 +40,7 @@ class AttnContext:
     mask: torch.Tensor | None = None
     cache: RollingKVCache | None = None
     plan: CacheWrite | None = None
-    rope_table: RopeTable | None = None
+    key_rope: tuple[torch.Tensor, torch.Tensor] | None = None  # relative mode: cos / sin of the cached keys
     backend: str = "sdpa"
 
 
@@ -93,7 +93,7 @@ class SelfAttention(nn.Module):
         keys, values = cache.read(layer, plan)
         rel = {}
         if cache.relative:
-            kcos, ksin = ctx.rope_table.for_positions(plan.key_positions)
+            kcos, ksin = ctx.key_rope
             rel = dict(key_cos=kcos, key_sin=ksin)
         out = cache_attention(q, keys, values, **rel)  # [B, L, H, D]
         return self.o(out.reshape(b, l, self.num_heads * self.head_dim))  # [B, L, C]
@@ -103,8 +103,7 @@ class SelfAttention(nn.Module):
         if cache.relative:
             cache.write(layer, plan, k, v)  # un-rotated keys
             keys, values = cache.read(layer, plan)
-            kcos, ksin = ctx.rope_table.for_positions(plan.key_positions)
-            keys = apply_rope(keys, kcos, ksin)
+            keys = apply_rope(keys, *ctx.key_rope)
         else:
             cache.write(layer, plan, apply_rope(k, *ctx.rope), v)
             keys, values = cache.read(layer, plan)

@@ -43,41 +43,76 @@ def token_angles(config: ModelConfig, frame_positions: torch.Tensor) -> torch.Te
 
 
 class RopeTable:
-    """Cos / sin per token for frame positions, cached on the device by (start, count)."""
+    """Cos / sin per token for frame positions, composed on the device from per-axis tables.
+
+    Time, height and width angles are concatenated (not summed), so a token's cos / sin is the
+    concatenation of the three axes' cos / sin. The time table of ``rope_max_positions`` frames and the
+    height x width table live on the device; a block's table is a slice (absolute mode) or a gather by a
+    cached device index (relative mode, arbitrary positions): no per-block host-to-device copy.
+    """
 
     def __init__(self, config: ModelConfig, device: torch.device | str = "cpu") -> None:
         self.config = config
         self.device = torch.device(device)
-        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        dt, dh, dw = config.rope_split
+        gh, gw = config.grid_height, config.grid_width
+        self._time_positions = config.rope_max_positions
+        self._t_len = 0  # the time table grows by doubling up to rope_max_positions (some presets allow 2**24)
+        self._grow(min(self._time_positions, 1024) - 1)
+        ang_h = axis_angles(gh, dh, config.rope_theta)  # [gh, dh/2]
+        ang_w = axis_angles(gw, dw, config.rope_theta)  # [gw, dw/2]
+        ang_hw = torch.cat(
+            [ang_h[:, None, :].expand(gh, gw, dh // 2), ang_w[None, :, :].expand(gh, gw, dw // 2)], dim=-1
+        ).reshape(gh * gw, (dh + dw) // 2)  # [T, (dh+dw)/2]
+        self._hw = (ang_hw.cos().float().to(self.device), ang_hw.sin().float().to(self.device))
+        self._index: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def _grow(self, last: int) -> None:
+        if last < self._t_len:
+            return
+        self._t_len = min(self._time_positions, max(2 * self._t_len, last + 1))
+        dt = self.config.rope_split[0]
+        ang_t = axis_angles(self._t_len, dt, self.config.rope_theta)  # [P, dt/2]
+        self._t = (ang_t.cos().float().to(self.device), ang_t.sin().float().to(self.device))
+
+    def _compose(self, t_cos: torch.Tensor, t_sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f, tokens = t_cos.shape[0], self._hw[0].shape[0]
+        out = []
+        for t_part, hw_part in ((t_cos, self._hw[0]), (t_sin, self._hw[1])):
+            both = torch.cat(
+                [t_part[:, None, :].expand(f, tokens, t_part.shape[-1]), hw_part[None].expand(f, tokens, hw_part.shape[-1])],
+                dim=-1,
+            )  # [F, T, D/2]
+            out.append(both.reshape(f * tokens, -1))  # [F*T, D/2]
+        return out[0], out[1]
+
+    def _check(self, last: int) -> None:
+        if last >= self._time_positions:
+            mode = self.config.rope_mode
+            hint = "; use rope_mode='relative' for unbounded streams" if mode == "absolute" else ""
+            raise ValueError(
+                f"frame position {last} is past the RoPE table of {self._time_positions} frames "
+                f"(rope_max_positions){hint}"
+            )
+        self._grow(last)
 
     def for_frames(self, start: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Cos / sin ``[count * tokens_per_frame, head_dim // 2]`` for frames ``start .. start + count - 1``."""
-        if self.config.rope_mode == "absolute" and start + count > self.config.rope_max_positions:
-            raise ValueError(
-                f"frame position {start + count - 1} is past the absolute RoPE table of "
-                f"{self.config.rope_max_positions} frames; use rope_mode='relative' for unbounded streams"
-            )
-        key = (start, count)
-        hit = self._cache.get(key)
-        if hit is None:
-            ang = token_angles(self.config, torch.arange(start, start + count))
-            hit = (ang.cos().float().to(self.device), ang.sin().float().to(self.device))
-            if len(self._cache) > 256:
-                self._cache.clear()
-            self._cache[key] = hit
-        return hit
+        self._check(start + count - 1)
+        return self._compose(self._t[0][start : start + count], self._t[1][start : start + count])
 
     def for_positions(self, positions: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cos / sin for an arbitrary tuple of frame positions (relative-mode cache reads)."""
-        key = ("p",) + tuple(positions)
-        hit = self._cache.get(key)
-        if hit is None:
-            ang = token_angles(self.config, torch.tensor(positions, dtype=torch.float64))
-            hit = (ang.cos().float().to(self.device), ang.sin().float().to(self.device))
-            if len(self._cache) > 256:
-                self._cache.clear()
-            self._cache[key] = hit
-        return hit
+        """Cos / sin for an arbitrary tuple of frame positions (teacher forcing, relative-mode reads)."""
+        positions = tuple(int(p) for p in positions)
+        if positions and positions == tuple(range(positions[0], positions[0] + len(positions))):
+            return self.for_frames(positions[0], len(positions))
+        self._check(max(positions))
+        index = self._index.get(positions)
+        if index is None:
+            if len(self._index) > 512:
+                self._index.clear()
+            index = self._index[positions] = torch.tensor(positions, dtype=torch.long, device=self.device)
+        return self._compose(self._t[0][index], self._t[1][index])
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

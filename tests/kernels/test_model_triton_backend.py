@@ -42,15 +42,15 @@ def test_streaming_triton_equals_reference(interpreted, rope_mode):
     torch.testing.assert_close(tri_cache.v, ref_cache.v, rtol=1e-5, atol=1e-5)
 
 
-def test_compiled_block_step_does_not_recompile(interpreted):
+@pytest.mark.parametrize("rope_mode", ["absolute", "relative"])
+def test_compiled_block_step_does_not_recompile(interpreted, rope_mode):
     # Dynamo traces the custom ops through their fake implementations; once the (host-int) slot pointers
-    # have changed they are dynamic and later rolling steps reuse the compiled graph. Absolute RoPE mode:
-    # in relative mode the per-slot key table is looked up in RopeTable's dict inside the step, which
-    # Dynamo guards on (a recompile per new key permutation until the ring has cycled).
+    # have changed they are dynamic and later rolling steps reuse the compiled graph. The relative-mode
+    # key table is built outside the step (as forward_cached does), so it is just another input.
     from torch._dynamo.testing import CompileCounter
 
     torch._dynamo.reset()
-    model = randomised_model(rope_mode="absolute")
+    model = randomised_model(rope_mode=rope_mode)
     model.attention_backend = "triton"
     c = model.config
     counter = CompileCounter()
@@ -65,8 +65,11 @@ def test_compiled_block_step_does_not_recompile(interpreted):
         for i in range(steps):
             start = i * c.frames_per_block
             plan = cache.plan(start, c.frames_per_block)
-            ctx = AttnContext(rope=model.rope.for_frames(start, c.frames_per_block), cache=cache, plan=plan,
-                              rope_table=model.rope, backend="triton")
+            if cache.relative:
+                rope, key_rope = model.rope.for_positions(plan.query_positions), model.rope.for_positions(plan.key_positions)
+            else:
+                rope, key_rope = model.rope.for_frames(start, c.frames_per_block), None
+            ctx = AttnContext(rope=rope, cache=cache, plan=plan, key_rope=key_rope, backend="triton")
             out = step(x_all[:, start : start + c.frames_per_block], t, kv, ctx)
             compiles.append(counter.frame_count)
     assert torch.isfinite(out).all()
