@@ -155,3 +155,11 @@ def test_latent_folder_source_cuts_clips_within_episodes(tmp_path):
         assert torch.equal(batch["actions"][:, :, 0], frames[:, :1] * 4 + torch.arange(16.0))  # raw rate, r = 4
     trainer = Trainer(tiny_config("teacher", steps=2, extra=[f"data.source={data}", "data.num_frames=4"]), tmp_path / "run", progress=False)
     assert math.isfinite(trainer.train()["loss"])
+
+
+def test_cli_prints_config_and_rejects_bad_overrides(capsys):
+    assert train_main(["self_forcing", "--print-config", "--set", "dmd.guidance_scale=2", "--steps", "7"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["dmd"]["guidance_scale"] == 2 and printed["train"]["steps"] == 7 and printed["recipe"] == "self_forcing"
+    assert train_main(["teacher", "--set", "train.nope=1"]) == 2
+    assert "nope" in capsys.readouterr().err
