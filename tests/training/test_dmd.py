@@ -173,3 +173,22 @@ def test_prompt_switch_recache_is_the_session_set_prompt(name):
                                      timesteps=pipe.timesteps, exit_index=len(pipe.timesteps) - 1, grad=False,
                                      noise_generator=torch.Generator().manual_seed(7))
     assert not torch.equal(plain.latents[:, -2:], roll.latents[:, -2:])  # the switch changed the continuation
+
+
+def test_causal_teacher_trajectories_go_block_by_block():
+    """With ``teacher_kind=causal`` block 0 sees only itself, so its trajectory equals the whole-clip
+    integration of block 0 alone; later blocks see the clean earlier blocks through the caches."""
+    from streamgen.training.ode import teacher_trajectory
+
+    model = _model()
+    c, u = make_cond(model, _batch(model)), make_cond(model, _batch(model), uncond=True)
+    steps = warped_timesteps(model.config.denoising_steps, model.config.shift)
+    noise = {"latents": torch.randn(1, 6, 4, 4, 4, generator=torch.Generator().manual_seed(1))}
+    kw = dict(student_steps=steps, substeps=3, scale=3.0, shift=5.0)
+    causal = teacher_trajectory(model, noise, c, u, causal=True, **kw)["latents"]  # [S+1, 1, 6, C, H, W]
+    alone = teacher_trajectory(model, {"latents": noise["latents"][:, :2]}, c, u, **kw)["latents"]
+    whole = teacher_trajectory(model, noise, c, u, **kw)["latents"]
+    assert causal.shape == (len(steps) + 1, 1, 6, 4, 4, 4)
+    torch.testing.assert_close(causal[:, :, :2], alone, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(causal[0], noise["latents"])  # state 0 is the noise at t = 1000
+    assert not torch.allclose(causal[-1, :, :2], whole[-1, :, :2], atol=1e-3)  # bidirectional block 0 sees the future
