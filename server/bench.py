@@ -83,6 +83,52 @@ def _pct(a, q) -> float | None:
     return round(float(np.percentile(a, q)), 2) if len(a) else None
 
 
+def run_scenario_subprocess(model: str, sessions: int, seconds: float, device: str | None) -> dict:
+    """The server in its own process (``python -m streamgen.server``): clients and server do not share a
+    GIL. Server-side timings come from ``/v1/stats``; ready -> decoded needs both ends in one process."""
+    import os
+    import subprocess
+    import sys
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "streamgen.server", "--model", model, "--port", str(port), "--max-sessions",
+           str(sessions), "--idle-timeout", str(seconds + 30), "--log-level", "warning"]
+    if device:
+        cmd += ["--device", device]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start (exit {proc.poll()})")
+            time.sleep(0.1)
+
+        async def go():
+            clients = [_Client(url, model) for _ in range(sessions)]
+            await asyncio.gather(*(c.connect() for c in clients))
+            await asyncio.sleep(seconds)
+            result = _measure(clients, {})
+            await asyncio.gather(*(c.close() for c in clients))
+            return result
+
+        result = asyncio.run(go())
+        snap = httpx.get(url + "/v1/stats", timeout=5).json()
+        spec = next(m for m in httpx.get(url + "/v1/models", timeout=5).json()["models"] if m["name"] == model)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    result.update(server_overhead_ms=snap["frame_overhead_ms"], ready_to_decoded_ms=None, model=model,
+                  sessions=sessions, seconds=seconds, model_fps=spec["fps"], frame=f"{spec['width']}x{spec['height']}",
+                  block_ms=snap["block_ms"], server="subprocess")
+    return result
+
+
 def run_scenario(model: str, sessions: int, seconds: float, device: str | None) -> dict:
     import uvicorn
 
@@ -118,7 +164,7 @@ def run_scenario(model: str, sessions: int, seconds: float, device: str | None) 
     spec = state.specs[model]
     snap = state.metrics.snapshot()
     result.update(model=model, sessions=sessions, seconds=seconds, model_fps=spec.fps,
-                  frame=f"{spec.width}x{spec.height}", block_ms=snap["block_ms"])
+                  frame=f"{spec.width}x{spec.height}", block_ms=snap["block_ms"], server="in-process")
     return result
 
 
@@ -158,9 +204,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--sessions", type=int, nargs="+", default=[1, 4])
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--server-process", action="store_true",
+                   help="run the server in its own process (no shared GIL with the clients)")
     args = p.parse_args(argv)
+    run = run_scenario_subprocess if args.server_process else run_scenario
     for n in args.sessions:
-        print(json.dumps(run_scenario(args.model, n, args.seconds, args.device)), flush=True)
+        print(json.dumps(run(args.model, n, args.seconds, args.device)), flush=True)
 
 
 if __name__ == "__main__":

@@ -236,9 +236,7 @@ class Engine:
         except Exception as e:  # noqa: BLE001 - a failing session must not take the engine down
             log.exception("session %s failed at block %d", es.id, es.blocks)
             es.failed = e
-            cb = es.on_error
-            if cb is not None:
-                cb(e)
+            self._notify(es.on_error, e)
             return
         es.blocks += 1
         self.steps += 1
@@ -247,7 +245,15 @@ class Engine:
                          queue_depth=es.buffer.queued(), dropped_frames=es.buffer.dropped,
                          applied_seq=applied_seq, step_s=step_s, ready_t=ready_t)
         if self._on_block_metrics is not None:
-            self._on_block_metrics(es.model, info)
-        cb = es.on_block
-        if cb is not None:
-            cb(info)
+            self._notify(lambda i: self._on_block_metrics(es.model, i), info)
+        self._notify(es.on_block, info)
+
+    @staticmethod
+    def _notify(cb: Callable | None, arg: Any) -> None:
+        """Run a listener; its failure (e.g. the event loop already closed at shutdown) never stops the engine."""
+        if cb is None:
+            return
+        try:
+            cb(arg)
+        except Exception:  # noqa: BLE001
+            log.debug("listener failed", exc_info=True)

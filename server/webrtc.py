@@ -143,31 +143,32 @@ async def offer(request: Request) -> JSONResponse:
         return _error(503, "busy", str(b), metrics, headers={"Retry-After": str(math.ceil(b.retry_after_s))},
                       retry_after_s=b.retry_after_s)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[RTCIceServer(u) for u in settings.ice_servers]))
-    es = None
+    es = session = None
+    answered = False
     try:
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=o.sdp, type="offer"))
-        except Exception as e:  # noqa: BLE001
-            manager.release()
-            await pc.close()
+            await asyncio.wait_for(pc.setRemoteDescription(RTCSessionDescription(sdp=o.sdp, type="offer")), 10)
+        except Exception as e:  # noqa: BLE001 - whatever aiortc makes of a bad SDP is the client's fault
             return _error(400, "bad_field", f"SDP rejected: {type(e).__name__}: {e}", metrics)
         es = await manager.open_engine_session(spec, seed=o.seed, prompt=o.prompt, webrtc=True)
         session = _attach(app, pc, spec, es)
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
+        await asyncio.wait_for(pc.setLocalDescription(await pc.createAnswer()), 15)  # gathers our candidates
+        if session.closed:
+            return _error(500, "internal", "the session closed while answering", metrics)
+        answered = True
+        return JSONResponse({"sdp": pc.localDescription.sdp, "type": "answer", "session_id": es.id})
     except Exception as e:  # noqa: BLE001
         log.exception("offer failed")
-        if es is not None and es.id in manager.sessions:
-            await manager.sessions[es.id].close("error", send_bye=False)
-        else:
-            manager.release()
-            if es is not None:
-                manager.engine.close(es)
-            await pc.close()
         return _error(500, "internal", f"could not answer: {type(e).__name__}: {e}", metrics)
-    if session.closed:
-        return _error(500, "internal", "the session closed while answering", metrics)
-    return JSONResponse({"sdp": pc.localDescription.sdp, "type": "answer", "session_id": es.id})
+    finally:
+        if not answered:  # every failure (and a cancelled request) gives the slot and the session back
+            if session is not None:
+                await session.close("error", send_bye=False)
+            else:
+                manager.release()
+                if es is not None:
+                    manager.engine.close(es)
+                await _close_pc(pc)
 
 
 def _loads(body: bytes) -> dict:

@@ -42,3 +42,21 @@ def test_pause_resume_prompt_and_idle_reclaim():
                 break
             time.sleep(0.02)
         assert server.state.engine.session_count() == 0
+
+
+def test_a_failing_session_is_closed_and_the_others_keep_streaming(server):
+    async def run():
+        async with WsClient(server.url) as bad, WsClient(server.url) as good:
+            sid = (await bad.start("tiny"))["session_id"]
+            await good.start("tiny")
+            await good.wait_for(lambda: len(good.media) >= 2, what="frames")
+            es = server.state.manager.sessions[sid].es
+            # Break the model session under the engine (on its own thread): the next step() raises.
+            await asyncio.wrap_future(server.state.engine.submit(es.session.close))
+            code = await bad.wait_closed()
+            n = len(good.media)
+            await good.wait_for(lambda: len(good.media) >= n + 6, what="frames after the failure")
+            return code, bad.errors(), bad.of_type("bye")
+    code, errors, bye = asyncio.run(run())
+    assert code == 1011 and errors == ["internal"] and bye[-1]["reason"] == "error"
+    assert server.state.engine.alive
