@@ -5,12 +5,14 @@ A batch is a dict of tensors: the generated streams (``latents`` ``[B, F, C, H, 
 the empty prompt) or a ready ``text_kv`` (per-layer cross-attention K / V of one model); action windows
 ``keyboard`` ``[B, F, R, K]`` and ``mouse`` ``[B, F, R, M]`` (one window of R raw rows per latent frame,
 as ``streamgen.actions`` builds them at inference), given to the model as ``actions=ActionInput``;
-every other key is passed to the model by keyword, unchanged for full-sequence forwards and sliced per
+every other key the model's forwards accept is passed to them by keyword (others, such as raw emulator
+actions kept for evaluation, are left out), unchanged for full-sequence forwards and sliced per
 block for streaming forwards when listed in ``DataConfig.frame_keys`` (those run along dim 1 with
 ``F * r`` entries: r = 1 at the latent rate, r = 4 at the raw frame rate).
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -61,7 +63,8 @@ def text_tokens(model, batch: dict, *, uncond: bool = False) -> torch.Tensor:
 def make_cond(model, batch: dict, *, frame_keys: tuple[str, ...] = (), uncond: bool = False) -> Cond:
     """Encode the batch's conditioning for ``model`` (gradient flows into trainable text layers when
     grad mode is on)."""
-    extras = {k: v for k, v in batch.items() if k not in RESERVED}
+    accepted = _keywords(model)
+    extras = {k: v for k, v in batch.items() if k not in RESERVED and (accepted is None or k in accepted)}
     if "keyboard" in batch or "mouse" in batch:
         extras["actions"] = _actions(model.config, batch)
     if "text_kv" in batch and not uncond:
@@ -69,6 +72,19 @@ def make_cond(model, batch: dict, *, frame_keys: tuple[str, ...] = (), uncond: b
     else:
         text_kv = model.encode_text(text_tokens(model, batch, uncond=uncond))
     return Cond(text_kv, extras, tuple(frame_keys), batch["latents"].shape[1])
+
+
+def _keywords(model) -> set[str] | None:
+    """Keyword arguments the model's forwards accept (None: any). Batch keys the model does not take
+    (bookkeeping such as the emulator's raw actions kept for evaluation) stay out of its calls."""
+    names: set[str] = set()
+    cls = type(model)  # the class's methods: a sharding wrapper may hide the signature of the instance's
+    for method in (cls.forward, getattr(cls, "forward_cached", cls.forward)):
+        params = inspect.signature(method).parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return None
+        names |= {p.name for p in params}
+    return names
 
 
 def _actions(config, batch: dict) -> ActionInput:

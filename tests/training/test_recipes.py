@@ -163,3 +163,30 @@ def test_cli_prints_config_and_rejects_bad_overrides(capsys):
     assert printed["dmd"]["guidance_scale"] == 2 and printed["train"]["steps"] == 7 and printed["recipe"] == "self_forcing"
     assert train_main(["teacher", "--set", "train.nope=1"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_world_latent_folder_with_audio_actions_and_bookkeeping(tmp_path):
+    """The episode format of the world data (video and audio latents, keyboard windows, game starts, raw
+    emulator actions the model does not take) trains the joint, action-conditioned preset."""
+    from streamgen.checkpoints.io import save_safetensors
+    from streamgen.config import preset
+
+    cfg = preset("tiny-world")
+    rows, keys = cfg.actions.window_frames * cfg.temporal_upsample, len(cfg.actions.keys)
+    per_frame = cfg.audio_frames_per_block // cfg.frames_per_block
+    g = torch.Generator().manual_seed(0)
+    for ep in range(2):
+        t = 12
+        first = torch.zeros(t, dtype=torch.bool)
+        first[0] = True
+        save_safetensors({"latents": torch.randn(t, 4, 4, 4, generator=g), "audio": torch.randn(t * per_frame, 8, generator=g),
+                          "keyboard": (torch.rand(t, rows, keys, generator=g) < 0.3).float(), "first": first,
+                          "ale_actions": torch.randint(0, 6, (t * cfg.temporal_upsample,), generator=g).to(torch.int16)},
+                         tmp_path / "latents" / f"ep_{ep}.safetensors")
+    for recipe in ("teacher", "self_forcing"):
+        trainer = Trainer(tiny_config(recipe, steps=1, extra=["model=tiny-world", f"data.source={tmp_path / 'latents'}",
+                                                               "dmd.critic_steps=1"]), tmp_path / recipe, progress=False)
+        batch = trainer.batch(0)
+        assert batch["audio"].shape[1] == batch["latents"].shape[1] * per_frame and "ale_actions" in batch
+        losses = trainer.train()
+        assert all(math.isfinite(v) for v in losses.values() if isinstance(v, float)), losses
