@@ -106,8 +106,6 @@ def test_rollout_is_the_session_loop(name):
         rows = cfg.actions.window_frames * cfg.temporal_upsample
         batch["keyboard"] = torch.zeros(1, blocks * cfg.frames_per_block, rows, len(cfg.actions.keys))
         batch["mouse"] = torch.zeros(1, blocks * cfg.frames_per_block, rows, len(cfg.actions.mouse_axes))
-    # The rollout runs first: the model caches its RoPE table on first use, and a table made under the
-    # session's inference_mode could not be saved for backward.
     roll = self_forcing_rollout(model, make_cond(model, batch), batch=1, num_frames=blocks * cfg.frames_per_block,
                                 timesteps=pipe.timesteps, exit_index=len(pipe.timesteps) - 1,
                                 noise_generator=torch.Generator().manual_seed(5))
