@@ -70,8 +70,6 @@ class ServerSettings(BaseSettings):
     # A frame older than this when its turn comes is dropped (stale) instead of sent late.
     max_frame_age_s: float = 0.5
     jpeg_quality: int = 85  # WebSocket frames: visually clean at a fraction of PNG's cost
-    # Video bitrate for the WebRTC encoder; aiortc's own default (~0.5-1.5 Mbit/s VP8) blurs large frames.
-    video_bitrate: int = 2_500_000
 
     @field_validator("extra_models", "allowed_origins", "ice_servers", mode="before")
     @classmethod
