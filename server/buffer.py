@@ -1,9 +1,9 @@
 """A session's output buffer: the bounded hand-off between the engine thread and the transport.
 
 The engine thread pushes whole blocks (``push_block``); the transport's tasks on the event loop take
-frames one at a time at the pace of the stream. Bounded everywhere: when frames wait longer than
-``max_age_s`` they are dropped (counted) so the stream stays live instead of lagging; audio beyond
-the same age is dropped too. For WebRTC, frames become ``av.VideoFrame``s and audio is resampled to
+frames one at a time at the pace of the stream. Bounded everywhere: a frame that falls more than
+``max_age_s`` behind the time it would play at if the consumer kept pace is dropped (counted), so the
+stream stays live after a stall instead of lagging; audio beyond that age is dropped too. For WebRTC, frames become ``av.VideoFrame``s and audio is resampled to
 48 kHz stereo s16 here, on the engine thread; for WebSocket the model's own audio is kept per block.
 """
 from __future__ import annotations
@@ -32,6 +32,7 @@ class VideoItem:
     index_in_block: int
     frame_no: int  # frame number in the stream (counts dropped frames too)
     ready_t: float  # time.monotonic() when its block came out of the model
+    due_t: float  # when it plays if the consumer keeps pace: ready_t + (frames queued ahead of it) / fps
     av_frame: av.VideoFrame | None = None  # made on the engine thread for WebRTC
 
 
@@ -60,8 +61,10 @@ class _Waiter:
 class OutputBuffer:
     def __init__(self, loop: asyncio.AbstractEventLoop, *, fps: float, frames_per_block: int,
                  max_age_s: float, ahead_blocks: int = 1, webrtc: bool = True,
-                 on_consumed: Callable[[], None] | None = None) -> None:
+                 on_consumed: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.fps = fps
+        self.frames_per_block = frames_per_block
         self.max_age_s = max_age_s
         # Ahead target for the engine and hard cap: a few blocks or max_age worth, whichever is larger.
         self.ahead_frames = ahead_blocks * frames_per_block
@@ -86,7 +89,7 @@ class OutputBuffer:
     # ----- engine thread -------------------------------------------------------------------------
     def push_block(self, video: np.ndarray, audio: np.ndarray | None, sample_rate: int | None,
                    block_index: int, ready_t: float | None = None) -> None:
-        ready_t = time.monotonic() if ready_t is None else ready_t
+        ready_t = self.clock() if ready_t is None else ready_t
         pcm = None
         if audio is not None and sample_rate:
             if self.webrtc:
@@ -95,8 +98,10 @@ class OutputBuffer:
         with self._lock:
             if self.closed:
                 return
+            ahead = len(self._video)
             for i in range(video.shape[0]):
-                self._video.append(VideoItem(video[i], block_index, i, self._frames_in, ready_t, avfs[i]))
+                due = ready_t + (ahead + i) / self.fps
+                self._video.append(VideoItem(video[i], block_index, i, self._frames_in, ready_t, due, avfs[i]))
                 self._frames_in += 1
             while len(self._video) > self.capacity:
                 self._video.popleft()
@@ -126,7 +131,8 @@ class OutputBuffer:
         return np.concatenate(out) if out else np.zeros((0, 2), np.int16)
 
     def _trim_pcm(self) -> None:
-        cap = int((self.max_age_s + 0.1) * WEBRTC_RATE) + int(WEBRTC_RATE * self.ahead_frames / self.fps)
+        # The normal backlog (what the engine's gating lets queue up, as for video) plus max_age of lateness.
+        cap = int(((self.ahead_frames + self.frames_per_block) / self.fps + self.max_age_s) * WEBRTC_RATE)
         while self._audio_pcm_len > cap and self._audio_pcm:
             extra = self._audio_pcm_len - cap
             head = self._audio_pcm[0]
@@ -148,10 +154,11 @@ class OutputBuffer:
 
     # ----- event loop ----------------------------------------------------------------------------
     def _pop_video(self) -> VideoItem | None:
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
-            # Stale: waited past max_age while a newer frame exists -> skip it, keep the stream live.
-            while len(self._video) > 1 and now - self._video[0].ready_t > self.max_age_s:
+            # Stale: later than max_age behind its own schedule (the consumer stalled) while a newer frame
+            # exists -> skip it and keep the stream live. Frames waiting their normal turn are never stale.
+            while len(self._video) > 1 and now - self._video[0].due_t > self.max_age_s:
                 self._video.popleft()
                 self.dropped += 1
             item = self._video.popleft() if self._video else None

@@ -90,3 +90,35 @@ def test_engine_round_robin_and_latest_wins_prompt():
     finally:
         engine.stop()
     assert not engine.alive
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_frames_waiting_their_turn_are_never_stale_but_a_stalled_consumer_skips_ahead():
+    # 8-frame blocks at 16 fps (0.5 s per block, like tiny-world): with the engine's gating a block's last
+    # frame plays ~0.9 s after it was made. That is its turn, not staleness.
+    async def run():
+        clock = _Clock()
+        buf = OutputBuffer(asyncio.get_running_loop(), fps=16.0, frames_per_block=8, max_age_s=0.5, clock=clock)
+        block = 0
+        played = []
+        for step in range(16 * 20):  # 20 s of playback, one pop per frame period
+            while buf.wants_block():  # what the engine does: generate while less than a block is queued
+                buf.push_block(_video(8), None, None, block_index=block)
+                block += 1
+            if step == 100:
+                clock.t += 2.0  # the consumer stalls for 2 s (a blocked socket, a slow encoder)
+            played.append(buf._pop_video().frame_no)
+            clock.t += 1 / 16
+        return buf.dropped, played
+    dropped, played = asyncio.run(run())
+    stall = 100  # the pop of step 100 comes after the stall
+    assert played[:stall] == list(range(stall))  # nothing dropped while the consumer kept pace
+    assert dropped > 0 and played[stall] > played[stall - 1] + 1  # after the stall it skipped ahead
+    assert all(b > a for a, b in zip(played, played[1:]))
