@@ -106,6 +106,7 @@ class ServerSession:
         self.last_seen = time.monotonic()
         self.created = self.last_seen
         self.rate_violations = 0
+        self._last_violation = 0.0
         self.closed = False
         self.close_reason: str | None = None
         self.connected = transport == "ws"  # WebRTC: set once the peer connection is up
@@ -153,12 +154,15 @@ class ServerSession:
     def admit(self) -> bool:
         """Rate limit (synchronous, so a transport can check before queueing). A refused message is
         answered with ``rate_limited`` (not 1:1 in a flood); a persistent flood closes the session (1008)."""
-        self.last_seen = time.monotonic()
+        now = self.last_seen = time.monotonic()
         if self.closed:
             return False
         if self.bucket.take():
+            if self.rate_violations and now - self._last_violation > 5.0:
+                self.rate_violations = 0  # a burst long past is forgiven; only a persistent flood closes
             return True
         self.rate_violations += 1
+        self._last_violation = now
         if self.rate_violations == self.manager.settings.max_rate_violations + 1:
             asyncio.ensure_future(self._flood_close())
         elif self.rate_violations <= self.manager.settings.max_rate_violations and (

@@ -14,8 +14,9 @@ class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMGEN_", extra="ignore")
 
     # --- what is served
-    # "tiny" until trained defaults ship: it loads in milliseconds and runs on any CPU.
-    model: str = "tiny"
+    # "world": the shipped Atari Pong world with sound (streamgen/weights/world, MODEL_CARD.md), trained by
+    # this project and streaming faster than real time on a 2-core CPU; keys ArrowUp / ArrowDown / Space.
+    model: str = "world"
     # Further models loaded next to ``model`` on the same device (the page offers each of them).
     extra_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # None: CUDA when present, else CPU (streamgen.pipeline.default_device).
@@ -67,7 +68,7 @@ class ServerSettings(BaseSettings):
     # Generate the next block once fewer than this many blocks of frames wait to be sent: 1 keeps
     # latency lowest; use 2 when a block takes nearly its own duration to generate.
     ahead_blocks: int = 1
-    # A frame older than this when its turn comes is dropped (stale) instead of sent late.
+    # A frame more than this behind its own schedule (the consumer stalled) is dropped instead of sent late.
     max_frame_age_s: float = 0.5
     jpeg_quality: int = 85  # WebSocket frames: visually clean at a fraction of PNG's cost
 
