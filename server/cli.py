@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from .settings import ServerSettings
+from .settings import ServerSettings, _default_model
 
 
 def build_parser(prog: str = "streamgen serve") -> argparse.ArgumentParser:
@@ -14,7 +14,7 @@ def build_parser(prog: str = "streamgen serve") -> argparse.ArgumentParser:
                                 "with a web page at /. Every option also reads STREAMGEN_<OPTION> from the environment.")
     p.add_argument("--host", help=f"interface to bind (default {d['host'].default})")
     p.add_argument("--port", type=int, help=f"port (default {d['port'].default})")
-    p.add_argument("--model", help=f"preset, shipped default or checkpoint folder (default {d['model'].default})")
+    p.add_argument("--model", help=f"preset, shipped default or checkpoint folder (default {_default_model()})")
     p.add_argument("--extra-model", dest="extra_models", action="append",
                    help="another model served next to --model (repeatable)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when present)")

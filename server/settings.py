@@ -4,10 +4,21 @@ Each default states why it is what it is; ``streamgen serve --help`` exposes the
 """
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+import importlib.util
+from pathlib import Path
 from typing import Annotated
 
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _default_model() -> str:
+    """"world" when its weights ship inside the package, else "tiny" (found without importing torch)."""
+    spec = importlib.util.find_spec("streamgen")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(root) / "weights" / "world" / "config.json").is_file():
+            return "world"
+    return "tiny"
 
 
 class ServerSettings(BaseSettings):
@@ -16,7 +27,8 @@ class ServerSettings(BaseSettings):
     # --- what is served
     # "world": the shipped Atari Pong world with sound (streamgen/weights/world, MODEL_CARD.md), trained by
     # this project and streaming faster than real time on a 2-core CPU; keys ArrowUp / ArrowDown / Space.
-    model: str = "world"
+    # "tiny" while the package ships no "world" weights (a source tree before training has run).
+    model: str = Field(default_factory=lambda: _default_model())
     # Further models loaded next to ``model`` on the same device (the page offers each of them).
     extra_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # None: CUDA when present, else CPU (streamgen.pipeline.default_device).

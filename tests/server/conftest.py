@@ -25,6 +25,7 @@ def free_port() -> int:
 
 class RunningServer:
     def __init__(self, **overrides) -> None:
+        overrides.setdefault("model", "tiny")  # the tests pin their model; the default follows what ships
         self.settings = ServerSettings(host="127.0.0.1", port=free_port(), warmup_blocks=1, **overrides)
         self.app = create_app(self.settings)
         self.state = self.app.state.streamgen
