@@ -36,7 +36,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate(run: str | Path, data: str | Path, clip_steps: int = 16, max_clips: int = 120) -> dict:
+def evaluate(run: str | Path, data: str | Path, clip_steps: int = 16, max_clips: int | None = None,
+             speed_seconds: float = 3.0) -> dict:
     torch.set_num_threads(1)
     run = Path(run)
     video = VideoAutoencoder.load(run / "video_ae.safetensors").eval()
@@ -79,7 +80,7 @@ def evaluate(run: str | Path, data: str | Path, clip_steps: int = 16, max_clips:
         "audio_onset_precision": round(match_rate(on_r, on_o), 3),
         "audio_onset_recall": round(match_rate(on_o, on_r), 3),
     }
-    res.update(decode_speed(video, audio, clips.meta["sample_rate"]))
+    res.update(decode_speed(video, audio, clips.meta["sample_rate"], speed_seconds))
     (run / "eval.json").write_text(json.dumps(res, indent=1))
     return res
 

@@ -72,12 +72,13 @@ class AETrainConfig:
     # A tiny L2 on the latents only keeps their scale from drifting (the noise is relative); larger
     # values (1e-3) competed with the paddles' share of the reconstruction error.
     latent_l2: float = 1e-6
-    # Audio loss: ``wave_weight`` x L1 on the waveform + ``stft_weight`` x a multi-resolution
-    # log-spectrum L1 with floor ``stft_floor``. A floor of 1e-4 made any output in silence (90 % of
-    # Pong's frames) so costly that the model learnt silence and a faint noise for the beeps; the
-    # waveform term then has to carry the beeps' shape and phase.
-    wave_weight: float = 10.0
-    stft_weight: float = 1.0
+    # Audio loss: ``wave_weight`` x squared error on the waveform + ``stft_weight`` x a
+    # multi-resolution log-spectrum L1 with floor ``stft_floor``. Measured on Pong (400 steps, error
+    # RMS on held-out frames with sound, signal RMS 0.33): squared error alone 0.14, with 0.05 x
+    # spectrum 0.16, L1 + spectrum 0.28 (the beeps came out as faint noise: L1 and log spectra give
+    # the phase of a square wave almost no gradient).
+    wave_weight: float = 20.0
+    stft_weight: float = 0.0
     stft_floor: float = 1e-2
     # Share of audio clips drawn among clips that hold sound (else most clips are silent).
     loud_clips: float = 0.75
@@ -163,7 +164,9 @@ def audio_loss(model: AudioAutoencoder, audio: torch.Tensor, cfg: AETrainConfig,
     z = model.encode(x)
     y = model.decode(z + relative_noise(z, cfg.latent_noise, gen, dims=(0, 1)))  # z: [B, Fa, C]
     l1 = (y - x).abs().mean()
-    loss = cfg.wave_weight * l1 + cfg.stft_weight * stft_loss(y, x, cfg.stft_floor) + cfg.latent_l2 * z.pow(2).mean()
+    loss = cfg.wave_weight * (y - x).pow(2).mean() + cfg.latent_l2 * z.pow(2).mean()
+    if cfg.stft_weight:
+        loss = loss + cfg.stft_weight * stft_loss(y, x, cfg.stft_floor)
     return loss, {"a_l1": float(l1.detach())}
 
 

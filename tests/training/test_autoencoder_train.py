@@ -8,6 +8,7 @@ from safetensors import safe_open
 
 from streamgen.decoders.audio_autoencoder import AudioAutoencoder
 from streamgen.decoders.video_autoencoder import VideoAutoencoder
+from streamgen.training.ae_eval import evaluate
 from streamgen.training.autoencoder import AETrainConfig, audio_loss, build_models, train, video_loss
 from streamgen.training.data.clips import AtariClips
 from streamgen.training.data.atari import build_dataset
@@ -55,6 +56,11 @@ def test_losses_finite_and_falling(data, tmp_path):
     assert v.cfg.channels == (8, 8, 16) and a.cfg.channels == (8, 8, 8, 16)
     assert not torch.equal(v.latent_std, torch.ones_like(v.latent_std))
     assert torch.isfinite(a.latent_mean).all()
+    # The held-out evaluation runs on the trained files and reports finite numbers.
+    res = evaluate(out, data, clip_steps=4, speed_seconds=0.3)
+    assert res["eval_frames"] == 40 and 0 < res["video_psnr_db"] <= 60
+    assert res["video_decode_fps_1thread"] > 0 and res["audio_decode_x_realtime_1thread"] > 0
+    assert (out / "eval.json").exists()
 
 
 def _ckpt(path):
