@@ -58,6 +58,8 @@ class EngineSession:
     actions_dropped: int = 0
     # Every action passed to step(), in order (bounded): what the model actually received.
     action_log: deque = field(default_factory=lambda: deque(maxlen=4096))
+    # (block_index, actions) for the recent blocks that had any: enough to replay a stream offline.
+    block_actions: deque = field(default_factory=lambda: deque(maxlen=1024))
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _actions: list = field(default_factory=list)
     _last_seq: int | None = None
@@ -232,6 +234,8 @@ class Engine:
             step_s = time.perf_counter() - t0
             ready_t = time.monotonic()
             es.action_log.extend(actions)
+            if actions:
+                es.block_actions.append((chunk.block_index, actions))
             es.buffer.push_block(chunk.video, chunk.audio, chunk.sample_rate, chunk.block_index, ready_t)
         except Exception as e:  # noqa: BLE001 - a failing session must not take the engine down
             log.exception("session %s failed at block %d", es.id, es.blocks)
