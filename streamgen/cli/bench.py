@@ -42,14 +42,17 @@ def run_bench(pipe, *, blocks: int, warmup: int = 3, seed: int = 0, progress=Non
     _sync(device)
     ttff = time.perf_counter() - t0
 
-    per_block, frames, audio_samples = [], first.video.shape[0], 0
+    # Wall time per block, and the process CPU time per block: on a shared machine the latter shows
+    # whether the work itself stays flat when other processes make the wall clock noisy.
+    per_block, per_block_cpu, frames, audio_samples = [], [], first.video.shape[0], 0
     mem_after_warm = _peak_memory_mb(device)
     start = time.perf_counter()
     for _ in range(blocks - 1):
-        b0 = time.perf_counter()
+        b0, c0 = time.perf_counter(), time.process_time()
         chunk = session.step()
         _sync(device)
         per_block.append(time.perf_counter() - b0)
+        per_block_cpu.append(time.process_time() - c0)
         frames += chunk.video.shape[0]
         if chunk.audio is not None:
             audio_samples += chunk.audio.shape[0]
@@ -58,8 +61,12 @@ def run_bench(pipe, *, blocks: int, warmup: int = 3, seed: int = 0, progress=Non
     wall = time.perf_counter() - start
     session.close()
     gen_frames = frames - first.video.shape[0]
-    early = per_block[9:109] if len(per_block) >= 209 else per_block[: max(1, len(per_block) // 2)]
-    late = per_block[-100:] if len(per_block) >= 209 else per_block[len(per_block) // 2 :]
+    def early(values):  # blocks 10-110 (or the first half of a short run)
+        return values[9:109] if len(values) >= 209 else values[: max(1, len(values) // 2)]
+
+    def late(values):  # the last 100 blocks (or the second half)
+        return values[-100:] if len(values) >= 209 else values[len(values) // 2 :]
+
     result = {
         "model": pipe.name,
         "device": str(device),
@@ -74,13 +81,18 @@ def run_bench(pipe, *, blocks: int, warmup: int = 3, seed: int = 0, progress=Non
         "time_to_first_frame_s": ttff,
         "block_ms_p50": 1000 * statistics.median(per_block) if per_block else None,
         "block_ms_p95": 1000 * _pct(per_block, 0.95) if per_block else None,
-        "block_ms_median_early": 1000 * statistics.median(early) if per_block else None,
-        "block_ms_median_late": 1000 * statistics.median(late) if per_block else None,
+        "block_ms_median_early": 1000 * statistics.median(early(per_block)) if per_block else None,
+        "block_ms_median_late": 1000 * statistics.median(late(per_block)) if per_block else None,
+        "block_cpu_ms_p50": 1000 * statistics.median(per_block_cpu) if per_block else None,
+        "block_cpu_ms_median_early": 1000 * statistics.median(early(per_block_cpu)) if per_block else None,
+        "block_cpu_ms_median_late": 1000 * statistics.median(late(per_block_cpu)) if per_block else None,
         "peak_memory_mb": _peak_memory_mb(device),
         "memory_growth_mb": _peak_memory_mb(device) - mem_after_warm,
     }
     if result["block_ms_median_early"]:
         result["late_over_early"] = result["block_ms_median_late"] / result["block_ms_median_early"]
+    if result["block_cpu_ms_median_early"]:
+        result["late_over_early_cpu"] = result["block_cpu_ms_median_late"] / result["block_cpu_ms_median_early"]
     if audio_samples and pipe.sample_rate:
         result["audio_realtime_factor"] = (audio_samples / pipe.sample_rate) / wall
     return result

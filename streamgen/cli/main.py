@@ -28,10 +28,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention", default=None, help="attention backend (streamgen info lists them)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 
 
 def _load(args):
+    import torch
+
     import streamgen
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     return streamgen.load_pipeline(args.model, device=args.device, overrides=_parse_set(args.set), attention_backend=args.attention)
 
