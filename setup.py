@@ -36,7 +36,7 @@ setup(
     packages=_PACKAGES,
     package_dir=_PACKAGE_DIR,
     package_data={
-        "streamgen": ["weights/*.safetensors", "weights/*.json", "weights/*.md"],
+        "streamgen": ["weights/*.safetensors", "weights/*.json", "weights/*.md", "weights/*/*"],
         "streamgen.server": ["static/*"],
     },
     include_package_data=True,

@@ -43,6 +43,10 @@ class Pipeline:
     # delivery rate; None for silent models.
     audio_decoder: object | None = None
     resampler: StreamResampler | None = None
+    # Shipped worlds: real frames / sound / actions that every session is primed with (``Session.prime``),
+    # so a stream starts from a real screen: {"video": uint8 [T, H, W, 3], "audio": float32 [S, C] or
+    # None, "actions": per-block wire events or None}. None = sessions start from nothing.
+    start_context: dict | None = None
 
     def __post_init__(self) -> None:
         self.timesteps = warped_timesteps(self.config.denoising_steps, self.config.shift)
@@ -116,10 +120,20 @@ class Pipeline:
             self._prompt_cache[prompt] = hit
         return hit
 
-    def start(self, seed: int = 0, prompt: str | None = None, *, action_clock: str = "client") -> Session:
+    @property
+    def can_prime(self) -> bool:
+        """Whether sessions can be primed with real frames (the video decoder has an encoder)."""
+        return bool(getattr(self.decoder, "can_encode", False))
+
+    def start(self, seed: int = 0, prompt: str | None = None, *, action_clock: str = "client",
+              prime: bool = True) -> Session:
         """A new stream. ``action_clock``: how ``t_ms`` of action events is read (``streamgen.actions``):
-        "client" (the wire protocol: any client clock) or "stream" (the media clock, for scripts)."""
-        return Session(self, seed=seed, prompt=prompt, action_clock=action_clock)
+        "client" (the wire protocol: any client clock) or "stream" (the media clock, for scripts).
+        ``prime``: start from the pipeline's ``start_context`` when it has one (shipped worlds)."""
+        session = Session(self, seed=seed, prompt=prompt, action_clock=action_clock)
+        if prime and self.start_context is not None:
+            session.prime(**self.start_context)
+        return session
 
 
 def default_device() -> str:
@@ -168,7 +182,8 @@ def load_pipeline(
     )
 
 
-def _assemble(config, model, device, dtype, attention_backend, name, decoder=None) -> Pipeline:
+def _assemble(config, model, device, dtype, attention_backend, name, decoder=None, audio_decoder=None,
+              start_context=None) -> Pipeline:
     model.attention_backend = attention_backend or ("sdpa")
     if decoder is None:
         decoder = PreviewDecoder(
@@ -178,21 +193,49 @@ def _assemble(config, model, device, dtype, attention_backend, name, decoder=Non
                 spatial_upsample=config.spatial_upsample,
             )
         )
-    decoder = decoder.to(device=device, dtype=dtype).eval()
-    audio_decoder = resampler = None
-    if config.audio is not None:
+    # Trained decoders keep fp32 (small, and their streaming tails need the precision).
+    decoder = decoder.to(device=device, dtype=torch.float32 if getattr(decoder, "can_encode", False) else dtype).eval()
+    resampler = None
+    if config.audio is None:
+        audio_decoder = None
+    else:
         a = config.audio
-        audio_decoder = AudioPreviewDecoder(
-            AudioDecoderConfig(latent_channels=a.channels, samples_per_latent=config.audio_samples_per_latent,
-                               sample_rate=a.sample_rate, audio_channels=a.audio_channels)
-        ).to(device=device).eval()  # fp32: audio is cheap and tones need the precision
+        if audio_decoder is None:
+            audio_decoder = AudioPreviewDecoder(
+                AudioDecoderConfig(latent_channels=a.channels, samples_per_latent=config.audio_samples_per_latent,
+                                   sample_rate=a.sample_rate, audio_channels=a.audio_channels))
+        audio_decoder = audio_decoder.to(device=device).eval()  # fp32: audio is cheap and tones need the precision
         resampler = StreamResampler(a.sample_rate, a.output_sample_rate, a.audio_channels).to(device=device)
     return Pipeline(config, model, decoder, HashTextEncoder(config.text_dim, config.text_len), device, dtype, name,
-                    audio_decoder, resampler)
+                    audio_decoder, resampler, start_context)
 
 
 def _load_folder(path: Path, device, dtype, overrides, attention_backend, name) -> Pipeline:
     from streamgen.checkpoints.io import load_checkpoint_dir
 
+    from streamgen.decoders.trained import load_trained_decoders
+
     config, model = load_checkpoint_dir(path, device=device, overrides=overrides)
-    return _assemble(config, model.to(device=device, dtype=dtype).eval(), device, dtype, attention_backend, name)
+    decoders = load_trained_decoders(path)  # trained autoencoders shipped beside the model, if any
+    video_dec, audio_dec = decoders if decoders is not None else (None, None)
+    if decoders is not None and config.audio is not None and audio_dec is None:
+        raise ValueError(f"{path}: model {config.name!r} generates audio but the folder has a video autoencoder "
+                         "and no audio_ae.safetensors")
+    context = load_start_context(path / START_CONTEXT_FILE) if (path / START_CONTEXT_FILE).is_file() else None
+    return _assemble(config, model.to(device=device, dtype=dtype).eval(), device, dtype, attention_backend, name,
+                     video_dec, audio_dec, context)
+
+
+START_CONTEXT_FILE = "start_context.npz"
+
+
+def load_start_context(path: Path) -> dict:
+    """A start context file: ``video`` uint8 [T, H, W, 3], optional ``audio`` float32 [S, C] (native rate)
+    and ``keys`` float32 [T, K] (keys held per raw frame, in the model's key order) -> ``Session.prime``
+    arguments (the key rows become per-block wire events at the stream clock)."""
+    import numpy as np
+
+    with np.load(path) as data:
+        ctx = {"video": data["video"], "audio": data["audio"] if "audio" in data.files else None,
+               "actions": data["keys"] if "keys" in data.files else None}
+    return ctx

@@ -1,0 +1,37 @@
+"""The shipped `world` default: the trained Pong student with its trained decoders and real start context."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from streamgen.pipeline import load_pipeline, shipped_models
+from streamgen.training.data.games import game_spec
+from streamgen.training.data.locate import locate_many
+
+pytestmark = pytest.mark.skipif("world" not in shipped_models(), reason="streamgen/weights/world is not shipped")
+
+
+@pytest.fixture(scope="module")
+def world():
+    torch.set_num_threads(1)
+    return load_pipeline("world", device="cpu")
+
+
+def test_world_streams_pong_with_sound_at_48k(world):
+    d = world.describe()
+    assert d["keys"] == ["ArrowUp", "ArrowDown", "Space"] and not d["takes_mouse"]
+    assert (d["width"], d["height"], d["fps"], d["sample_rate"]) == (64, 64, 15.0, 48000)
+    assert world.can_prime and world.start_context is not None
+    s = world.start(seed=0)
+    assert s.next_frame == world.start_context["video"].shape[0] // 2  # primed from the real start context
+    spec = game_spec("pong")
+    for i in range(3):
+        c = s.step()
+        assert c.video.shape == (4, 64, 64, 3) and c.video.dtype == np.uint8
+        assert c.audio.shape == (12800, 1) and c.sample_rate == 48000 and c.sample_index == i * 12800
+        assert np.isfinite(c.audio).all() and np.abs(c.audio).max() <= 1.0
+    # A real Pong screen: the brown playfield dominates and the green paddle is found by colour.
+    mean = c.video.reshape(-1, 3).mean(axis=0)
+    assert np.abs(mean - np.array(spec.player.background)).max() < 25, mean
+    assert not np.isnan(locate_many(c.video, spec.player)[:, 0]).all()
