@@ -200,6 +200,7 @@ def save_checkpoint(path: Path, step: int, cfg: AETrainConfig, models: dict, opt
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -139,6 +139,7 @@ def save_module(module: nn.Module, path: str | os.PathLike, metadata: dict[str, 
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -170,6 +170,7 @@ def _atomic_savez(path: Path, arrays: dict) -> None:
     os.close(fd)
     try:
         np.savez_compressed(tmp, **arrays)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

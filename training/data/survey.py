@@ -35,7 +35,10 @@ def onset_steps(audio: np.ndarray, frame_skip: int) -> np.ndarray:
     flux = np.maximum(mag[1:] - mag[:-1], 0.0).sum(axis=1)
     flux = np.concatenate([[0.0], flux])
     level = np.median(flux) + 5.0 * (np.median(np.abs(flux - np.median(flux))) + 1e-3)
-    peaks = (flux > max(level, 50.0)) & (flux >= np.roll(flux, 1))
+    # Energy gate: a frame quieter than std 2 (uint8 units; a Pong beep has ~30) is not a sound, so
+    # low-level noise in generated or reconstructed audio does not count as onsets.
+    loud = sub.std(axis=1) > 2.0
+    peaks = (flux > max(level, 50.0)) & (flux >= np.roll(flux, 1)) & loud
     on = peaks.reshape(-1, frame_skip).any(axis=1)  # [T*skip] -> [T, skip] -> [T]
     on[1:] &= ~on[:-1]  # one onset per sound: drop steps that continue an onset of the previous step
     return on
