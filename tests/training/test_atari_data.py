@@ -124,3 +124,20 @@ def test_clips_never_cross_a_reset(tiny, tmp_path):
     assert starts0 == set(range(0, 13)) | set(range(20, 41))
     with pytest.raises(ValueError, match="unknown split"):
         AtariClips(tiny, "test")
+
+
+def test_pong_beeps_line_up_with_bounces():
+    """The audio-visual measure on real emulator output: onsets sit at ball reversals."""
+    from streamgen.training.data.survey import match_rate, onset_steps, reversal_events
+
+    spec = game_spec("pong")
+    ep = record_episode(RecordConfig(game="pong", scripted_fraction=1.0), 400, episode_seed(0, "train", 21),
+                        keep_native=True)
+    on = onset_steps(ep["audio"], 4)
+    events = reversal_events(locate_many(ep["native"], spec.ball))
+    assert on.sum() >= 10 and events.sum() >= 10
+    precision = match_rate(on, events)
+    chance = np.mean([match_rate(on, np.roll(events, s)) for s in (17, 41, 73)])
+    assert precision > 0.6 and precision > chance + 0.3, (precision, chance)
+    # Silence (constant 128) never yields an onset.
+    assert not onset_steps(np.full((20, 2048), 128, np.uint8), 4).any()
