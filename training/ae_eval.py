@@ -31,7 +31,7 @@ from .data.survey import match_rate, onset_steps
 
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-frame PSNR of uint8 frames [N, 3, H, W] -> [N] (capped at 60 dB for identical frames)."""
-    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(axis=1)
+    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(axis=1)  # [N, 3*H*W] -> [N]
     return np.minimum(10 * np.log10(255.0**2 / np.maximum(mse, 1e-12)), 60.0)
 
 
@@ -50,7 +50,7 @@ def evaluate(run: str | Path, data: str | Path, clip_steps: int = 16, max_clips:
         b = clips.batch(idx[i:i + 8])
         y = unit_to_uint8(video.decode(video.encode(frames_to_unit(b["frames"]))))
         orig.append(b["frames"].flatten(0, 1).numpy())  # [B, L, 3, H, W] -> [B*L, 3, H, W]
-        rec.append(y.flatten(0, 1).numpy())
+        rec.append(y.flatten(0, 1).numpy())  # [B, L, 3, H, W] -> [B*L, 3, H, W]
         w = audio.decode(audio.encode(console_to_unit(b["audio"])))
         a_orig.append(b["audio"].numpy())
         a_rec.append(unit_to_console(w).numpy())
@@ -66,8 +66,8 @@ def evaluate(run: str | Path, data: str | Path, clip_steps: int = 16, max_clips:
     snr = 10 * np.log10((a_o**2).sum() / max(((a_o - a_r) ** 2).sum(), 1e-9))
     spp = clips.meta["samples_per_step"]
     skip = spp // 512
-    on_o = onset_steps(np.concatenate(a_orig).reshape(-1, spp), skip)
-    on_r = onset_steps(np.concatenate(a_rec).reshape(-1, spp), skip)
+    on_o = onset_steps(np.concatenate(a_orig).reshape(-1, spp), skip)  # [B, L*spp] -> [B*L, spp]
+    on_r = onset_steps(np.concatenate(a_rec).reshape(-1, spp), skip)  # [B, L*spp] -> [B*L, spp]
     res = {
         "eval_frames": int(len(orig)),
         "video_psnr_db": round(float(p.mean()), 2),

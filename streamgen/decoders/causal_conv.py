@@ -95,7 +95,7 @@ class CausalFrameMix(nn.Module):
         t = x.shape[1]
         xp = _with_tail(x, cursor.take(), self.k, dim=1)  # [B, k-1+T, C, H, W]
         cursor.put(xp[:, xp.shape[1] - (self.k - 1):])
-        out = self.bias.view(1, 1, -1, 1, 1)
+        out = self.bias.view(1, 1, -1, 1, 1)  # [C'] -> [1, 1, C', 1, 1]
         for j in range(self.k):  # tap j looks j steps into the past
             xs = xp[:, self.k - 1 - j: self.k - 1 - j + t]  # [B, T, C, H, W]
             out = out + torch.einsum("btchw,oc->btohw", xs, self.weight[j])

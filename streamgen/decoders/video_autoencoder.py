@@ -187,10 +187,10 @@ class VideoAutoencoder(nn.Module):
         return self.decoder(z)[0]
 
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
-        return (z - self.latent_mean.view(-1, 1, 1)) / self.latent_std.view(-1, 1, 1)
+        return (z - self.latent_mean.view(-1, 1, 1)) / self.latent_std.view(-1, 1, 1)  # [C] -> [C, 1, 1]
 
     def denormalize(self, z: torch.Tensor) -> torch.Tensor:
-        return z * self.latent_std.view(-1, 1, 1) + self.latent_mean.view(-1, 1, 1)
+        return z * self.latent_std.view(-1, 1, 1) + self.latent_mean.view(-1, 1, 1)  # [C] -> [C, 1, 1]
 
     def config_dict(self) -> dict:
         return asdict(self.cfg)
