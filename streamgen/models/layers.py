@@ -44,7 +44,9 @@ class AttnContext:
     backend: str = "sdpa"
 
 
-class SelfAttention(nn.Module):
+class _Projections(nn.Module):
+    """The q / k / v / o projections and qk RMSNorms (over the full width) of a Wan attention layer."""
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         dim = config.dim
@@ -52,6 +54,9 @@ class SelfAttention(nn.Module):
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
         self.norm_q = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
         self.norm_k = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
+
+
+class SelfAttention(_Projections):
 
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Un-rotated q, k, v ``[B, L, H, D]`` of ``x [B, L, C]`` (the joint audio-video layer calls this)."""
@@ -110,16 +115,8 @@ class SelfAttention(nn.Module):
         return attention(q, keys, values, mask=None, backend=ctx.backend)
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_Projections):
     """Text cross-attention; the K / V of the context are computed once per prompt (``context_kv``)."""
-
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        dim = config.dim
-        self.num_heads, self.head_dim = config.num_heads, config.head_dim
-        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-        self.norm_q = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
-        self.norm_k = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
 
     def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, l, _ = context.shape

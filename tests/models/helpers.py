@@ -10,7 +10,12 @@ from streamgen.models.dit import CausalDiT
 def randomised_model(seed: int = 0, **overrides) -> CausalDiT:
     """A tiny CausalDiT whose every parameter (zero-init head and norms included) is random, so no
     invariant holds trivially."""
-    config = preset("tiny").with_(**overrides)
+    return randomised("tiny", seed, **overrides)
+
+
+def randomised(name: str, seed: int = 0, **overrides) -> CausalDiT:
+    """A model of the preset ``name`` with every parameter random (zero-init heads and action outputs included)."""
+    config = preset(name).with_(**overrides)
     torch.manual_seed(seed)
     model = CausalDiT(config)
     with torch.no_grad():
