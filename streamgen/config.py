@@ -124,6 +124,9 @@ class ModelConfig:
     spatial_upsample: int = 8
     # Output frame rate of the decoded stream.
     fps: float = 16.0
+    # Whether a prompt means anything to the model (the web page hides its prompt box when not); a model
+    # trained without captions, like the Atari world, ignores them.
+    takes_prompt: bool = True
     # Optional conditioning plug-ins (None = absent): keyboard / mouse actions, joint audio output.
     actions: ActionConfig | None = None
     audio: AudioConfig | None = None
@@ -319,7 +322,7 @@ def _world_pong(dim: int = 96, num_layers: int = 3) -> ModelConfig:
         name="world-pong", in_channels=4, out_channels=4, dim=dim, ffn_dim=dim * 3, num_heads=heads,
         num_layers=num_layers, freq_dim=64, text_dim=32, text_len=4, latent_height=16, latent_width=16,
         frames_per_block=2, window_frames=6, sink_frames=0, temporal_upsample=2, spatial_upsample=4,
-        fps=15.0, rope_mode="relative", rope_max_positions=1 << 24,
+        fps=15.0, rope_mode="relative", rope_max_positions=1 << 24, takes_prompt=False,
         denoising_steps=(1000.0, 666.7, 333.3), shift=3.0,
         actions=ActionConfig(keys=PONG_KEYS, mouse_axes=(), window_frames=2, mouse_hidden=32),
         audio=AudioConfig(channels=16, latent_rate=60.0, sample_rate=30720, output_sample_rate=48000),

@@ -90,7 +90,7 @@ class Pipeline:
 
     @property
     def takes_prompt(self) -> bool:
-        return True
+        return self.config.takes_prompt
 
     @property
     def action_spec(self) -> ActionSpec | None:
