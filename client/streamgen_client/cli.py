@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--transport", choices=TRANSPORTS, default="ws")
     r.add_argument("--seconds", type=float, default=10.0, help="media seconds to record")
     r.add_argument("-o", "--output", default="out.mp4")
-    r.add_argument("--model", default="tiny")
+    r.add_argument("--model", default=None, help="a model the server streams (default: the server's default)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--prompt", default=None)
     r.add_argument("--token", default=None, help="bearer token, when the server requires one")

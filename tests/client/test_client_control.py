@@ -9,7 +9,7 @@ import pytest
 
 from streamgen_client import BusyError, connect
 
-from .conftest import MAX_SESSIONS, WORLD
+from .conftest import MAX_SESSIONS, MODEL, WORLD
 
 
 async def _until(pred, timeout: float, what: str):
@@ -123,3 +123,19 @@ def test_sync_client_over_ws(server):
     while threading.active_count() > threads and time.monotonic() < deadline:
         time.sleep(0.05)
     assert threading.active_count() <= threads, [t.name for t in threading.enumerate()]
+
+
+def test_connect_without_a_model_streams_the_servers_default(server):
+    from streamgen_client.api import default_model
+
+    assert default_model(server) == MODEL  # what the test server was started with
+
+    async def go():
+        client = await connect(server, transport="ws", seed=0)
+        try:
+            assert client.info.name == MODEL
+            assert (await client.next_frame(20)) is not None
+        finally:
+            await client.close()
+
+    asyncio.run(go())
