@@ -7,13 +7,14 @@ import urllib.request
 from typing import Any
 
 from .base import StreamClient
+from .urls import http_endpoint
 
 TRANSPORTS = ("ws", "webrtc")
 
 
 def default_model(url: str, token: str | None = None, timeout: float = 10.0) -> str:
     """The model a server streams by default (``GET /v1/models``)."""
-    req = urllib.request.Request(url.rstrip("/") + "/v1/models")
+    req = urllib.request.Request(http_endpoint(url, "/v1/models"))
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 (URL is the user's server)

@@ -11,7 +11,6 @@ import logging
 import urllib.error
 import urllib.request
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -20,6 +19,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from . import protocol as p
 from .base import StreamClient, server_error
 from .media import AudioChunk, VideoFrame
+from .urls import http_endpoint
 
 log = logging.getLogger("streamgen_client")
 CONTROL_LABEL = "control"
@@ -27,16 +27,7 @@ CONTROL_LABEL = "control"
 
 def offer_url(url: str) -> str:
     """``http://h:p`` / ``ws://h:p`` / ``http://h:p/v1/offer`` -> ``http://h:p/v1/offer``."""
-    parts = urlsplit(url)
-    scheme = {"http": "http", "https": "https", "ws": "http", "wss": "https"}.get(parts.scheme)
-    if scheme is None or not parts.netloc:
-        raise ValueError(f"url {url!r} must be http(s):// or ws(s)://host:port")
-    path = parts.path.rstrip("/")
-    if path.endswith("/v1/ws"):
-        path = path[: -len("/v1/ws")]
-    if not path.endswith("/v1/offer"):
-        path += "/v1/offer"
-    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+    return http_endpoint(url, "/v1/offer")
 
 
 def post_offer(url: str, body: str, token: str | None, timeout: float) -> tuple[int, dict[str, str], bytes]:
