@@ -1,6 +1,7 @@
 """Headless Debian Chromium opens the page, connects over WebRTC, plays frames and sends key edges."""
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -11,6 +12,8 @@ from streamgen.config import PRESETS
 
 pytest.importorskip("playwright")
 from playwright.sync_api import sync_playwright  # noqa: E402
+
+from .conftest import running_server  # noqa: E402
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--use-fake-ui-for-media-stream",
@@ -24,14 +27,14 @@ GRAB = """() => {
 # The action-conditioned preset (its frames depend on the keys, and it has sound) when it exists;
 # STREAMGEN_TEST_MODEL picks another.
 MODEL = os.environ.get("STREAMGEN_TEST_MODEL", "tiny-world" if "tiny-world" in PRESETS else "tiny")
+STATE = ("({sid: window.streamgen.sessionId, sent: window.streamgen.keysSent, decoded: window.streamgen.framesDecoded,"
+         " fps: window.streamgen.fps, energy: window.streamgen.audioEnergy, samples: window.streamgen.audioSamples})")
 
 
-@pytest.mark.browser
-def test_page_streams_and_keys_reach_the_session():
-    from .conftest import running_server
-
-    t0 = time.monotonic()
-    with running_server(model=MODEL) as server, sync_playwright() as p:
+@contextlib.contextmanager
+def connected_page(server, play_timeout_ms: int):
+    """Chromium on the server's page, connected over WebRTC, with the video element playing."""
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
@@ -39,29 +42,39 @@ def test_page_streams_and_keys_reach_the_session():
             page.wait_for_function("window.streamgen.models.length > 0", timeout=10_000)
             page.click("#connect")
             page.wait_for_function("(() => { const v = document.getElementById('video');"
-                                   " return v.videoWidth > 0 && v.currentTime > 0.5; })()", timeout=15_000)
-            before = page.evaluate(GRAB)
-            keys = ["KeyW", "KeyD"]
-            for k in keys:
-                page.keyboard.down(k)
-            page.wait_for_timeout(700)
-            for k in keys:
-                page.keyboard.up(k)
-            page.wait_for_timeout(300)
-            after = page.evaluate(GRAB)
-            page.wait_for_timeout(600)  # one more stats poll
-            state = page.evaluate("({sid: window.streamgen.sessionId, sent: window.streamgen.keysSent,"
-                                  " decoded: window.streamgen.framesDecoded, fps: window.streamgen.fps,"
-                                  " energy: window.streamgen.audioEnergy, samples: window.streamgen.audioSamples})")
-            session = server.state.manager.sessions[state["sid"]]
-            received = [(a["key"], a["down"]) for a in list(session.es.action_log) if a["kind"] == "key"]
-            page.click("#connect")  # disconnect: the session goes away
-            deadline = time.monotonic() + 5
-            while server.state.manager.sessions and time.monotonic() < deadline:
-                time.sleep(0.05)
-            left = len(server.state.manager.sessions)
+                                   " return v.videoWidth > 0 && v.currentTime > 0.5; })()", timeout=play_timeout_ms)
+            yield page
         finally:
             browser.close()
+
+
+def page_state(page, server) -> tuple[dict, list]:
+    """The page's stats and the key edges the server-side session received, in order."""
+    state = page.evaluate(STATE)
+    session = server.state.manager.sessions[state["sid"]]
+    return state, [(a["key"], a["down"]) for a in list(session.es.action_log) if a["kind"] == "key"]
+
+
+@pytest.mark.browser
+def test_page_streams_and_keys_reach_the_session():
+    t0 = time.monotonic()
+    with running_server(model=MODEL) as server, connected_page(server, 15_000) as page:
+        before = page.evaluate(GRAB)
+        keys = ["KeyW", "KeyD"]
+        for k in keys:
+            page.keyboard.down(k)
+        page.wait_for_timeout(700)
+        for k in keys:
+            page.keyboard.up(k)
+        page.wait_for_timeout(300)
+        after = page.evaluate(GRAB)
+        page.wait_for_timeout(600)  # one more stats poll
+        state, received = page_state(page, server)
+        page.click("#connect")  # disconnect: the session goes away
+        deadline = time.monotonic() + 5
+        while server.state.manager.sessions and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = len(server.state.manager.sessions)
     spec = server.state.specs[MODEL]
     assert before["w"] == spec.width and before["h"] == spec.height
     assert after["t"] > before["t"] + 0.5  # the video element kept playing
