@@ -16,7 +16,6 @@ import argparse
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import save_file
+
+from streamgen.checkpoints.io import save_safetensors
 
 from streamgen.decoders.audio_autoencoder import AudioAEConfig, AudioAutoencoder, console_to_unit
 from streamgen.decoders.video_autoencoder import VideoAEConfig, VideoAutoencoder, frames_to_unit
@@ -196,15 +196,7 @@ def save_checkpoint(path: Path, step: int, cfg: AETrainConfig, models: dict, opt
         t, groups = _opt_tensors(f"{name}_opt", opts[name])
         tensors.update(t)
         meta[f"{name}_opt_groups"] = groups
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_safetensors(tensors, path, meta)
 
 
 def load_checkpoint(path: Path, models: dict, opts: dict) -> int:

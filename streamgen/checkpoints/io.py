@@ -41,6 +41,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; checkpoints and shipped weights are shared files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

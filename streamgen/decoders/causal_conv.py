@@ -10,7 +10,6 @@ so several streams (or a branch of one stream) can be decoded independently.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,20 +129,9 @@ def pixel_unshuffle_frames(x: torch.Tensor, r: int) -> torch.Tensor:
 
 def save_module(module: nn.Module, path: str | os.PathLike, metadata: dict[str, str]) -> None:
     """state_dict + string metadata -> one safetensors file (tmp file + rename: never half-written)."""
-    from safetensors.torch import save_file
+    from streamgen.checkpoints.io import save_safetensors
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_safetensors({k: v.detach().clone() for k, v in module.state_dict().items()}, path, metadata)
 
 
 def load_module_file(path: str | os.PathLike, *, type_name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
