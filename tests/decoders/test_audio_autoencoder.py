@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from streamgen.decoders.audio_autoencoder import AudioAEConfig, AudioAutoencoder, console_to_unit, unit_to_console
-from streamgen.decoders.causal_conv import StreamState
+
+from .stream_checks import assert_streams_independent
 
 
 def _model(**kw) -> AudioAutoencoder:
@@ -44,22 +45,7 @@ def test_streaming_decode_equals_whole(chunks):
 
 def test_states_are_explicit_and_independent():
     m = _model(patch=4, factor=2, channels=(8, 8, 8))
-    za, zb = torch.randn(1, 5, 16), torch.randn(1, 5, 16) * 3
-    with torch.no_grad():
-        ref_a, ref_b = m.decode(za), m.decode(zb)
-        sa, sb, oa, ob = StreamState(), StreamState(), [], []
-        for i in range(5):
-            a, sa = m.decoder(za[:, i:i + 1], sa)
-            b, sb = m.decoder(zb[:, i:i + 1], sb)
-            oa.append(a)
-            ob.append(b)
-        assert torch.allclose(torch.cat(oa, 1), ref_a, atol=1e-5, rtol=0)
-        assert torch.allclose(torch.cat(ob, 1), ref_b, atol=1e-5, rtol=0)
-        _, s = m.decoder(za[:, :2], None)
-        first, _ = m.decoder(za[:, 2:3], s)
-        again, _ = m.decoder(za[:, 2:3], s)
-        fresh, _ = m.decoder(za[:, 2:3], None)
-        assert torch.equal(first, again) and not torch.allclose(first, fresh, atol=1e-4)
+    assert_streams_independent(m, torch.randn(1, 5, 16), torch.randn(1, 5, 16) * 3)
 
 
 def test_console_sample_mapping_and_save(tmp_path):
