@@ -140,10 +140,9 @@ class Session:
             acts = self._block_actions(events[b])
             self._refill(xb, ab, acts)
             self._remember(xb, ab, acts)
-            _, self.decoder_state = pipe.decoder.decode(xb, self.decoder_state)
+            self._decode_video(xb)  # the decoders' streaming state continues from real content
             if ab is not None:
-                native, self.audio_decoder_state = pipe.audio_decoder.decode(ab, self.audio_decoder_state)
-                _, self.resampler_state = pipe.resampler.process(native[0], self.resampler_state)
+                self._decode_audio(ab)
             self.block_index += 1
             self.next_frame += n
 
@@ -167,20 +166,28 @@ class Session:
             raise ValueError(f"prime(): {len(actions)} action batches for {blocks} blocks; give one per block")
         return actions
 
+    def _decode_video(self, x0: torch.Tensor) -> torch.Tensor:
+        """Frames ``[B, T, 3, H, W]`` of one block of video latents; advances the decoder's state."""
+        frames, self.decoder_state = self.pipe.decoder.decode(x0, self.decoder_state)
+        return frames
+
+    def _decode_audio(self, audio_x0: torch.Tensor) -> torch.Tensor:
+        """Output-rate samples ``[S, C]`` of one block of audio latents; advances decoder and resampler state."""
+        native, self.audio_decoder_state = self.pipe.audio_decoder.decode(audio_x0, self.audio_decoder_state)
+        out, self.resampler_state = self.pipe.resampler.process(native[0], self.resampler_state)
+        return out
+
     @torch.inference_mode()
     def emit(self, x0: torch.Tensor, audio_x0: torch.Tensor | None = None) -> Chunk:
         """Decode one block of clean latents into a chunk and advance the stream counters (``step`` calls
         this after denoising; tests replay latents through it to check the audio / video bookkeeping)."""
         cfg = self.config
         t0 = time.perf_counter()
-        frames, self.decoder_state = self.pipe.decoder.decode(x0, self.decoder_state)
-        video = frames_to_uint8(frames[0])
+        video = frames_to_uint8(self._decode_video(x0)[0])
         t1 = time.perf_counter()
         wave = sample_index = None
         if audio_x0 is not None:
-            native, self.audio_decoder_state = self.pipe.audio_decoder.decode(audio_x0, self.audio_decoder_state)
-            out, self.resampler_state = self.pipe.resampler.process(native[0], self.resampler_state)
-            wave = out.float().cpu().numpy()  # [S, C]
+            wave = self._decode_audio(audio_x0).float().cpu().numpy()  # [S, C]
             sample_index = self.audio_samples_out
             self.audio_samples_out += wave.shape[0]
         t2 = time.perf_counter()
