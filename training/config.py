@@ -42,9 +42,23 @@ class TrainConfig:
     # Compute dtype: float32, or bfloat16 by autocast (weights, optimiser states and EMA stay fp32).
     dtype: str = "float32"
     device: str = "auto"  # auto = cuda when available, else cpu
+    # Learning-rate schedule, a pure function of the step (so resume stays exact): linear warm-up over
+    # `warmup` steps, then constant or a cosine decay to `min_lr_ratio` x lr at `steps`. Applies to every
+    # optimiser of the run (student and critic alike).
+    lr_schedule: str = "constant"
+    warmup: int = 0
+    min_lr_ratio: float = 0.1
+    # Stop (with a checkpoint) once the loop has run this many seconds; 0 = no limit. For fixed-length
+    # device leases: a later run resumes from the checkpoint.
+    time_limit_s: float = 0.0
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"TrainConfig: lr_schedule={self.lr_schedule!r} must be 'constant' or 'cosine'")
+        if self.warmup < 0 or self.time_limit_s < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"TrainConfig: warmup={self.warmup!r} and time_limit_s={self.time_limit_s!r} must be >= 0, "
+                             f"min_lr_ratio={self.min_lr_ratio!r} in [0, 1]")
         if self.optimizer not in ("adamw", "adam"):
             raise ValueError(f"TrainConfig: optimizer={self.optimizer!r} must be 'adamw' or 'adam'")
         for name in ("steps", "batch"):

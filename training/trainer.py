@@ -9,6 +9,7 @@ the uninterrupted run exactly.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,17 @@ def model_config_for(cfg: RunConfig) -> ModelConfig:
 
         return own_config(read_json(path / "config.json"), str(path), cfg.model_overrides)
     raise ValueError(f"model={cfg.model!r} is neither a preset {sorted(PRESETS)} nor a checkpoint folder with config.json")
+
+
+def lr_factor(t, step: int) -> float:
+    """The multiplier of the base learning rate at ``step`` (0-based, the update being made)."""
+    if t.warmup and step < t.warmup:
+        return (step + 1) / t.warmup
+    if t.lr_schedule == "constant":
+        return 1.0
+    span = max(t.steps - t.warmup, 1)
+    progress = min(max(step - t.warmup, 0) / span, 1.0)
+    return t.min_lr_ratio + (1.0 - t.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class Trainer:
@@ -129,6 +141,9 @@ class Trainer:
         if not torch.isfinite(loss):
             raise FloatingPointError(f"step {self.step}: {name} loss is {float(loss)}")
         opt, params = self.optimizers[name], list(self.trainable[name].parameters())
+        factor = lr_factor(self.config.train, self.step)
+        for group in opt.param_groups:
+            group["lr"] = self.objective.lrs[name] * factor
         opt.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=False):
             loss.backward()
@@ -173,11 +188,24 @@ class Trainer:
                 self._log(dict(step=self.step, samples_per_s=rate, eta_s=eta, **losses), bar)
             if t.sample_every and self.step % t.sample_every == 0:
                 self.write_sample()
-            if (t.checkpoint_every and self.step % t.checkpoint_every == 0) or self.step == t.steps:
+            out_of_time = bool(t.time_limit_s) and self._agree(elapsed >= t.time_limit_s) and self.step < end
+            if (t.checkpoint_every and self.step % t.checkpoint_every == 0) or self.step == t.steps or out_of_time:
                 self.save()
+            if out_of_time:
+                if self.dist.is_main:
+                    self._log(dict(step=self.step, stopped="time_limit_s", seconds=elapsed, samples_per_s=rate), bar)
+                break
         if bar is not None:
             bar.close()
         return self.last_losses
+
+    def _agree(self, flag: bool) -> bool:
+        """True on every rank when it is true on any (ranks' clocks differ; checkpoints are collective)."""
+        if not self.dist.enabled:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return bool(value.item())
 
     def _log(self, record: dict, bar) -> None:
         with open(self.out_dir / "log.jsonl", "a", encoding="utf-8") as f:

@@ -39,17 +39,21 @@ def encode_video(ae: VideoAutoencoder, frames: np.ndarray) -> torch.Tensor:
     out = []
     for s in range(0, len(frames), CHUNK):
         lo = max(0, s - LEAD)
-        x = frames_to_unit(torch.from_numpy(frames[lo : s + CHUNK]))[None]  # [1, L, 3, H, W]
-        z = ae.encode(x)[0]  # [L/2, C, h, w]
+        x = frames_to_unit(torch.from_numpy(frames[lo : s + CHUNK]).to(_device(ae)))[None]  # [1, L, 3, H, W]
+        z = ae.encode(x)[0].cpu()  # [L/2, C, h, w]
         out.append(z[(s - lo) // tt :])
-    return ae.normalize(torch.cat(out))
+    return ae.normalize(torch.cat(out).to(_device(ae))).cpu()
 
 
 @torch.no_grad()
 def encode_audio(ae: AudioAutoencoder, audio: np.ndarray) -> torch.Tensor:
     """uint8 [T, samples_per_step] -> normalised latents [T * samples_per_step / hop, C]."""
-    wav = console_to_unit(torch.from_numpy(audio.reshape(-1)))[None]  # [1, T*spp]
-    return ae.normalize(ae.encode(wav)[0])
+    wav = console_to_unit(torch.from_numpy(audio.reshape(-1)).to(_device(ae)))[None]  # [1, T*spp]
+    return ae.normalize(ae.encode(wav)[0]).cpu()
+
+
+def _device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
 
 
 def action_windows(config: ModelConfig, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,13 +101,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="runs/world/latents")
     p.add_argument("--model", default="world-pong")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="where the encoders run (cpu, cuda)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     data, out = Path(a.data), Path(a.out)
     meta = json.loads((data / "meta.json").read_text())
     config = preset(a.model)
-    video = VideoAutoencoder.load(Path(a.ae) / "video_ae.safetensors").eval()
-    audio = AudioAutoencoder.load(Path(a.ae) / "audio_ae.safetensors").eval()
+    video = VideoAutoencoder.load(Path(a.ae) / "video_ae.safetensors").eval().to(a.device)
+    audio = AudioAutoencoder.load(Path(a.ae) / "audio_ae.safetensors").eval().to(a.device)
     for split in ("train", "eval"):
         (out / split).mkdir(parents=True, exist_ok=True)
         for rel in meta["episodes"][split]:

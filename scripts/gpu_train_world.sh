@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Train the `world` model's three stages (ar_teacher -> ode_init -> self_forcing) on one GPU inside a
+# fixed wall-clock budget, and pack the weights so they can be brought back (docs/world.md).
+#
+#   OUT=/path/to/results BUDGET_S=520 bash scripts/gpu_train_world.sh
+#
+# Needs: a python with torch (CUDA), safetensors, numpy, tqdm (no install: the package is laid out under
+# a temp dir as setup.py maps it), the dataset (DATA, default data/atari/pong) and the autoencoders (AE,
+# default runs/ae_pong). Every stage has its own share of the budget and stops with a checkpoint when it
+# is spent (train.time_limit_s); after each stage its weights are packed into $OUT/<stage>.tar (EMA and
+# raw weights with config.json, no optimiser states), so a run cut short still returns what it finished.
+# DEVICE=cpu with small budgets runs the same script end to end on a CPU (a smoke run).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+OUT=${OUT:-runs/gpu_world_out}
+RUN=${RUN:-runs/gpu_world}
+AE=${AE:-runs/ae_pong}
+DATA=${DATA:-data/atari/pong}
+DEVICE=${DEVICE:-cuda}
+BUDGET_S=${BUDGET_S:-520}
+TEACHER_BATCH=${TEACHER_BATCH:-256}
+SF_BATCH=${SF_BATCH:-32}
+ODE_PAIRS=${ODE_PAIRS:-1024}
+SF_CKPT_EVERY=${SF_CKPT_EVERY:-100}
+export PYTHONUNBUFFERED=1
+mkdir -p "$OUT" "$RUN"
+start=$(date +%s)
+left() { echo $((BUDGET_S - ($(date +%s) - start))); }
+log() { echo "[gpu_train_world $(($(date +%s) - start))s] $*" | tee -a "$OUT/progress.txt" >&2; }
+
+# The installed layout without pip: kernels/, server/, training/ live inside the streamgen package.
+SITE=$(mktemp -d)
+cp -r streamgen "$SITE/streamgen"
+for part in kernels server training; do cp -r "$part" "$SITE/streamgen/$part"; done
+export PYTHONPATH="$SITE"
+"$PY" -c 'import torch, json; print(json.dumps({"torch": torch.__version__, "cuda": torch.cuda.is_available(),
+  "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}))' | tee -a "$OUT/progress.txt"
+
+train() { # train RECIPE RUN_DIR ARGS... : streamgen train without the console script
+  "$PY" -m streamgen.training.cli "$1" --out "$2" --no-progress "${@:3}" 2>&1 | tee -a "$OUT/train.log" | grep -v "^step=" | tail -n 5
+}
+
+pack() { # pack NAME PARTS RUN_DIR [STEP_FOLDERS...]: weights (PARTS: "ema student") of the latest or named steps
+  local name=$1 parts=$2 dir=$3
+  shift 3
+  local steps=("$@")
+  if [ ${#steps[@]} -eq 0 ]; then
+    steps=("$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["folder"])' "$dir/checkpoints/latest")")
+  fi
+  local paths=()
+  for s in "${steps[@]}"; do
+    for part in $parts; do
+      [ -d "$dir/checkpoints/$s/$part" ] && paths+=("checkpoints/$s/$part")
+    done
+  done
+  paths+=(log.jsonl run_config.json)
+  tar -cf "$OUT/$name.tar" -C "$dir" "${paths[@]}" && log "packed $name: ${steps[*]} ($(du -h "$OUT/$name.tar" | cut -f1))"
+}
+
+log "encode the episodes with $AE"
+"$PY" -m streamgen.training.data.encode_world --data "$DATA" --ae "$AE" --out "$RUN/latents" --device "$DEVICE" \
+  >>"$OUT/train.log" 2>&1 || { log "encoding failed"; tail -n 20 "$OUT/train.log"; exit 1; }
+log "encoded $(ls "$RUN/latents/train" | wc -l) training episodes"
+
+COMMON=(--data "$RUN/latents/train" --set model=world-pong --set train.device="$DEVICE" --set train.log_every=50)
+
+# 1. The autoregressive teacher: 55 % of the budget. A 20 s first segment measures the step rate, so the
+#    cosine schedule can end where the budget does (the resumed segment keeps every state).
+T_TEACHER=$(($(left) * 55 / 100))
+log "ar_teacher: ${T_TEACHER}s"
+TEACHER_SET=(--set train.batch="$TEACHER_BATCH" --set train.lr=8e-4 --set train.warmup=300 --set train.lr_schedule=cosine
+  --set train.min_lr_ratio=0.05 --set train.ema_decay=0.999 --set train.ema_start=500 --set train.checkpoint_every=1000)
+t_teacher=$(date +%s)
+train ar_teacher "$RUN/teacher" "${COMMON[@]}" "${TEACHER_SET[@]}" --steps 1000000 --set train.time_limit_s=20
+done_steps=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["step"])' "$RUN/teacher/checkpoints/latest")
+rate=$("$PY" - "$RUN/teacher/log.jsonl" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+stop = [r for r in rows if r.get("stopped")]
+print(stop[-1]["samples_per_s"] if stop else rows[-1]["samples_per_s"])
+EOF
+)
+remaining=$((T_TEACHER - ($(date +%s) - t_teacher) - 10)) # minus the measured segment and one restart
+total=$("$PY" -c "print(int($done_steps + max($rate, 1) / $TEACHER_BATCH * $remaining * 0.95))")
+log "ar_teacher: $done_steps steps at $rate samples/s; resuming to $total steps"
+train ar_teacher "$RUN/teacher" --resume "$RUN/teacher" "${COMMON[@]}" "${TEACHER_SET[@]}" --steps "$total" \
+  --set train.time_limit_s="$remaining"
+pack teacher "ema student" "$RUN/teacher"
+
+# 2. ODE initialisation from the teacher's own causal trajectories: 30 % of what is left.
+T_ODE=$(($(left) * 30 / 100))
+log "ode_init: ${T_ODE}s"
+train ode_init "$RUN/ode" "${COMMON[@]}" --steps 100000 --set train.time_limit_s="$T_ODE" \
+  --set init.teacher="$RUN/teacher" --set init.student="$RUN/teacher" --set ode.teacher_kind=causal \
+  --set ode.substeps=4 --set ode.guidance_scale=1 --set ode.num_pairs="$ODE_PAIRS" --set train.batch=64 \
+  --set train.lr=2e-4 --set train.ema_decay=0.99 --set train.ema_start=100 --set train.checkpoint_every=1000
+pack ode "ema student" "$RUN/ode"
+
+# 3. Self-Forcing (DMD) from the ODE student, keeping a checkpoint every SF_CKPT_EVERY steps: the rest,
+#    less 15 s for packing. At most 6 EMA checkpoints (evenly spaced, the last included) come back, in
+#    two files (each must stay under 16 MB).
+T_SF=$(($(left) - 15))
+log "self_forcing: ${T_SF}s"
+train self_forcing "$RUN/sf" "${COMMON[@]}" --steps 100000 --set train.time_limit_s="$T_SF" \
+  --set init.teacher="$RUN/teacher" --set init.student="$RUN/ode" --set dmd.guidance_scale=1 --set dmd.shift=3 \
+  --set dmd.critic_steps=2 --set train.batch="$SF_BATCH" --set train.lr=2e-5 --set dmd.critic_lr=1e-4 \
+  --set train.ema_decay=0.95 --set train.ema_start=20 --set train.checkpoint_every="$SF_CKPT_EVERY" \
+  --set train.keep_checkpoints=1000
+mapfile -t sf_steps < <(ls "$RUN/sf/checkpoints" | grep '^step_' | sort | "$PY" -c '
+import sys
+steps = sys.stdin.read().split()
+k = -(-len(steps) // 6)  # every k-th from the end, so the last is kept
+print("\n".join(sorted(steps[::-1][::k][:6])))')
+half=$(((${#sf_steps[@]} + 1) / 2))
+pack sf_a ema "$RUN/sf" "${sf_steps[@]:0:$half}"
+[ ${#sf_steps[@]} -gt "$half" ] && pack sf_b ema "$RUN/sf" "${sf_steps[@]:$half}"
+# 4. With time to spare, the GPU kernel tests (issue 6's compiled Triton checks).
+if [ "$DEVICE" = cuda ] && [ "$(left)" -gt 40 ]; then
+  log "kernel tests: $(($(left) - 10))s"
+  timeout --kill-after=5 $(($(left) - 10)) env TRITON_INTERPRET=0 "$PY" -m pytest -m gpu tests/kernels -q -p no:cacheprovider \
+    -rfEs -x >"$OUT/gpu_tests.log" 2>&1
+  log "kernel tests rc=$? $(tail -n 1 "$OUT/gpu_tests.log")"
+fi
+log "done"
