@@ -24,6 +24,13 @@ TEACHER_BATCH=${TEACHER_BATCH:-256}
 SF_BATCH=${SF_BATCH:-32}
 ODE_PAIRS=${ODE_PAIRS:-1024}
 SF_CKPT_EVERY=${SF_CKPT_EVERY:-100}
+# Continuing from an earlier teacher (a weights folder, e.g. one packed by a previous run) instead of from scratch:
+TEACHER_INIT=${TEACHER_INIT:-}
+TEACHER_LR=${TEACHER_LR:-8e-4}
+TEACHER_WARMUP=${TEACHER_WARMUP:-300}
+TEACHER_SHARE=${TEACHER_SHARE:-55} # percent of the budget
+ODE_SHARE=${ODE_SHARE:-30}         # percent of what is left after the teacher
+MOTION_WEIGHT=${MOTION_WEIGHT:-0}  # train.motion_weight of the teacher
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$RUN"
 start=$(date +%s)
@@ -68,10 +75,12 @@ COMMON=(--data "$RUN/latents/train" --set model=world-pong --set train.device="$
 
 # 1. The autoregressive teacher: 55 % of the budget. A 20 s first segment measures the step rate, so the
 #    cosine schedule can end where the budget does (the resumed segment keeps every state).
-T_TEACHER=$(($(left) * 55 / 100))
+T_TEACHER=$(($(left) * TEACHER_SHARE / 100))
 log "ar_teacher: ${T_TEACHER}s"
-TEACHER_SET=(--set train.batch="$TEACHER_BATCH" --set train.lr=8e-4 --set train.warmup=300 --set train.lr_schedule=cosine
-  --set train.min_lr_ratio=0.05 --set train.ema_decay=0.999 --set train.ema_start=500 --set train.checkpoint_every=1000)
+TEACHER_SET=(--set train.batch="$TEACHER_BATCH" --set train.lr="$TEACHER_LR" --set train.warmup="$TEACHER_WARMUP"
+  --set train.lr_schedule=cosine --set train.min_lr_ratio=0.05 --set train.ema_decay=0.999 --set train.ema_start=500
+  --set train.checkpoint_every=1000 --set train.motion_weight="$MOTION_WEIGHT")
+[ -n "$TEACHER_INIT" ] && TEACHER_SET+=(--set init.student="$TEACHER_INIT" --set train.ema_start=0)
 t_teacher=$(date +%s)
 train ar_teacher "$RUN/teacher" "${COMMON[@]}" "${TEACHER_SET[@]}" --steps 1000000 --set train.time_limit_s=20
 done_steps=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["step"])' "$RUN/teacher/checkpoints/latest")
@@ -90,7 +99,7 @@ train ar_teacher "$RUN/teacher" --resume "$RUN/teacher" "${COMMON[@]}" "${TEACHE
 pack teacher "ema student" "$RUN/teacher"
 
 # 2. ODE initialisation from the teacher's own causal trajectories: 30 % of what is left.
-T_ODE=$(($(left) * 30 / 100))
+T_ODE=$(($(left) * ODE_SHARE / 100))
 log "ode_init: ${T_ODE}s"
 train ode_init "$RUN/ode" "${COMMON[@]}" --steps 100000 --set train.time_limit_s="$T_ODE" \
   --set init.teacher="$RUN/teacher" --set init.student="$RUN/teacher" --set ode.teacher_kind=causal \
@@ -102,20 +111,23 @@ pack ode "ema student" "$RUN/ode"
 #    less 15 s for packing. At most 6 EMA checkpoints (evenly spaced, the last included) come back, in
 #    two files (each must stay under 16 MB).
 T_SF=$(($(left) - 15))
-log "self_forcing: ${T_SF}s"
-train self_forcing "$RUN/sf" "${COMMON[@]}" --steps 100000 --set train.time_limit_s="$T_SF" \
-  --set init.teacher="$RUN/teacher" --set init.student="$RUN/ode" --set dmd.guidance_scale=1 --set dmd.shift=3 \
-  --set dmd.critic_steps=2 --set train.batch="$SF_BATCH" --set train.lr=2e-5 --set dmd.critic_lr=1e-4 \
-  --set train.ema_decay=0.95 --set train.ema_start=20 --set train.checkpoint_every="$SF_CKPT_EVERY" \
-  --set train.keep_checkpoints=1000
-mapfile -t sf_steps < <(ls "$RUN/sf/checkpoints" | grep '^step_' | sort | "$PY" -c '
+if [ "$T_SF" -ge 20 ]; then
+  log "self_forcing: ${T_SF}s"
+  train self_forcing "$RUN/sf" "${COMMON[@]}" --steps 100000 --set train.time_limit_s="$T_SF" \
+    --set init.teacher="$RUN/teacher" --set init.student="$RUN/ode" --set dmd.guidance_scale=1 --set dmd.shift=3 \
+    --set dmd.critic_steps=2 --set train.batch="$SF_BATCH" --set train.lr=2e-5 --set dmd.critic_lr=1e-4 \
+    --set train.ema_decay=0.95 --set train.ema_start=20 --set train.checkpoint_every="$SF_CKPT_EVERY" \
+    --set train.keep_checkpoints=1000
+  mapfile -t sf_steps < <(ls "$RUN/sf/checkpoints" | grep '^step_' | sort | "$PY" -c '
 import sys
 steps = sys.stdin.read().split()
 k = -(-len(steps) // 6)  # every k-th from the end, so the last is kept
 print("\n".join(sorted(steps[::-1][::k][:6])))')
-half=$(((${#sf_steps[@]} + 1) / 2))
-pack sf_a ema "$RUN/sf" "${sf_steps[@]:0:$half}"
-[ ${#sf_steps[@]} -gt "$half" ] && pack sf_b ema "$RUN/sf" "${sf_steps[@]:$half}"
+  half=$(((${#sf_steps[@]} + 1) / 2))
+  pack sf_a ema "$RUN/sf" "${sf_steps[@]:0:$half}"
+  [ ${#sf_steps[@]} -gt "$half" ] && pack sf_b ema "$RUN/sf" "${sf_steps[@]:$half}"
+fi
+
 # 4. With time to spare, the GPU kernel tests (issue 6's compiled Triton checks).
 if [ "$DEVICE" = cuda ] && [ "$(left)" -gt 40 ]; then
   log "kernel tests: $(($(left) - 10))s"

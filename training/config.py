@@ -48,6 +48,9 @@ class TrainConfig:
     lr_schedule: str = "constant"
     warmup: int = 0
     min_lr_ratio: float = 0.1
+    # Flow-matching recipes (teacher, ar_teacher): extra loss weight on latent cells that change between
+    # frames (losses.motion_weights); 0 = plain MSE.
+    motion_weight: float = 0.0
     # Stop (with a checkpoint) once the loop has run this many seconds; 0 = no limit. For fixed-length
     # device leases: a later run resumes from the checkpoint.
     time_limit_s: float = 0.0

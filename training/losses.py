@@ -14,15 +14,40 @@ from streamgen.training.conditioning import Cond, frame_timesteps
 from streamgen.training.modalities import VIDEO, predict, stream_t
 
 
-def flow_matching_loss(pred_velocity: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """MSE between the predicted velocity and the flow target ``noise - x0`` (computed in fp32)."""
-    return F.mse_loss(pred_velocity.float(), (noise - x0).float())
+def flow_matching_loss(pred_velocity: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor,
+                       weight: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE between the predicted velocity and the flow target ``noise - x0`` (computed in fp32), optionally
+    weighted per element (``weight`` broadcasts against ``x0``; the weighted mean is divided by the mean
+    weight, so the loss keeps its scale)."""
+    err = (pred_velocity.float() - (noise - x0).float()) ** 2
+    if weight is None:
+        return err.mean()
+    weight = weight.float().expand_as(err)
+    return (err * weight).mean() / weight.mean()
 
 
-def streams_flow_loss(pred: dict, x0: dict, noise: dict) -> torch.Tensor:
+def motion_weights(video: torch.Tensor, strength: float, cap: float = 10.0) -> torch.Tensor:
+    """Per-cell loss weights ``[B, F, 1, H, W]`` from clean latents ``[B, F, C, H, W]``: ``1 + strength * m``
+    where ``m`` is the cell's change from the previous latent frame (summed over channels) relative to the
+    batch mean, capped at ``cap``; the first frame of a clip takes its change to the second. Small moving
+    objects (a paddle, a ball) fill a few cells of a static field, so an unweighted MSE barely sees where
+    they go; this puts the loss where the picture moves."""
+    if video.shape[1] < 2:
+        return torch.ones_like(video[:, :, :1])
+    change = (video[:, 1:] - video[:, :-1]).abs().sum(dim=2, keepdim=True)  # [B, F-1, 1, H, W]
+    change = torch.cat([change[:, :1], change], dim=1)  # [B, F, 1, H, W]
+    rel = (change / change.mean().clamp_min(1e-8)).clamp(max=cap)
+    return 1.0 + strength * rel
+
+
+def streams_flow_loss(pred: dict, x0: dict, noise: dict, *, motion_weight: float = 0.0) -> torch.Tensor:
     """Flow matching summed over the generated streams (each stream's MSE is a mean, so a sparse audio
-    stream weighs as much as the video)."""
-    return sum(flow_matching_loss(pred[k], x0[k], noise[k]) for k in x0)
+    stream weighs as much as the video); ``motion_weight > 0`` weights the video by ``motion_weights``."""
+    total = 0.0
+    for k in x0:
+        weight = motion_weights(x0[k].detach(), motion_weight) if (k == VIDEO and motion_weight > 0) else None
+        total = total + flow_matching_loss(pred[k], x0[k], noise[k], weight)
+    return total
 
 
 def sample_timesteps(

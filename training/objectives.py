@@ -61,7 +61,8 @@ class TeacherObjective(Objective):
         b, f = x0[VIDEO].shape[:2]
         t = frame_timesteps(self._t(b), b, f, x0[VIDEO].device)  # [B, F]
         x_t, noise = self._noised(x0, t)
-        loss = streams_flow_loss(predict(model, x_t, t, self.cond(model, batch)), x0, noise)
+        loss = streams_flow_loss(predict(model, x_t, t, self.cond(model, batch)), x0, noise,
+                                 motion_weight=self.cfg.train.motion_weight)
         tr.update("student", loss)
         return {"loss": float(loss.detach())}
 
@@ -82,7 +83,7 @@ class ARTeacherObjective(TeacherObjective):
         noisy, noise = self._noised(x0, t)
         mask = teacher_forcing_token_mask(cfg, f, t.device)
         out = predict_teacher_forcing(model, x0, noisy, t, self.cond(model, batch), mask)
-        loss = streams_flow_loss(out, x0, noise)
+        loss = streams_flow_loss(out, x0, noise, motion_weight=self.cfg.train.motion_weight)
         tr.update("student", loss)
         return {"loss": float(loss.detach())}
 
