@@ -31,7 +31,10 @@ TEACHER_WARMUP=${TEACHER_WARMUP:-300}
 TEACHER_SHARE=${TEACHER_SHARE:-55} # percent of the budget
 ODE_SHARE=${ODE_SHARE:-30}         # percent of what is left after the teacher
 MOTION_WEIGHT=${MOTION_WEIGHT:-0}  # train.motion_weight of the teacher
-export PYTHONUNBUFFERED=1
+TEACHER_COMPILE=${TEACHER_COMPILE:-false} # train.compile of the teacher (not yet measured on a GPU)
+TRAIN_DTYPE=${TRAIN_DTYPE:-float32}       # train.dtype of every stage (bfloat16: autocast)
+PROBE_S=${PROBE_S:-20}             # the teacher's first segment, which measures its step rate
+export PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 # (no current directory on sys.path: ./streamgen lacks training/)
 mkdir -p "$OUT" "$RUN"
 start=$(date +%s)
 left() { echo $((BUDGET_S - ($(date +%s) - start))); }
@@ -71,27 +74,33 @@ log "encode the episodes with $AE"
   >>"$OUT/train.log" 2>&1 || { log "encoding failed"; tail -n 20 "$OUT/train.log"; exit 1; }
 log "encoded $(ls "$RUN/latents/train" | wc -l) training episodes"
 
-COMMON=(--data "$RUN/latents/train" --set model=world-pong --set train.device="$DEVICE" --set train.log_every=50)
+COMMON=(--data "$RUN/latents/train" --set model=world-pong --set train.device="$DEVICE" --set train.log_every=50
+  --set train.dtype="$TRAIN_DTYPE")
 
-# 1. The autoregressive teacher: 55 % of the budget. A 20 s first segment measures the step rate, so the
-#    cosine schedule can end where the budget does (the resumed segment keeps every state).
+# 1. The autoregressive teacher: TEACHER_SHARE % of the budget. A first segment of PROBE_S seconds measures
+#    the step rate (between its last two log lines, so a compilation in the first step does not count), so
+#    the cosine schedule can end where the budget does (the resumed segment keeps every state).
 T_TEACHER=$(($(left) * TEACHER_SHARE / 100))
 log "ar_teacher: ${T_TEACHER}s"
 TEACHER_SET=(--set train.batch="$TEACHER_BATCH" --set train.lr="$TEACHER_LR" --set train.warmup="$TEACHER_WARMUP"
   --set train.lr_schedule=cosine --set train.min_lr_ratio=0.05 --set train.ema_decay=0.999 --set train.ema_start=500
-  --set train.checkpoint_every=1000 --set train.motion_weight="$MOTION_WEIGHT")
+  --set train.checkpoint_every=1000 --set train.motion_weight="$MOTION_WEIGHT" --set train.compile="$TEACHER_COMPILE")
 [ -n "$TEACHER_INIT" ] && TEACHER_SET+=(--set init.student="$TEACHER_INIT" --set train.ema_start=0)
 t_teacher=$(date +%s)
-train ar_teacher "$RUN/teacher" "${COMMON[@]}" "${TEACHER_SET[@]}" --steps 1000000 --set train.time_limit_s=20
+train ar_teacher "$RUN/teacher" "${COMMON[@]}" "${TEACHER_SET[@]}" --steps 1000000 --set train.time_limit_s="$PROBE_S" --set train.log_every=10
 done_steps=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["step"])' "$RUN/teacher/checkpoints/latest")
-rate=$("$PY" - "$RUN/teacher/log.jsonl" <<'EOF'
+rate=$("$PY" - "$RUN/teacher/log.jsonl" "$TEACHER_BATCH" <<'EOF'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-stop = [r for r in rows if r.get("stopped")]
-print(stop[-1]["samples_per_s"] if stop else rows[-1]["samples_per_s"])
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"seconds"' in l]
+if len(rows) < 2:  # the probe ended before its second log line
+    print(rows[-1]["samples_per_s"] if rows else 0)
+else:
+    (a, b), batch = rows[-2:], int(sys.argv[2])
+    print((b["step"] - a["step"]) * batch / max(b["seconds"] - a["seconds"], 1e-9))
 EOF
 )
 remaining=$((T_TEACHER - ($(date +%s) - t_teacher) - 10)) # minus the measured segment and one restart
+[ "$TEACHER_COMPILE" = true ] && remaining=$((remaining - 60)) # the resumed process compiles again
 total=$("$PY" -c "print(int($done_steps + max($rate, 1) / $TEACHER_BATCH * $remaining * 0.95))")
 log "ar_teacher: $done_steps steps at $rate samples/s; resuming to $total steps"
 train ar_teacher "$RUN/teacher" --resume "$RUN/teacher" "${COMMON[@]}" "${TEACHER_SET[@]}" --steps "$total" \

@@ -51,6 +51,10 @@ class TrainConfig:
     # Flow-matching recipes (teacher, ar_teacher): extra loss weight on latent cells that change between
     # frames (losses.motion_weights); 0 = plain MSE.
     motion_weight: float = 0.0
+    # torch.compile the trainable networks' whole-clip forwards (forward, forward_teacher_forcing): fewer
+    # kernel launches per step where a small model is launch-bound on a GPU. Streaming forwards
+    # (forward_cached, in rollouts) stay eager. The first step pays the compilation.
+    compile: bool = False
     # Stop (with a checkpoint) once the loop has run this many seconds; 0 = no limit. For fixed-length
     # device leases: a later run resumes from the checkpoint.
     time_limit_s: float = 0.0

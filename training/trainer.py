@@ -30,6 +30,7 @@ from streamgen.training.state import (
 )
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+COMPILED_METHODS = ("forward", "forward_teacher_forcing")  # whole-clip forwards (train.compile)
 ROLE_SEEDS = {"student": 1, "teacher": 2, "critic": 2}  # a random critic starts as a copy of a random teacher
 
 
@@ -116,7 +117,11 @@ class Trainer:
         model = model.to(self.device, self.dtype)
         if not trainable:
             model.requires_grad_(False).eval()
-        return wrap(model, self.dist, trainable=trainable)
+        model = wrap(model, self.dist, trainable=trainable)
+        if trainable and self.config.train.compile:
+            for method in COMPILED_METHODS:  # instance attributes shadow the class's methods
+                setattr(model, method, torch.compile(getattr(model, method)))
+        return model
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         out = {}
@@ -185,7 +190,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items() if isinstance(v, float)}, refresh=False)
             if self.dist.is_main and (self.step % max(t.log_every, 1) == 0 or self.step == end):
-                self._log(dict(step=self.step, samples_per_s=rate, eta_s=eta, **losses), bar)
+                self._log(dict(step=self.step, samples_per_s=rate, eta_s=eta, seconds=round(elapsed, 3), **losses), bar)
             if t.sample_every and self.step % t.sample_every == 0:
                 self.write_sample()
             out_of_time = bool(t.time_limit_s) and self._agree(elapsed >= t.time_limit_s) and self.step < end

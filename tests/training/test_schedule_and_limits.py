@@ -114,3 +114,18 @@ def test_ar_teacher_trains_with_motion_weight(tmp_path):
     trainer = Trainer(tiny_config("ar_teacher", steps=2, extra=["train.motion_weight=3"]), tmp_path, progress=False)
     losses = trainer.train()
     assert math.isfinite(losses["loss"])
+
+
+@pytest.mark.slow
+def test_compiled_networks_train_like_eager_ones(tmp_path):
+    """train.compile: the same losses and weights (to float tolerance) as the eager run (~1 min of compiling)."""
+    runs = {}
+    for flag in (False, True):
+        trainer = Trainer(tiny_config("ar_teacher", steps=3, extra=[f"train.compile={str(flag).lower()}"]), tmp_path / str(flag),
+                          progress=False)
+        assert hasattr(trainer.trainable["student"].forward_teacher_forcing, "_torchdynamo_orig_callable") == flag
+        losses = [trainer.objective.step(i)["loss"] for i in range(3)]
+        runs[flag] = losses, {k: v.detach().clone() for k, v in trainer.trainable["student"].state_dict().items()}
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-4)
+    for k, v in runs[False][1].items():
+        torch.testing.assert_close(runs[True][1][k], v, atol=1e-5, rtol=1e-4)
