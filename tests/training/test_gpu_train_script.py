@@ -1,0 +1,43 @@
+"""scripts/gpu_train_world.sh, end to end on the CPU with tiny budgets: it encodes a real (tiny) Pong
+dataset, runs ar_teacher (probe + resume), ode_init and self_forcing, and packs loadable weights."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from streamgen.checkpoints.io import load_checkpoint_dir
+from streamgen.decoders.audio_autoencoder import AudioAutoencoder
+from streamgen.decoders.video_autoencoder import VideoAutoencoder
+from streamgen.training.data.atari import build_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_every_stage_on_the_cpu_and_packs_weights(tmp_path):
+    data = build_dataset("pong", tmp_path / "pong", episodes=2, steps_per_episode=48, seed=3, eval_episodes=1, progress=False)
+    (tmp_path / "ae").mkdir()
+    VideoAutoencoder().save(tmp_path / "ae" / "video_ae.safetensors")
+    AudioAutoencoder().save(tmp_path / "ae" / "audio_ae.safetensors")
+    out, run = tmp_path / "out", tmp_path / "run"
+    env = dict(os.environ, PYTHON=sys.executable, DEVICE="cpu", BUDGET_S="100", PROBE_S="8", TEACHER_BATCH="2", SF_BATCH="1",
+               ODE_PAIRS="2", SF_CKPT_EVERY="2", TEACHER_SHARE="30", ODE_SHARE="30", DATA=str(data), AE=str(tmp_path / "ae"),
+               OUT=str(out), RUN=str(run), OMP_NUM_THREADS="1")
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_train_world.sh")], env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    progress = (out / "progress.txt").read_text()
+    assert "resuming to" in progress and "done" in progress
+    for name in ("teacher", "ode", "sf_a"):
+        with tarfile.open(out / f"{name}.tar") as tar:
+            tar.extractall(tmp_path / name, filter="data")
+        weights = sorted((tmp_path / name / "checkpoints").glob("step_*/ema"))
+        assert weights, f"{name}.tar holds no EMA weights"
+        config, model = load_checkpoint_dir(weights[-1])
+        assert config.name == "world-pong" and sum(p.numel() for p in model.parameters()) > 0
+    teacher_steps = sorted((tmp_path / "teacher" / "checkpoints").glob("step_*"))
+    assert len(teacher_steps) == 1  # the latest only: the probe's checkpoint was resumed, not packed
