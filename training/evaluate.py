@@ -12,6 +12,9 @@ stream clock (``streamgen.world_actions``), for ``rollout`` frames. Measured:
   emulator frames; the share of frames where they agree within ``tolerance_px`` (64x64 pixels, along the
   object's axis of motion); and a direction test: from the same context, holding ArrowUp vs ArrowDown
   for ``direction_blocks`` blocks, the share of starts where the paddle ends higher with ArrowUp;
+- ``next_block_following``: the same object error one block ahead of a real history (``next_block_starts``
+  per episode), next to holding the last real frame: action following without the drift that compounds
+  over a long rollout;
 - ``audio_visual``: sound onsets in the generated audio (resampled back to the console rate) against ball
   bounces found in the generated frames (+-1 step), next to the same rate with the events shifted in
   time (chance) and the emulator's own rate;
@@ -151,6 +154,33 @@ def rollout_metrics(pipe, eps: list[dict], meta: dict, *, context: int, frames: 
     return out
 
 
+def next_block_following(pipe, eps: list[dict], meta: dict, *, context: int, starts: int, tol: float, seed: int = 0) -> dict:
+    """Action following without compounding drift: from ``starts`` real histories per episode (``context``
+    real frames primed), one block generated under the episode's own keys; the controlled object's error
+    against the emulator's, next to holding the last real frame (which is right whenever it does not move)."""
+    spec_g = game_spec(meta["game"])
+    axis = spec_g.player_axis if hasattr(spec_g, "player_axis") else 0
+    n = pipe.frames_per_chunk
+    gen_err, copy_err = [], []
+    for e_i, ep in enumerate(eps):
+        for s in starts_of(ep, context + n, starts, n):
+            rows = key_rows(pipe.action_spec, meta["action_names"], ep["actions"][s : s + context + n])
+            gen, _ = rollout(pipe, ep, s, context, n, rows, seed=seed + e_i)
+            real = locate_many(ep["frames"][s + context : s + context + n], spec_g.player)[:, axis]
+            last = locate_many(ep["frames"][s + context - 1 : s + context], spec_g.player)[:, axis]
+            ok = ~np.isnan(real)
+            gen_err.append(np.abs(np.nan_to_num(locate_many(gen, spec_g.player)[:, axis], nan=1e9) - real)[ok])
+            copy_err.append(np.abs(np.nan_to_num(np.repeat(last, n), nan=1e9) - real)[ok])
+    g = np.concatenate(gen_err) if gen_err else np.zeros(0)
+    c = np.concatenate(copy_err) if copy_err else np.zeros(0)
+    def share(e: np.ndarray) -> float:
+        return float((e <= tol).mean()) if e.size else float("nan")
+
+    return {"tolerance_px": tol, "frames": int(g.size), "within_tolerance": share(g), "copy_last_within_tolerance": share(c),
+            "median_error_px": float(np.median(np.minimum(g, 64.0))) if g.size else float("nan"),
+            "copy_last_median_error_px": float(np.median(np.minimum(c, 64.0))) if c.size else float("nan")}
+
+
 def _direction(pipe, ep, s, context, blocks, spec_g, axis, seed) -> float:
     """Paddle position (along its axis) after holding ArrowDown minus after ArrowUp, from one context
     (positive: ArrowUp leaves the paddle higher, i.e. at a smaller row)."""
@@ -217,13 +247,16 @@ def stability(pipe, ep: dict, meta: dict, *, frames: int, context: int, drift_bo
 
 def evaluate(pipe, data: str | Path, *, teacher=None, episodes: int | None = None, starts: int = 4, context: int = 12,
              frames: int = 64, tol: float = 3.0, direction_blocks: int = 4, stability_frames: int = 10000,
-             drift_bound: float = 12.0, seed: int = 0, rollouts: bool = True) -> dict:
+             drift_bound: float = 12.0, seed: int = 0, rollouts: bool = True, next_block_starts: int = 16) -> dict:
     meta, eps = load_episodes(data, "eval", episodes)
     kw = dict(context=context, frames=frames, starts=starts, tol=tol, direction_blocks=direction_blocks, seed=seed)
     t0 = time.perf_counter()
     out = {"model": pipe.name, "game": meta["game"], "episodes": len(eps)}
     if rollouts:
         out.update(rollout_metrics(pipe, eps, meta, **kw))
+        if next_block_starts:
+            out["next_block_following"] = next_block_following(pipe, eps, meta, context=context, starts=next_block_starts,
+                                                               tol=tol, seed=seed)
     if teacher is not None and rollouts:
         tm = rollout_metrics(teacher, eps, meta, **{**kw, "direction_blocks": 0})
         out["teacher"] = {"model": teacher.name, "steps": len(teacher.timesteps), "psnr": tm["psnr"],
@@ -250,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=64)
     p.add_argument("--tolerance", type=float, default=3.0, help="action following tolerance (64x64 px)")
     p.add_argument("--direction-blocks", type=int, default=4)
+    p.add_argument("--next-block-starts", type=int, default=16, help="one-block-ahead starts per episode (0: skip)")
     p.add_argument("--stability-frames", type=int, default=10000)
     p.add_argument("--drift-bound", type=float, default=12.0)
     p.add_argument("--stability-only", action="store_true", help="skip the rollouts (run the stability stream alone)")
@@ -268,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         teacher = load_pipeline(a.teacher, device="cpu", overrides=over)
     result = evaluate(pipe, a.data, teacher=teacher, episodes=a.episodes, starts=a.starts, context=a.context, frames=a.frames,
                       tol=a.tolerance, direction_blocks=a.direction_blocks, stability_frames=a.stability_frames,
-                      drift_bound=a.drift_bound, seed=a.seed, rollouts=not a.stability_only)
+                      drift_bound=a.drift_bound, seed=a.seed, rollouts=not a.stability_only,
+                      next_block_starts=a.next_block_starts)
     text = json.dumps(result, indent=1, default=float)
     print(text)
     if a.out:

@@ -14,7 +14,9 @@ from streamgen.decoders.audio_autoencoder import AudioAutoencoder
 from streamgen.decoders.video_autoencoder import VideoAutoencoder
 from streamgen.pipeline import load_pipeline
 from streamgen.training.data.atari import build_dataset
-from streamgen.training.evaluate import evaluate, load_episodes, main, psnr
+from streamgen.training.data.games import game_spec
+from streamgen.training.data.locate import locate_many
+from streamgen.training.evaluate import evaluate, load_episodes, main, psnr, starts_of
 from streamgen.training.ship_world import write_world_folder
 
 
@@ -51,7 +53,8 @@ def test_evaluate_reports_consistent_numbers(world):
     data, folder = world
     torch.set_num_threads(1)
     pipe = load_pipeline(str(folder), device="cpu")
-    out = evaluate(pipe, data, teacher=pipe, starts=1, context=4, frames=16, direction_blocks=1, stability_frames=40)
+    out = evaluate(pipe, data, teacher=pipe, starts=1, context=4, frames=16, direction_blocks=1, stability_frames=40,
+                   next_block_starts=2)
     json.dumps(out)  # plain JSON
     assert out["starts"] == 1 and out["rollout_frames"] == 16
     _, eps = load_episodes(data, "eval")
@@ -64,6 +67,14 @@ def test_evaluate_reports_consistent_numbers(world):
     af = out["action_following"]
     assert 0.0 <= af["within_tolerance"] <= 1.0 and af["frames"] == 16 and af["up_above_down"] in (0.0, 1.0)
     assert set(out["audio_visual"]) == {"generated", "emulator"}
+    nb = out["next_block_following"]
+    assert nb["frames"] > 0 and 0.0 <= nb["within_tolerance"] <= 1.0
+    # The copy-last share, computed here from the emulator's paddle at the two starts (0 and the last one).
+    y = locate_many(ep["frames"], game_spec("pong").player)[:, 0]
+    starts = starts_of(ep, 8, 2, 4)
+    err = np.concatenate([np.abs(y[s + 3] - y[s + 4 : s + 8]) for s in starts])
+    err = err[~np.isnan(y[np.concatenate([np.arange(s + 4, s + 8) for s in starts])])]
+    assert nb["copy_last_within_tolerance"] == pytest.approx(float((np.nan_to_num(err, nan=1e9) <= 3.0).mean()))
     # The same pipeline as its own teacher: identical seeds give identical rollouts, so the margin is 0.
     assert out["teacher"]["student_minus_teacher_16"] == pytest.approx(0.0, abs=1e-9)
     st = out["stability"]
