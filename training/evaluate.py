@@ -112,6 +112,13 @@ def starts_of(ep: dict, span: int, count: int, per_block: int) -> list[int]:
     return [cands[int(i)] for i in np.linspace(0, len(cands) - 1, count).round()]
 
 
+def object_error(found: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Distances ``|found - real|`` over the frames where the emulator's object was found (``real`` not NaN);
+    an object missing from a generated frame (NaN in ``found``) counts as far off (1e9 px)."""
+    ok = ~np.isnan(real)
+    return np.abs(np.nan_to_num(found[ok], nan=1e9) - real[ok])
+
+
 def rollout_metrics(pipe, eps: list[dict], meta: dict, *, context: int, frames: int, starts: int, tol: float,
                     direction_blocks: int, seed: int = 0) -> dict:
     spec_g = game_spec(meta["game"])
@@ -128,9 +135,8 @@ def rollout_metrics(pipe, eps: list[dict], meta: dict, *, context: int, frames: 
             last = np.repeat(ep["frames"][s + context - 1][None], frames, axis=0)
             p, b = psnr(gen, real), psnr(last, real)
             p16.append(p[:16].mean()); p64.append(p.mean()); b16.append(b[:16].mean()); b64.append(b.mean())
-            pg, pr = locate_many(gen, spec_g.player)[:, axis], locate_many(real, spec_g.player)[:, axis]
-            ok = ~np.isnan(pr)
-            within.append((np.abs(np.nan_to_num(pg[ok], nan=1e9) - pr[ok]) <= tol).astype(np.float64))
+            err = object_error(locate_many(gen, spec_g.player)[:, axis], locate_many(real, spec_g.player)[:, axis])
+            within.append((err <= tol).astype(np.float64))
             gen_all.append(gen); real_all.append(real)
             if wav is not None:
                 gen_audio.append(_to_console(wav, pipe.sample_rate, meta["sample_rate"]))
@@ -168,11 +174,11 @@ def next_block_following(pipe, eps: list[dict], meta: dict, *, context: int, sta
             gen, _ = rollout(pipe, ep, s, context, n, rows, seed=seed + e_i)
             real = locate_many(ep["frames"][s + context : s + context + n], spec_g.player)[:, axis]
             last = locate_many(ep["frames"][s + context - 1 : s + context], spec_g.player)[:, axis]
-            ok = ~np.isnan(real)
-            gen_err.append(np.abs(np.nan_to_num(locate_many(gen, spec_g.player)[:, axis], nan=1e9) - real)[ok])
-            copy_err.append(np.abs(np.nan_to_num(np.repeat(last, n), nan=1e9) - real)[ok])
+            gen_err.append(object_error(locate_many(gen, spec_g.player)[:, axis], real))
+            copy_err.append(object_error(np.repeat(last, n), real))
     g = np.concatenate(gen_err) if gen_err else np.zeros(0)
     c = np.concatenate(copy_err) if copy_err else np.zeros(0)
+
     def share(e: np.ndarray) -> float:
         return float((e <= tol).mean()) if e.size else float("nan")
 

@@ -40,9 +40,9 @@ def encode_video(ae: VideoAutoencoder, frames: np.ndarray) -> torch.Tensor:
     for s in range(0, len(frames), CHUNK):
         lo = max(0, s - LEAD)
         x = frames_to_unit(torch.from_numpy(frames[lo : s + CHUNK]).to(_device(ae)))[None]  # [1, L, 3, H, W]
-        z = ae.encode(x)[0].cpu()  # [L/2, C, h, w]
+        z = ae.encode(x)[0]  # [L/2, C, h, w]
         out.append(z[(s - lo) // tt :])
-    return ae.normalize(torch.cat(out).to(_device(ae))).cpu()
+    return ae.normalize(torch.cat(out)).cpu()
 
 
 @torch.no_grad()
