@@ -1,19 +1,15 @@
 """``streamgen generate`` / ``bench`` on the joint audio-video preset, run as real subprocesses."""
 import json
-import subprocess
-import sys
 
 import av
 import numpy as np
 
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streamgen.cli.main", *args], capture_output=True, text=True, timeout=240)
+from .helpers import run_cli
 
 
 def test_generate_muxes_audio_as_long_as_the_video(tmp_path):
     out = tmp_path / "av.mp4"
-    proc = _run("generate", "--model", "tiny-av", "--blocks", "20", "-o", str(out))
+    proc = run_cli("generate", "--model", "tiny-av", "--blocks", "20", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     with av.open(str(out)) as container:
         v, a = container.streams.video[0], container.streams.audio[0]
@@ -28,7 +24,7 @@ def test_generate_muxes_audio_as_long_as_the_video(tmp_path):
 
 
 def test_bench_reports_audio_realtime_factor():
-    proc = _run("bench", "--model", "tiny-av", "--blocks", "6", "--warmup", "1", "--quiet")
+    proc = run_cli("bench", "--model", "tiny-av", "--blocks", "6", "--warmup", "1", "--quiet")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["audio_realtime_factor"] > 0

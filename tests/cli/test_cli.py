@@ -1,18 +1,14 @@
 """The streamgen command, run as a real subprocess, and its outputs read back."""
 import json
-import subprocess
-import sys
 
 import av
 
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streamgen.cli.main", *args], capture_output=True, text=True, timeout=240)
+from .helpers import run_cli
 
 
 def test_generate_writes_a_playable_mp4(tmp_path):
     out = tmp_path / "out.mp4"
-    proc = _run("generate", "--model", "tiny", "--blocks", "20", "-o", str(out))
+    proc = run_cli("generate", "--model", "tiny", "--blocks", "20", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "block" in proc.stderr  # progress bar went to stderr
     with av.open(str(out)) as container:
@@ -24,7 +20,7 @@ def test_generate_writes_a_playable_mp4(tmp_path):
 
 
 def test_bench_prints_json():
-    proc = _run("bench", "--model", "tiny", "--blocks", "12", "--quiet")
+    proc = run_cli("bench", "--model", "tiny", "--blocks", "12", "--quiet")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     for key in ("frames_per_second", "time_to_first_frame_s", "block_ms_p50", "block_ms_p95", "peak_memory_mb"):
@@ -33,7 +29,7 @@ def test_bench_prints_json():
 
 
 def test_info_lists_presets_and_backends():
-    proc = _run("info")
+    proc = run_cli("info")
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert {"tiny", "wan2.1-1.3b", "wan2.1-14b"} <= set(info["presets"])
@@ -41,12 +37,12 @@ def test_info_lists_presets_and_backends():
 
 
 def test_unknown_model_is_a_clear_error():
-    proc = _run("bench", "--model", "no-such-model", "--blocks", "2")
+    proc = run_cli("bench", "--model", "no-such-model", "--blocks", "2")
     assert proc.returncode != 0
     assert "no-such-model" in proc.stderr and "preset" in proc.stderr
 
 
 def test_bad_override_names_the_field():
-    proc = _run("generate", "--model", "tiny", "--blocks", "1", "--set", "window_frames=5", "-o", "/dev/null")
+    proc = run_cli("generate", "--model", "tiny", "--blocks", "1", "--set", "window_frames=5", "-o", "/dev/null")
     assert proc.returncode != 0
     assert "window_frames" in proc.stderr

@@ -1,9 +1,23 @@
-"""A check both autoencoder tests share: a streaming decoder's state is explicit and immutable."""
+"""Checks both autoencoder tests share: streaming in chunks equals the whole decode, and a streaming
+decoder's state is explicit and immutable."""
 from __future__ import annotations
 
 import torch
 
 from streamgen.decoders.causal_conv import StreamState
+
+
+def decode_in_chunks(model, z: torch.Tensor, chunks: list[int]):
+    """Decode ``z`` through the streaming decoder in chunks of ``chunks`` latent frames; returns the
+    concatenated output, the whole decode and the final state."""
+    with torch.no_grad():
+        whole = model.decode(z)
+        state, outs, i = None, [], 0
+        for n in chunks:
+            out, state = model.decoder(z[:, i:i + n], state)
+            outs.append(out)
+            i += n
+    return torch.cat(outs, dim=1), whole, state
 
 
 def assert_streams_independent(model, za: torch.Tensor, zb: torch.Tensor) -> None:

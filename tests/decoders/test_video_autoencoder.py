@@ -4,7 +4,7 @@ import torch
 
 from streamgen.decoders.video_autoencoder import VideoAEConfig, VideoAutoencoder, frames_to_unit, unit_to_uint8
 
-from .stream_checks import assert_streams_independent
+from .stream_checks import assert_streams_independent, decode_in_chunks
 
 
 def _model(**kw) -> VideoAutoencoder:
@@ -36,15 +36,9 @@ def test_encode_decode_shapes(temporal):
 def test_streaming_decode_equals_whole(chunks):
     m = _model(temporal=2)
     z = torch.randn(2, sum(chunks), 4, 8, 8)
-    with torch.no_grad():
-        whole = m.decode(z)
-        state, outs, i = None, [], 0
-        for n in chunks:
-            out, state = m.decoder(z[:, i:i + n], state)
-            outs.append(out)
-            i += n
+    streamed, whole, state = decode_in_chunks(m, z, chunks)
     assert state.steps == sum(chunks)
-    assert torch.allclose(torch.cat(outs, dim=1), whole, atol=1e-5, rtol=0)
+    assert torch.allclose(streamed, whole, atol=1e-5, rtol=0)
 
 
 def test_states_are_explicit_and_independent():
