@@ -10,7 +10,11 @@ stream clock (``streamgen.world_actions``), for ``rollout`` frames. Measured:
   next to the copy-last-frame baseline (the last real context frame held);
 - ``action_following``: the controlled object found by colour (``data/locate.py``) in generated and
   emulator frames; the share of frames where they agree within ``tolerance_px`` (64x64 pixels, along the
-  object's axis of motion); and a direction test: from the same context, holding ArrowUp vs ArrowDown
+  object's axis of motion), also at every tolerance of ``REPORTED_TOLERANCES``; the same shares for the
+  ``paddle_reference``, a table of the game's dynamics fitted on the training episodes (the first
+  ``reference_episodes``) and rolled out from the same context under the same actions without pixels
+  (what the object's visible past and the keys allow, ``paddle_reference.py``); and a direction test:
+  from the same context, holding ArrowUp vs ArrowDown
   for ``direction_blocks`` blocks, the share of starts where the paddle ends higher with ArrowUp;
 - ``next_block_following``: the same object error one block ahead of a real history (``next_block_starts``
   per episode), next to holding the last real frame: action following without the drift that compounds
@@ -41,8 +45,10 @@ from streamgen.world_actions import events_for_rows, keys_for_action, split_by_b
 from .data.games import game_spec
 from .data.locate import locate_many
 from .data.survey import match_rate, onset_steps, reversal_events
+from .paddle_reference import DynamicsTable, commanded_signs, fit_dynamics_table, predict_track
 
 SAMPLES_PER_FRAME = 512  # console samples per emulator frame (ale-py)
+REPORTED_TOLERANCES = (2.0, 3.0, 4.0, 6.0, 8.0)  # 64x64 px; Pong's paddle is about 6.4 px tall
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -119,14 +125,32 @@ def object_error(found: np.ndarray, real: np.ndarray) -> np.ndarray:
     return np.abs(np.nan_to_num(found[ok], nan=1e9) - real[ok])
 
 
+def shares_within(err: np.ndarray) -> dict[str, float]:
+    """Share of object errors ``[N]`` within each of ``REPORTED_TOLERANCES`` (keys like ``"3"``)."""
+    return {f"{t:g}": float((err <= t).mean()) if err.size else float("nan") for t in REPORTED_TOLERANCES}
+
+
+def reference_table(data: str | Path, meta: dict, episodes: int | None = None) -> DynamicsTable:
+    """The ``paddle_reference`` table fitted on the first ``episodes`` training episodes (None: all), positions only."""
+    spec_g = game_spec(meta["game"])
+    axis = spec_g.player_axis
+    tracks, signs, firsts = [], [], []
+    for rel in meta["episodes"]["train"][:episodes]:
+        with np.load(Path(data) / rel) as e:
+            tracks.append(locate_many(e["frames"], spec_g.player)[:, axis])
+            signs.append(commanded_signs(spec_g, meta["action_names"], e["actions"]))
+            firsts.append(e["first"].astype(bool))
+    return fit_dynamics_table(tracks, signs, firsts)
+
+
 def rollout_metrics(pipe, eps: list[dict], meta: dict, *, context: int, frames: int, starts: int, tol: float,
-                    direction_blocks: int, seed: int = 0) -> dict:
+                    direction_blocks: int, seed: int = 0, reference: DynamicsTable | None = None) -> dict:
     spec_g = game_spec(meta["game"])
     aspec = pipe.action_spec
     names = meta["action_names"]
     axis = spec_g.player_axis if hasattr(spec_g, "player_axis") else 0
     p16, p64, b16, b64, within, gen_all, real_all, gen_audio, real_audio = [], [], [], [], [], [], [], [], []
-    direction = []
+    direction, ref_err = [], []
     for e_i, ep in enumerate(eps):
         for s in starts_of(ep, context + frames, starts, pipe.frames_per_chunk):
             rows = key_rows(aspec, names, ep["actions"][s : s + context + frames])
@@ -135,25 +159,36 @@ def rollout_metrics(pipe, eps: list[dict], meta: dict, *, context: int, frames: 
             last = np.repeat(ep["frames"][s + context - 1][None], frames, axis=0)
             p, b = psnr(gen, real), psnr(last, real)
             p16.append(p[:16].mean()); p64.append(p.mean()); b16.append(b[:16].mean()); b64.append(b.mean())
-            err = object_error(locate_many(gen, spec_g.player)[:, axis], locate_many(real, spec_g.player)[:, axis])
-            within.append((err <= tol).astype(np.float64))
+            real_pos = locate_many(ep["frames"][s : s + context + frames], spec_g.player)[:, axis]
+            err = object_error(locate_many(gen, spec_g.player)[:, axis], real_pos[context:])
+            within.append(err)
+            if reference is not None:
+                signs = commanded_signs(spec_g, names, ep["actions"][s : s + context + frames - 1])
+                ref_err.append(object_error(predict_track(reference, real_pos[:context], signs, frames), real_pos[context:]))
             gen_all.append(gen); real_all.append(real)
             if wav is not None:
                 gen_audio.append(_to_console(wav, pipe.sample_rate, meta["sample_rate"]))
                 real_audio.append(ep["audio"][s + context : s + context + frames].reshape(-1))
             if direction_blocks:
                 direction.append(_direction(pipe, ep, s, context, direction_blocks, spec_g, axis, seed + e_i))
-    within_all = np.concatenate(within) if within else np.zeros(0)
+    err_all = np.concatenate(within) if within else np.zeros(0)
+    within_all = (err_all <= tol).astype(np.float64)
     out = {
         "starts": len(p16), "context_frames": context, "rollout_frames": frames,
         "psnr": {"rollout_16": float(np.mean(p16)), "copy_last_16": float(np.mean(b16)),
                  f"rollout_{frames}": float(np.mean(p64)), f"copy_last_{frames}": float(np.mean(b64))},
         "action_following": {"tolerance_px": tol, "frames": int(within_all.size),
                              "within_tolerance": float(within_all.mean()) if within_all.size else float("nan"),
+                             "within_by_tolerance": shares_within(err_all),
                              "direction_blocks": direction_blocks,
                              "up_above_down": float(np.mean([d > 0 for d in direction])) if direction else float("nan"),
                              "mean_up_minus_down_px": float(np.mean(direction)) if direction else float("nan")},
     }
+    if reference is not None:
+        ref = np.concatenate(ref_err) if ref_err else np.zeros(0)
+        out["paddle_reference"] = {"history": reference.history, "keys": len(reference.steps), "frames": int(ref.size),
+                                   "within_tolerance": float((ref <= tol).mean()) if ref.size else float("nan"),
+                                   "within_by_tolerance": shares_within(ref)}
     if gen_audio:
         out["audio_visual"] = _av(np.concatenate(gen_all), np.concatenate(gen_audio), np.concatenate(real_all),
                                   np.concatenate(real_audio), spec_g, meta)
@@ -253,13 +288,15 @@ def stability(pipe, ep: dict, meta: dict, *, frames: int, context: int, drift_bo
 
 def evaluate(pipe, data: str | Path, *, teacher=None, episodes: int | None = None, starts: int = 4, context: int = 12,
              frames: int = 64, tol: float = 3.0, direction_blocks: int = 4, stability_frames: int = 10000,
-             drift_bound: float = 12.0, seed: int = 0, rollouts: bool = True, next_block_starts: int = 16) -> dict:
+             drift_bound: float = 12.0, seed: int = 0, rollouts: bool = True, next_block_starts: int = 16,
+             reference_episodes: int | None = None) -> dict:
     meta, eps = load_episodes(data, "eval", episodes)
     kw = dict(context=context, frames=frames, starts=starts, tol=tol, direction_blocks=direction_blocks, seed=seed)
     t0 = time.perf_counter()
     out = {"model": pipe.name, "game": meta["game"], "episodes": len(eps)}
     if rollouts:
-        out.update(rollout_metrics(pipe, eps, meta, **kw))
+        table = reference_table(data, meta, reference_episodes) if reference_episodes != 0 else None
+        out.update(rollout_metrics(pipe, eps, meta, **kw, reference=table))
         if next_block_starts:
             out["next_block_following"] = next_block_following(pipe, eps, meta, context=context, starts=next_block_starts,
                                                                tol=tol, seed=seed)
@@ -290,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", type=float, default=3.0, help="action following tolerance (64x64 px)")
     p.add_argument("--direction-blocks", type=int, default=4)
     p.add_argument("--next-block-starts", type=int, default=16, help="one-block-ahead starts per episode (0: skip)")
+    p.add_argument("--reference-episodes", type=int, default=None,
+                   help="training episodes the paddle_reference dynamics table is fitted on (default all; 0: skip)")
     p.add_argument("--stability-frames", type=int, default=10000)
     p.add_argument("--drift-bound", type=float, default=12.0)
     p.add_argument("--stability-only", action="store_true", help="skip the rollouts (run the stability stream alone)")
@@ -309,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(pipe, a.data, teacher=teacher, episodes=a.episodes, starts=a.starts, context=a.context, frames=a.frames,
                       tol=a.tolerance, direction_blocks=a.direction_blocks, stability_frames=a.stability_frames,
                       drift_bound=a.drift_bound, seed=a.seed, rollouts=not a.stability_only,
-                      next_block_starts=a.next_block_starts)
+                      next_block_starts=a.next_block_starts, reference_episodes=a.reference_episodes)
     text = json.dumps(result, indent=1, default=float)
     print(text)
     if a.out:

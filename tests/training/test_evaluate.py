@@ -66,6 +66,10 @@ def test_evaluate_reports_consistent_numbers(world):
     assert np.isfinite(out["psnr"]["rollout_16"]) and out["psnr"]["rollout_16"] < 60
     af = out["action_following"]
     assert 0.0 <= af["within_tolerance"] <= 1.0 and af["frames"] == 16 and af["up_above_down"] in (0.0, 1.0)
+    shares = list(af["within_by_tolerance"].values())
+    assert af["within_by_tolerance"]["3"] == af["within_tolerance"] and shares == sorted(shares)  # wider: never fewer
+    ref = out["paddle_reference"]  # the dynamics table of the training episode, rolled out on the same frames
+    assert ref["frames"] == af["frames"] and ref["keys"] > 0 and ref["within_by_tolerance"]["3"] == ref["within_tolerance"]
     assert set(out["audio_visual"]) == {"generated", "emulator"}
     nb = out["next_block_following"]
     assert nb["frames"] > 0 and 0.0 <= nb["within_tolerance"] <= 1.0
