@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
-RECIPE_KINDS = ("teacher", "ar_teacher", "ode_init", "self_forcing", "long_tuning")
+RECIPE_KINDS = ("teacher", "ar_teacher", "ode_init", "self_forcing", "long_tuning", "rollout_regression")
 
 
 @dataclass(kw_only=True)
@@ -170,6 +170,24 @@ class LongConfig:
 
 
 @dataclass(kw_only=True)
+class RegressionConfig:
+    """Rollout regression: the student rolls out from real context under the clip's own actions and its
+    blocks regress onto the clip's real continuation (for worlds whose data is the ground truth)."""
+
+    # Real blocks written clean into the caches before the rollout, as ``Session.prime`` does; the rest of
+    # the clip is generated (and judged). The clip length is ``data.num_frames`` (default: the window).
+    context_blocks: int = 1
+    # Weight of the audio latents' mean squared error next to the video latents' (joint models).
+    audio_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.context_blocks < 0:
+            raise ValueError(f"RegressionConfig: context_blocks={self.context_blocks!r} must be >= 0")
+        if self.audio_weight < 0:
+            raise ValueError(f"RegressionConfig: audio_weight={self.audio_weight!r} must be >= 0")
+
+
+@dataclass(kw_only=True)
 class RunConfig:
     recipe: str = "teacher"
     model: str = "tiny"  # a preset name or a checkpoint folder for the architecture
@@ -180,6 +198,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     init: InitConfig = field(default_factory=InitConfig)
     long: LongConfig = field(default_factory=LongConfig)
+    regression: RegressionConfig = field(default_factory=RegressionConfig)
     # Distributed strategy under torchrun: "ddp" (replicated weights, averaged gradients) or "fsdp".
     parallel: str = "ddp"
 

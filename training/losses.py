@@ -14,16 +14,20 @@ from streamgen.training.conditioning import Cond, frame_timesteps
 from streamgen.training.modalities import VIDEO, predict, stream_t
 
 
-def flow_matching_loss(pred_velocity: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor,
-                       weight: torch.Tensor | None = None) -> torch.Tensor:
-    """MSE between the predicted velocity and the flow target ``noise - x0`` (computed in fp32), optionally
-    weighted per element (``weight`` broadcasts against ``x0``; the weighted mean is divided by the mean
-    weight, so the loss keeps its scale)."""
-    err = (pred_velocity.float() - (noise - x0).float()) ** 2
+def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE computed in fp32, optionally weighted per element (``weight`` broadcasts against ``target``; the
+    weighted mean is divided by the mean weight, so the loss keeps its scale)."""
+    err = (pred.float() - target.float()) ** 2
     if weight is None:
         return err.mean()
     weight = weight.float().expand_as(err)
     return (err * weight).mean() / weight.mean()
+
+
+def flow_matching_loss(pred_velocity: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor,
+                       weight: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE between the predicted velocity and the flow target ``noise - x0`` (``weighted_mse``)."""
+    return weighted_mse(pred_velocity, noise.float() - x0.float(), weight)
 
 
 def motion_weights(video: torch.Tensor, strength: float, cap: float = 10.0) -> torch.Tensor:
@@ -47,6 +51,17 @@ def streams_flow_loss(pred: dict, x0: dict, noise: dict, *, motion_weight: float
     for k in x0:
         weight = motion_weights(x0[k].detach(), motion_weight) if (k == VIDEO and motion_weight > 0) else None
         total = total + flow_matching_loss(pred[k], x0[k], noise[k], weight)
+    return total
+
+
+def rollout_regression_loss(generated: dict, real: dict, *, motion_weight: float = 0.0,
+                            audio_weight: float = 1.0) -> torch.Tensor:
+    """Generated streams against the real clip's same frames: each stream's mean squared error, the audio's
+    times ``audio_weight``; ``motion_weight > 0`` weights the video by ``motion_weights`` of the real frames."""
+    total = 0.0
+    for k, x in generated.items():
+        weight = motion_weights(real[k].detach(), motion_weight) if (k == VIDEO and motion_weight > 0) else None
+        total = total + weighted_mse(x, real[k], weight) * (1.0 if k == VIDEO else audio_weight)
     return total
 
 

@@ -11,13 +11,15 @@ import torch
 
 from streamgen.samplers import add_noise
 from streamgen.training.conditioning import Cond, drop_text, frame_timesteps, make_cond
-from streamgen.training.losses import critic_loss, dmd_generator_loss, sample_timesteps, streams_flow_loss
+from streamgen.training.losses import (
+    critic_loss, dmd_generator_loss, rollout_regression_loss, sample_timesteps, streams_flow_loss,
+)
 from streamgen.training.modalities import (
-    VIDEO, predict, predict_teacher_forcing, sample_of, stream_frames, stream_shape, stream_t, streams,
-    teacher_forcing_token_mask,
+    VIDEO, block_frames, new_caches, predict, predict_teacher_forcing, sample_of, stream_frames, stream_shape, stream_t,
+    streams, teacher_forcing_token_mask,
 )
 from streamgen.training.ode import ode_regression_loss, teacher_trajectory
-from streamgen.training.rollout import sample_exit_index, self_forcing_rollout
+from streamgen.training.rollout import TrainingKVCache, recache, sample_exit_index, self_forcing_rollout
 
 
 class Objective:
@@ -236,10 +238,51 @@ class LongTuningObjective(SelfForcingObjective):
         return win, out
 
 
+class RolloutRegressionObjective(Objective):
+    """The student primed with the clip's first ``regression.context_blocks`` real blocks (clean, in its
+    caches, as ``Session.prime`` writes them) generates the rest of the clip under the clip's own actions
+    with Self-Forcing's rollout (one gradient-carrying forward per block at a shared random step, detached
+    refill); every generated block regresses onto the real one. No teacher, no critic."""
+
+    def __init__(self, trainer) -> None:
+        super().__init__(trainer)
+        self.networks["student"] = trainer.build_network(self.cfg.init.student, trainable=True)
+        self.lrs["student"] = self.cfg.train.lr
+
+    def rollout(self, batch: dict, exit_index: int, grad: bool = True) -> tuple[dict, dict]:
+        """(the generated streams after the real context, the clip's real frames at the same places)."""
+        tr, reg, student = self.trainer, self.cfg.regression, self.networks["student"]
+        cfg = tr.model_config
+        real = sample_of(batch)
+        b, f = real[VIDEO].shape[:2]
+        n, ctx = cfg.frames_per_block, reg.context_blocks
+        if ctx >= f // n:
+            raise ValueError(f"regression.context_blocks={ctx} leaves no block to generate in clips of {f // n} blocks")
+        with torch.set_grad_enabled(grad):
+            cond = self.cond(student, batch)
+            caches = new_caches(student, b, TrainingKVCache)
+            recache(student, caches, cond, [{k: x[:, i * block_frames(cfg, k) : (i + 1) * block_frames(cfg, k)]
+                                             for k, x in real.items()} for i in range(ctx)])
+            roll = self_forcing_rollout(student, cond, batch=b, num_frames=f - ctx * n, timesteps=tr.timesteps,
+                                        exit_index=exit_index, noise_generator=tr.generators["local"], grad=grad,
+                                        caches=caches, start_frame=ctx * n)
+        return roll.streams, {k: x[:, stream_frames(cfg, k, ctx * n) :] for k, x in real.items()}
+
+    def step(self, step: int) -> dict[str, float]:
+        tr = self.trainer
+        exit_index = sample_exit_index(len(tr.timesteps), tr.generators["shared"], self.cfg.dmd.last_step_only)
+        generated, target = self.rollout(tr.batch(step), exit_index)
+        loss = rollout_regression_loss(generated, target, motion_weight=self.cfg.train.motion_weight,
+                                       audio_weight=self.cfg.regression.audio_weight)
+        tr.update("student", loss)
+        return {"loss": float(loss.detach()), "exit_step": exit_index}
+
+
 OBJECTIVES = {
     "teacher": TeacherObjective,
     "ar_teacher": ARTeacherObjective,
     "ode_init": ODEObjective,
     "self_forcing": SelfForcingObjective,
     "long_tuning": LongTuningObjective,
+    "rollout_regression": RolloutRegressionObjective,
 }

@@ -49,12 +49,22 @@ def long_tuning() -> RunConfig:
     return cfg
 
 
+def rollout_regression() -> RunConfig:
+    """Supervised fine-tuning of a causal student on its own rollouts: primed with the clip's first real
+    blocks, it generates the rest under the clip's actions (Self-Forcing's rollout and gradient truncation)
+    and each generated block regresses onto the real one. For worlds recorded from a deterministic
+    emulator, where the clip's continuation is the right answer; no teacher or critic."""
+    return RunConfig(recipe="rollout_regression",
+                     train=TrainConfig(lr=1e-5, betas=(0.9, 0.999), steps=1000, ema_decay=0.99, ema_start=50))
+
+
 RECIPES: dict[str, Callable[[], RunConfig]] = {
     "teacher": teacher,
     "ar_teacher": ar_teacher,
     "ode_init": ode_init,
     "self_forcing": self_forcing,
     "long_tuning": long_tuning,
+    "rollout_regression": rollout_regression,
 }
 
 

@@ -41,7 +41,8 @@ def test_recipe_trains_with_finite_losses_and_frozen_teacher(recipe, tmp_path):
             assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params), f"{name} got no gradient"
             assert changed, f"{name} was not updated"
     expected = {"teacher": {"student"}, "ar_teacher": {"student"}, "ode_init": {"student", "teacher"},
-                "self_forcing": {"student", "critic", "teacher"}, "long_tuning": {"student", "critic", "teacher"}}[recipe]
+                "self_forcing": {"student", "critic", "teacher"}, "long_tuning": {"student", "critic", "teacher"},
+                "rollout_regression": {"student"}}[recipe]
     assert set(nets) == expected
     assert set(trainer.optimizers) == expected - {"teacher"}
 
