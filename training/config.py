@@ -179,8 +179,15 @@ class RegressionConfig:
     context_blocks: int = 1
     # Weight of the audio latents' mean squared error next to the video latents' (joint models).
     audio_weight: float = 1.0
+    # > 0 adds Self-Forcing's DMD loss on the last window of generated frames, times this weight (real
+    # score: ``init.teacher``; fake score: a critic from ``init.critic`` or the teacher, updated once per
+    # step at ``dmd.critic_lr``; ``dmd.*`` sets the score timesteps and guidance): the regression pulls
+    # objects to where the recording has them, DMD keeps them sharp where the student is unsure.
+    dmd_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.dmd_weight < 0:
+            raise ValueError(f"RegressionConfig: dmd_weight={self.dmd_weight!r} must be >= 0")
         if self.context_blocks < 0:
             raise ValueError(f"RegressionConfig: context_blocks={self.context_blocks!r} must be >= 0")
         if self.audio_weight < 0:

@@ -225,29 +225,40 @@ class LongTuningObjective(SelfForcingObjective):
         return block, new
 
     def dmd_window(self, xs: dict, batch: dict) -> tuple[dict, dict]:
-        cfg = self.trainer.model_config
-        f = xs[VIDEO].shape[1]
-        w = self._window(f)
-        out = dict(batch)
-        for k in self.cfg.data.frame_keys + ("keyboard", "mouse"):
-            if k in out and torch.is_tensor(out[k]) and out[k].dim() >= 2:
-                r = out[k].shape[1] // f
-                out[k] = out[k][:, (f - w) * r :]  # [B, w*r, ...]
-        win = {k: x[:, x.shape[1] - stream_frames(cfg, k, w) :] for k, x in xs.items()}  # the last w video frames' blocks
-        out.update(win)
-        return win, out
+        return last_frames(self.trainer.model_config, xs, batch, self._window(xs[VIDEO].shape[1]), self.cfg.data.frame_keys)
+
+
+def last_frames(cfg, xs: dict, batch: dict, w: int, frame_keys: tuple[str, ...]) -> tuple[dict, dict]:
+    """The last ``w`` video frames' blocks of streams ``xs`` (which end where the batch's clip ends) and the
+    batch cut to the same frames, the streams replaced by them (what the scores judge)."""
+    f = batch[VIDEO].shape[1]
+    out = dict(batch)
+    for k in frame_keys + ("keyboard", "mouse"):
+        if k in out and torch.is_tensor(out[k]) and out[k].dim() >= 2:
+            r = out[k].shape[1] // f
+            out[k] = out[k][:, (f - w) * r :]  # [B, w*r, ...]
+    win = {k: x[:, x.shape[1] - stream_frames(cfg, k, w) :] for k, x in xs.items()}  # the last w video frames' blocks
+    out.update(win)
+    return win, out
 
 
 class RolloutRegressionObjective(Objective):
     """The student primed with the clip's first ``regression.context_blocks`` real blocks (clean, in its
     caches, as ``Session.prime`` writes them) generates the rest of the clip under the clip's own actions
     with Self-Forcing's rollout (one gradient-carrying forward per block at a shared random step, detached
-    refill); every generated block regresses onto the real one. No teacher, no critic."""
+    refill); every generated block regresses onto the real one. With ``regression.dmd_weight > 0`` DMD
+    judges the last window of generated frames too (a frozen teacher, a critic updated once per step)."""
 
     def __init__(self, trainer) -> None:
         super().__init__(trainer)
-        self.networks["student"] = trainer.build_network(self.cfg.init.student, trainable=True)
+        init = self.cfg.init
+        self.networks["student"] = trainer.build_network(init.student, trainable=True)
         self.lrs["student"] = self.cfg.train.lr
+        if self.cfg.regression.dmd_weight > 0:
+            self.networks["critic"] = trainer.build_network(init.critic or init.teacher, trainable=True, role="critic")
+            self.networks["teacher"] = trainer.build_network(init.teacher, trainable=False, role="teacher")
+            self.frozen.add("teacher")
+            self.lrs["critic"] = self.cfg.dmd.critic_lr
 
     def rollout(self, batch: dict, exit_index: int, grad: bool = True) -> tuple[dict, dict]:
         """(the generated streams after the real context, the clip's real frames at the same places)."""
@@ -269,13 +280,31 @@ class RolloutRegressionObjective(Objective):
         return roll.streams, {k: x[:, stream_frames(cfg, k, ctx * n) :] for k, x in real.items()}
 
     def step(self, step: int) -> dict[str, float]:
-        tr = self.trainer
-        exit_index = sample_exit_index(len(tr.timesteps), tr.generators["shared"], self.cfg.dmd.last_step_only)
-        generated, target = self.rollout(tr.batch(step), exit_index)
+        tr, reg, dmd = self.trainer, self.cfg.regression, self.cfg.dmd
+        batch = tr.batch(step)
+        exit_index = sample_exit_index(len(tr.timesteps), tr.generators["shared"], dmd.last_step_only)
+        generated, target = self.rollout(batch, exit_index)
         loss = rollout_regression_loss(generated, target, motion_weight=self.cfg.train.motion_weight,
-                                       audio_weight=self.cfg.regression.audio_weight)
+                                       audio_weight=reg.audio_weight)
+        losses = {"regression": float(loss.detach()), "exit_step": exit_index}
+        if reg.dmd_weight > 0:
+            critic, teacher, cfg = self.networks["critic"], self.networks["teacher"], tr.model_config
+            kw = dict(generator=tr.generators["local"], shift=dmd.shift, min_t=dmd.min_t, max_t=dmd.max_t)
+            n = cfg.frames_per_block
+            w = min(cfg.window_frames, generated[VIDEO].shape[1]) // n * n
+            xw, bw = last_frames(cfg, generated, batch, w, self.cfg.data.frame_keys)
+            with torch.no_grad():
+                c_real, u_real, c_fake = self.cond(teacher, bw), self.cond(teacher, bw, uncond=True), self.cond(critic, bw)
+            loss_d, extra = dmd_generator_loss(xw, teacher, critic, c_real, u_real, c_fake, scale=dmd.guidance_scale, **kw)
+            loss = loss + reg.dmd_weight * loss_d
+            losses.update(dmd=float(loss_d.detach()), **extra)
         tr.update("student", loss)
-        return {"loss": float(loss.detach()), "exit_step": exit_index}
+        losses["loss"] = float(loss.detach())
+        if reg.dmd_weight > 0:
+            loss_c = critic_loss({k: x.detach() for k, x in xw.items()}, critic, self.cond(critic, bw), **kw)
+            tr.update("critic", loss_c)
+            losses["critic"] = float(loss_c.detach())
+        return losses
 
 
 OBJECTIVES = {

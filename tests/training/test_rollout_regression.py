@@ -81,3 +81,19 @@ def test_rollout_regression_learns_a_continuation_the_context_determines(tmp_pat
     assert len(losses) == 120 and all(math.isfinite(x) for x in losses)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < 0.5 * first, (first, last)
+
+
+def test_with_dmd_the_critic_learns_and_the_teacher_stays_frozen(tmp_path):
+    trainer = Trainer(tiny_config("rollout_regression", steps=2, extra=["model=tiny-world", "regression.dmd_weight=0.5",
+                                                                        "regression.context_blocks=1"]),
+                      tmp_path, progress=False)
+    nets = trainer.objective.networks
+    assert set(nets) == {"student", "critic", "teacher"} and set(trainer.optimizers) == {"student", "critic"}
+    teacher_before = {k: v.clone() for k, v in nets["teacher"].state_dict().items()}
+    losses = trainer.train()
+    assert all(math.isfinite(losses[k]) for k in ("loss", "regression", "dmd", "critic")), losses
+    assert losses["loss"] != losses["regression"]  # the DMD term is in the student's loss
+    for name in ("student", "critic"):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in nets[name].parameters()), name
+    assert all(p.grad is None and not p.requires_grad for p in nets["teacher"].parameters())
+    assert all(torch.equal(teacher_before[k], v) for k, v in nets["teacher"].state_dict().items())
