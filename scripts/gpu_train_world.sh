@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Train the `world` model's three stages (ar_teacher -> ode_init -> self_forcing) on one GPU inside a
-# fixed wall-clock budget, and pack the weights so they can be brought back (docs/world.md).
+# Train the `world` model's three stages (ar_teacher -> ode_init -> self_forcing or rollout_regression) on
+# one GPU inside a fixed wall-clock budget, and pack the weights so they can be brought back (docs/world.md).
 #
 #   OUT=/path/to/results BUDGET_S=520 bash scripts/gpu_train_world.sh
+#   # the whole budget on rollout regression from an earlier student (no teacher or ODE stage):
+#   OUT=/path/to/results BUDGET_S=520 START_STUDENT=runs/s3/cand_rr2 FINAL_STAGE=rollout_regression bash scripts/gpu_train_world.sh
 #
 # Needs: a python with torch (CUDA), safetensors, numpy, tqdm (no install: the package is laid out under
 # a temp dir as setup.py maps it), the dataset (DATA, default data/atari/pong) and the autoencoders (AE,
@@ -34,6 +36,15 @@ MOTION_WEIGHT=${MOTION_WEIGHT:-0}  # train.motion_weight of the teacher
 TEACHER_COMPILE=${TEACHER_COMPILE:-false} # train.compile of the teacher (not yet measured on a GPU)
 TRAIN_DTYPE=${TRAIN_DTYPE:-float32}       # train.dtype of every stage (bfloat16: autocast)
 PROBE_S=${PROBE_S:-20}             # the teacher's first segment, which measures its step rate
+FINAL_STAGE=${FINAL_STAGE:-self_forcing} # or rollout_regression (the student's rollouts against the recording)
+START_STUDENT=${START_STUDENT:-}   # a student's weights folder: skip the teacher and ODE stages, start the final one from it
+RR_BATCH=${RR_BATCH:-64}           # rollout_regression: clips of 16 latent frames (3 real blocks + 5 generated)
+RR_LR=${RR_LR:-1e-4}
+RR_DMD=${RR_DMD:-0}                # regression.dmd_weight (> 0 needs a teacher: the teacher stage or TEACHER_INIT)
+case "$FINAL_STAGE" in self_forcing|rollout_regression) ;; *) echo "FINAL_STAGE=$FINAL_STAGE: use self_forcing or rollout_regression" >&2; exit 2 ;; esac
+if [ -n "$START_STUDENT" ] && { [ "$FINAL_STAGE" = self_forcing ] || [ "$RR_DMD" != 0 ]; } && [ -z "$TEACHER_INIT" ]; then
+  echo "START_STUDENT skips the teacher stage: $FINAL_STAGE with RR_DMD=$RR_DMD needs TEACHER_INIT" >&2; exit 2
+fi
 export PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 # (no current directory on sys.path: ./streamgen lacks training/)
 mkdir -p "$OUT" "$RUN"
 start=$(date +%s)
@@ -77,6 +88,9 @@ log "encoded $(ls "$RUN/latents/train" | wc -l) training episodes"
 COMMON=(--data "$RUN/latents/train" --set model=world-pong --set train.device="$DEVICE" --set train.log_every=50
   --set train.dtype="$TRAIN_DTYPE")
 
+TEACHER=${TEACHER_INIT:-none}
+STUDENT=$START_STUDENT
+if [ -z "$START_STUDENT" ]; then
 # 1. The autoregressive teacher: TEACHER_SHARE % of the budget. A first segment of PROBE_S seconds measures
 #    the step rate (between its last two log lines, so a compilation in the first step does not count), so
 #    the cosine schedule can end where the budget does (the resumed segment keeps every state).
@@ -115,26 +129,43 @@ train ode_init "$RUN/ode" "${COMMON[@]}" --steps 100000 --set train.time_limit_s
   --set ode.substeps=4 --set ode.guidance_scale=1 --set ode.num_pairs="$ODE_PAIRS" --set train.batch=64 \
   --set train.lr=2e-4 --set train.ema_decay=0.99 --set train.ema_start=100 --set train.checkpoint_every=1000
 pack ode "ema student" "$RUN/ode"
+TEACHER=$RUN/teacher
+STUDENT=$RUN/ode
+fi
 
-# 3. Self-Forcing (DMD) from the ODE student, keeping a checkpoint every SF_CKPT_EVERY steps: the rest,
-#    less 15 s for packing. At most 6 EMA checkpoints (evenly spaced, the last included) come back, in
-#    two files (each must stay under 16 MB).
+# 3. Self-Forcing (DMD) or rollout regression from the ODE student (or START_STUDENT), keeping a checkpoint
+#    every SF_CKPT_EVERY steps: the rest, less 15 s for packing. At most 6 EMA checkpoints (evenly spaced,
+#    the last included) come back, in two files named after the stage (sf_a/sf_b or rr_a/rr_b; each must
+#    stay under 16 MB).
 T_SF=$(($(left) - 15))
 if [ "$T_SF" -ge 20 ]; then
-  log "self_forcing: ${T_SF}s"
-  train self_forcing "$RUN/sf" "${COMMON[@]}" --steps 100000 --set train.time_limit_s="$T_SF" \
-    --set init.teacher="$RUN/teacher" --set init.student="$RUN/ode" --set dmd.guidance_scale=1 --set dmd.shift=3 \
-    --set dmd.critic_steps=2 --set train.batch="$SF_BATCH" --set train.lr=2e-5 --set dmd.critic_lr=1e-4 \
-    --set train.ema_decay=0.95 --set train.ema_start=20 --set train.checkpoint_every="$SF_CKPT_EVERY" \
-    --set train.keep_checkpoints=1000
-  mapfile -t sf_steps < <(ls "$RUN/sf/checkpoints" | grep '^step_' | sort | "$PY" -c '
+  log "$FINAL_STAGE: ${T_SF}s"
+  if [ "$FINAL_STAGE" = self_forcing ]; then
+    tag=sf
+    train self_forcing "$RUN/sf" "${COMMON[@]}" --steps 100000 --set train.time_limit_s="$T_SF" \
+      --set init.teacher="$TEACHER" --set init.student="$STUDENT" --set dmd.guidance_scale=1 --set dmd.shift=3 \
+      --set dmd.critic_steps=2 --set train.batch="$SF_BATCH" --set train.lr=2e-5 --set dmd.critic_lr=1e-4 \
+      --set train.ema_decay=0.95 --set train.ema_start=20 --set train.checkpoint_every="$SF_CKPT_EVERY" \
+      --set train.keep_checkpoints=1000
+  else
+    tag=rr
+    RR_SET=()
+    [ "$RR_DMD" != 0 ] && RR_SET=(--set init.teacher="$TEACHER" --set regression.dmd_weight="$RR_DMD" --set dmd.guidance_scale=1
+      --set dmd.shift=3 --set dmd.critic_lr=1e-4)
+    train rollout_regression "$RUN/rr" "${COMMON[@]}" --steps 100000 --set train.time_limit_s="$T_SF" \
+      --set init.student="$STUDENT" --set train.batch="$RR_BATCH" --set data.num_frames=16 --set regression.context_blocks=3 \
+      --set regression.audio_weight=0.5 --set dmd.last_step_only=true --set train.motion_weight=3 --set train.lr="$RR_LR" \
+      --set train.warmup=30 --set train.ema_decay=0.99 --set train.ema_start=50 --set train.checkpoint_every="$SF_CKPT_EVERY" \
+      --set train.keep_checkpoints=1000 "${RR_SET[@]}"
+  fi
+  mapfile -t sf_steps < <(ls "$RUN/$tag/checkpoints" | grep '^step_' | sort | "$PY" -c '
 import sys
 steps = sys.stdin.read().split()
 k = -(-len(steps) // 6)  # every k-th from the end, so the last is kept
 print("\n".join(sorted(steps[::-1][::k][:6])))')
   half=$(((${#sf_steps[@]} + 1) / 2))
-  pack sf_a ema "$RUN/sf" "${sf_steps[@]:0:$half}"
-  [ ${#sf_steps[@]} -gt "$half" ] && pack sf_b ema "$RUN/sf" "${sf_steps[@]:$half}"
+  pack "${tag}_a" ema "$RUN/$tag" "${sf_steps[@]:0:$half}"
+  [ ${#sf_steps[@]} -gt "$half" ] && pack "${tag}_b" ema "$RUN/$tag" "${sf_steps[@]:$half}"
 fi
 
 # 4. With time to spare, the GPU kernel tests (issue 6's compiled Triton checks).

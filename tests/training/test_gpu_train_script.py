@@ -41,3 +41,46 @@ def test_gpu_script_runs_every_stage_on_the_cpu_and_packs_weights(tmp_path):
         assert config.name == "world-pong" and sum(p.numel() for p in model.parameters()) > 0
     teacher_steps = sorted((tmp_path / "teacher" / "checkpoints").glob("step_*"))
     assert len(teacher_steps) == 1  # the latest only: the probe's checkpoint was resumed, not packed
+
+
+@pytest.mark.slow
+def test_gpu_script_spends_the_budget_on_rollout_regression_from_a_given_student(tmp_path):
+    import torch
+
+    from streamgen.checkpoints.io import save_checkpoint
+    from streamgen.pipeline import load_pipeline
+
+    data = build_dataset("pong", tmp_path / "pong", episodes=2, steps_per_episode=48, seed=3, eval_episodes=1, progress=False)
+    (tmp_path / "ae").mkdir()
+    VideoAutoencoder().save(tmp_path / "ae" / "video_ae.safetensors")
+    AudioAutoencoder().save(tmp_path / "ae" / "audio_ae.safetensors")
+    torch.manual_seed(0)
+    pipe = load_pipeline("world-pong", device="cpu")
+    save_checkpoint(tmp_path / "student", pipe.config, pipe.model)
+    out, run = tmp_path / "out", tmp_path / "run"
+    env = dict(os.environ, PYTHON=sys.executable, DEVICE="cpu", BUDGET_S="45", RR_BATCH="1", SF_CKPT_EVERY="2",
+               START_STUDENT=str(tmp_path / "student"), FINAL_STAGE="rollout_regression", DATA=str(data),
+               AE=str(tmp_path / "ae"), OUT=str(out), RUN=str(run), OMP_NUM_THREADS="1")
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_train_world.sh")], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    progress = (out / "progress.txt").read_text()
+    assert "ar_teacher" not in progress and "rollout_regression" in progress
+    assert not (out / "teacher.tar").exists() and not (out / "ode.tar").exists()
+    with tarfile.open(out / "rr_a.tar") as tar:
+        tar.extractall(tmp_path / "rr", filter="data")
+    weights = sorted((tmp_path / "rr" / "checkpoints").glob("step_*/ema"))
+    assert weights
+    config, _ = load_checkpoint_dir(weights[-1])
+    assert config.name == "world-pong"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"FINAL_STAGE": "dmd"}, "FINAL_STAGE=dmd: use self_forcing or rollout_regression"),
+    ({"START_STUDENT": "runs/x"}, "self_forcing with RR_DMD=0 needs TEACHER_INIT"),
+    ({"START_STUDENT": "runs/x", "FINAL_STAGE": "rollout_regression", "RR_DMD": "1"}, "needs TEACHER_INIT"),
+])
+def test_gpu_script_refuses_inconsistent_stage_settings_before_any_work(tmp_path, env, message):
+    full = dict(os.environ, PYTHON=sys.executable, OUT=str(tmp_path / "out"), RUN=str(tmp_path / "run"), **env)
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_train_world.sh")], env=full, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert not (tmp_path / "out").exists()  # nothing written
