@@ -66,6 +66,23 @@ def _optim_unflat(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": groups}
 
 
+def load_optimizer_state(model, optim, path: Path) -> None:
+    """Load ``optim_<name>.safetensors`` into ``optim``. Parameters that never had a gradient (for example a
+    learnable sink that rollouts only read from the caches) have no optimiser state and none is saved for
+    them; they start without one, as they would in the uninterrupted run. Every saved entry must name a
+    parameter of the model."""
+    meta = json.loads(safetensors_metadata(path)["groups"])
+    saved = _optim_unflat(load_safetensors(path), meta)
+    params = dict(model.named_parameters())  # canonical names: FSDP2 shards in place, DDP here wraps nothing
+    stray = sorted(set(saved["state"]) - set(params))
+    if stray:
+        raise ValueError(f"{path}: optimiser state for {stray[:5]} ({len(stray)} parameters) matches no parameter of the model")
+    set_optimizer_state_dict(model, optim, saved, options=StateDictOptions(full_state_dict=True, strict=False))
+    for name, param in params.items():  # loading first gives every parameter a zero state: drop the unsaved ones
+        if name not in saved["state"]:
+            optim.state.pop(param, None)
+
+
 def rng_state(generators: dict[str, torch.Generator]) -> tuple[dict[str, torch.Tensor], list]:
     tensors = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -185,10 +202,7 @@ def load_training_checkpoint(trainer, folder: Path) -> None:
     for n, model in trainer.trainable.items():
         load_model_state(model, load_safetensors(folder / n / "model.safetensors"))
     for n, optim in trainer.optimizers.items():
-        path = folder / f"optim_{n}.safetensors"
-        meta = json.loads(safetensors_metadata(path)["groups"])
-        set_optimizer_state_dict(trainer.trainable[n], optim, _optim_unflat(load_safetensors(path), meta),
-                                 options=StateDictOptions(full_state_dict=True))
+        load_optimizer_state(trainer.trainable[n], optim, folder / f"optim_{n}.safetensors")
     if trainer.ema is not None:
         trainer.ema.load(load_safetensors(folder / "ema" / "model.safetensors"))
     set_rng_state(load_safetensors(folder / f"rng_rank{info.rank}.safetensors"), record["python_rng"][info.rank], trainer.generators)
