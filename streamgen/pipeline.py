@@ -129,10 +129,13 @@ class Pipeline:
               prime: bool = True) -> Session:
         """A new stream. ``action_clock``: how ``t_ms`` of action events is read (``streamgen.actions``):
         "client" (the wire protocol: any client clock) or "stream" (the media clock, for scripts).
-        ``prime``: start from the pipeline's ``start_context`` when it has one (shipped worlds)."""
+        ``prime``: start from the pipeline's ``start_context`` when it has one (shipped worlds); the
+        context's keys are its past (they stay in the action windows), so the player starts holding none."""
         session = Session(self, seed=seed, prompt=prompt, action_clock=action_clock)
         if prime and self.start_context is not None:
             session.prime(**self.start_context)
+            if session.action_state is not None:
+                session.action_state.held = frozenset()
         return session
 
 
