@@ -37,6 +37,16 @@ def test_world_streams_pong_with_sound_at_48k(world):
     assert not np.isnan(locate_many(c.video, spec.player)[:, 0]).all()
 
 
+def test_the_start_context_keys_are_history_not_held(world):
+    # The shipped context ends with ArrowUp down; a new player holds nothing, so no key carries over
+    # (before this, the paddle of every new stream ran to the top until ArrowUp was pressed and released).
+    up = world.action_spec.keys.index("ArrowUp")
+    assert world.start_context["actions"][-1, up] == 1.0
+    session = world.start(seed=0)
+    assert session.action_state.held == frozenset()
+    assert session.action_state.history_keyboard[-1, up] == 1.0  # still in the windows the model sees
+
+
 def _paddle_after(world, key: str, seed: int, blocks: int = 4) -> float:
     s = world.start(seed=seed, action_clock="stream")
     events = [{"kind": "key", "key": key, "down": True, "t_ms": 0.0}]
@@ -50,10 +60,10 @@ def _paddle_after(world, key: str, seed: int, blocks: int = 4) -> float:
 def test_arrow_keys_move_the_generated_paddle_their_way(world):
     # From the real start context, holding ArrowUp for 4 blocks (16 frames) leaves the paddle (found by colour)
     # higher on the screen (a smaller row) than holding ArrowDown with the same seed. Measured for the shipped
-    # student: 6 of these 8 seeds (one paddle lost, one reversed by 1.4 px), 96 % of the evaluation's 24
-    # held-out starts (MODEL_CARD.md); it steers, it does not track (10.6 % of frames within 3 px).
+    # student: all 8 seeds, the paddle at the top (row 1) vs the bottom (row 62.5), 61.5 px apart; 100 % of
+    # the evaluation's 24 held-out starts (MODEL_CARD.md).
     pairs = [(_paddle_after(world, "ArrowUp", seed), _paddle_after(world, "ArrowDown", seed)) for seed in range(8)]
     right_way = sum(up < down for up, down in pairs)  # NaN (paddle not found) counts as a failure
     found = [(up, down) for up, down in pairs if np.isfinite(up) and np.isfinite(down)]
-    assert right_way >= 5, pairs
-    assert np.mean([down - up for up, down in found]) > 3.0, pairs
+    assert right_way >= 7, pairs
+    assert np.mean([down - up for up, down in found]) > 30.0, pairs
