@@ -18,18 +18,24 @@ from streamgen.training.data.atari import build_dataset
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
-def test_gpu_script_runs_every_stage_on_the_cpu_and_packs_weights(tmp_path):
+def _run_script(tmp_path, **env) -> Path:
+    """The script on the CPU with a tiny real Pong dataset and untrained autoencoders; returns its OUT."""
     data = build_dataset("pong", tmp_path / "pong", episodes=2, steps_per_episode=48, seed=3, eval_episodes=1, progress=False)
     (tmp_path / "ae").mkdir()
     VideoAutoencoder().save(tmp_path / "ae" / "video_ae.safetensors")
     AudioAutoencoder().save(tmp_path / "ae" / "audio_ae.safetensors")
-    out, run = tmp_path / "out", tmp_path / "run"
-    env = dict(os.environ, PYTHON=sys.executable, DEVICE="cpu", BUDGET_S="100", PROBE_S="8", TEACHER_BATCH="2", SF_BATCH="1",
-               ODE_PAIRS="2", SF_CKPT_EVERY="2", TEACHER_SHARE="30", ODE_SHARE="30", DATA=str(data), AE=str(tmp_path / "ae"),
-               OUT=str(out), RUN=str(run), OMP_NUM_THREADS="1")
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_train_world.sh")], env=env, capture_output=True, text=True, timeout=400)
+    out = tmp_path / "out"
+    full = dict(os.environ, PYTHON=sys.executable, DEVICE="cpu", DATA=str(data), AE=str(tmp_path / "ae"), OUT=str(out),
+                RUN=str(tmp_path / "run"), OMP_NUM_THREADS="1", **env)
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_train_world.sh")], env=full, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return out
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_every_stage_on_the_cpu_and_packs_weights(tmp_path):
+    out = _run_script(tmp_path, BUDGET_S="100", PROBE_S="8", TEACHER_BATCH="2", SF_BATCH="1", ODE_PAIRS="2",
+                      SF_CKPT_EVERY="2", TEACHER_SHARE="30", ODE_SHARE="30")
     progress = (out / "progress.txt").read_text()
     assert "resuming to" in progress and "done" in progress
     for name in ("teacher", "ode", "sf_a"):
@@ -50,19 +56,11 @@ def test_gpu_script_spends_the_budget_on_rollout_regression_from_a_given_student
     from streamgen.checkpoints.io import save_checkpoint
     from streamgen.pipeline import load_pipeline
 
-    data = build_dataset("pong", tmp_path / "pong", episodes=2, steps_per_episode=48, seed=3, eval_episodes=1, progress=False)
-    (tmp_path / "ae").mkdir()
-    VideoAutoencoder().save(tmp_path / "ae" / "video_ae.safetensors")
-    AudioAutoencoder().save(tmp_path / "ae" / "audio_ae.safetensors")
     torch.manual_seed(0)
     pipe = load_pipeline("world-pong", device="cpu")
     save_checkpoint(tmp_path / "student", pipe.config, pipe.model)
-    out, run = tmp_path / "out", tmp_path / "run"
-    env = dict(os.environ, PYTHON=sys.executable, DEVICE="cpu", BUDGET_S="45", RR_BATCH="1", SF_CKPT_EVERY="2",
-               START_STUDENT=str(tmp_path / "student"), FINAL_STAGE="rollout_regression", DATA=str(data),
-               AE=str(tmp_path / "ae"), OUT=str(out), RUN=str(run), OMP_NUM_THREADS="1")
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_train_world.sh")], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = _run_script(tmp_path, BUDGET_S="45", RR_BATCH="1", SF_CKPT_EVERY="2", START_STUDENT=str(tmp_path / "student"),
+                      FINAL_STAGE="rollout_regression")
     progress = (out / "progress.txt").read_text()
     assert "ar_teacher" not in progress and "rollout_regression" in progress
     assert not (out / "teacher.tar").exists() and not (out / "ode.tar").exists()
