@@ -44,25 +44,23 @@ def motion_weights(video: torch.Tensor, strength: float, cap: float = 10.0) -> t
     return 1.0 + strength * rel
 
 
+def _stream_weights(name: str, clean: torch.Tensor, motion_weight: float) -> torch.Tensor | None:
+    """``motion_weights`` of a clean video stream when ``motion_weight > 0``; None (plain MSE) otherwise."""
+    return motion_weights(clean.detach(), motion_weight) if (name == VIDEO and motion_weight > 0) else None
+
+
 def streams_flow_loss(pred: dict, x0: dict, noise: dict, *, motion_weight: float = 0.0) -> torch.Tensor:
     """Flow matching summed over the generated streams (each stream's MSE is a mean, so a sparse audio
     stream weighs as much as the video); ``motion_weight > 0`` weights the video by ``motion_weights``."""
-    total = 0.0
-    for k in x0:
-        weight = motion_weights(x0[k].detach(), motion_weight) if (k == VIDEO and motion_weight > 0) else None
-        total = total + flow_matching_loss(pred[k], x0[k], noise[k], weight)
-    return total
+    return sum(flow_matching_loss(pred[k], x0[k], noise[k], _stream_weights(k, x0[k], motion_weight)) for k in x0)
 
 
 def rollout_regression_loss(generated: dict, real: dict, *, motion_weight: float = 0.0,
                             audio_weight: float = 1.0) -> torch.Tensor:
     """Generated streams against the real clip's same frames: each stream's mean squared error, the audio's
     times ``audio_weight``; ``motion_weight > 0`` weights the video by ``motion_weights`` of the real frames."""
-    total = 0.0
-    for k, x in generated.items():
-        weight = motion_weights(real[k].detach(), motion_weight) if (k == VIDEO and motion_weight > 0) else None
-        total = total + weighted_mse(x, real[k], weight) * (1.0 if k == VIDEO else audio_weight)
-    return total
+    return sum(weighted_mse(x, real[k], _stream_weights(k, real[k], motion_weight)) * (1.0 if k == VIDEO else audio_weight)
+               for k, x in generated.items())
 
 
 def sample_timesteps(

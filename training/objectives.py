@@ -41,6 +41,34 @@ class Objective:
     def cond(self, model, batch, **kw) -> Cond:
         return make_cond(model, batch, frame_keys=self.cfg.data.frame_keys, **kw)
 
+    def add_scores(self) -> None:
+        """The DMD scores: a frozen teacher (``init.teacher``, the real score) and a trainable critic (the fake
+        score, from ``init.critic`` or the teacher) at ``dmd.critic_lr``."""
+        init, tr = self.cfg.init, self.trainer
+        self.networks["critic"] = tr.build_network(init.critic or init.teacher, trainable=True, role="critic")
+        self.networks["teacher"] = tr.build_network(init.teacher, trainable=False, role="teacher")
+        self.frozen.add("teacher")
+        self.lrs["critic"] = self.cfg.dmd.critic_lr
+
+    def _score_kw(self) -> dict:
+        dmd = self.cfg.dmd
+        return dict(generator=self.trainer.generators["local"], shift=dmd.shift, min_t=dmd.min_t, max_t=dmd.max_t)
+
+    def dmd_loss(self, xs: dict, batch: dict) -> tuple[torch.Tensor, dict]:
+        """DMD generator loss of generated streams ``xs`` judged under ``batch``'s conditioning."""
+        critic, teacher = self.networks["critic"], self.networks["teacher"]
+        with torch.no_grad():
+            c_real, u_real, c_fake = self.cond(teacher, batch), self.cond(teacher, batch, uncond=True), self.cond(critic, batch)
+        return dmd_generator_loss(xs, teacher, critic, c_real, u_real, c_fake, scale=self.cfg.dmd.guidance_scale,
+                                  **self._score_kw())
+
+    def critic_step(self, xs: dict, batch: dict) -> float:
+        """One critic update on (detached) generated streams; returns its loss."""
+        critic = self.networks["critic"]
+        loss = critic_loss({k: x.detach() for k, x in xs.items()}, critic, self.cond(critic, batch), **self._score_kw())
+        self.trainer.update("critic", loss)
+        return float(loss.detach())
+
 
 class TeacherObjective(Objective):
     """Bidirectional flow matching: one timestep per clip, text dropped with ``cfg_dropout``."""
@@ -140,12 +168,9 @@ class SelfForcingObjective(Objective):
 
     def __init__(self, trainer) -> None:
         super().__init__(trainer)
-        init = self.cfg.init
-        self.networks["student"] = trainer.build_network(init.student, trainable=True)
-        self.networks["critic"] = trainer.build_network(init.critic or init.teacher, trainable=True, role="critic")
-        self.networks["teacher"] = trainer.build_network(init.teacher, trainable=False, role="teacher")
-        self.frozen.add("teacher")
-        self.lrs = {"student": self.cfg.train.lr, "critic": self.cfg.dmd.critic_lr}
+        self.networks["student"] = trainer.build_network(self.cfg.init.student, trainable=True)
+        self.lrs["student"] = self.cfg.train.lr
+        self.add_scores()
 
     def dmd_window(self, xs: dict, batch: dict) -> tuple[dict, dict]:
         """The frames the scores judge (all of them here; long tuning keeps the teacher's window)."""
@@ -171,27 +196,19 @@ class SelfForcingObjective(Objective):
 
     def step(self, step: int) -> dict[str, float]:
         tr, dmd = self.trainer, self.cfg.dmd
-        critic, teacher = self.networks["critic"], self.networks["teacher"]
         batch = tr.batch(step)
-        kw = dict(generator=tr.generators["local"], shift=dmd.shift, min_t=dmd.min_t, max_t=dmd.max_t)
         switch = self.prompt_switch(batch, step)
         judged = switch[1] if switch is not None else batch  # the conditioning in force for the judged frames
         losses, xs = {}, None
         if step % dmd.critic_steps == 0:
             roll = self._rollout(batch, grad=True, switch=switch)
-            xw, bw = self.dmd_window(roll.streams, judged)
-            with torch.no_grad():
-                c_real, u_real, c_fake = self.cond(teacher, bw), self.cond(teacher, bw, uncond=True), self.cond(critic, bw)
-            loss, extra = dmd_generator_loss(xw, teacher, critic, c_real, u_real, c_fake, scale=dmd.guidance_scale, **kw)
+            loss, extra = self.dmd_loss(*self.dmd_window(roll.streams, judged))
             tr.update("student", loss)
             losses.update(dmd=float(loss.detach()), exit_step=roll.exit_index, **extra)
             xs = {k: v.detach() for k, v in roll.streams.items()} if dmd.reuse_rollout else None
         if xs is None:
             xs = self._rollout(batch, grad=False, switch=switch).streams
-        xw, bw = self.dmd_window(xs, judged)
-        loss_c = critic_loss(xw, critic, self.cond(critic, bw), **kw)
-        tr.update("critic", loss_c)
-        losses["critic"] = float(loss_c.detach())
+        losses["critic"] = self.critic_step(*self.dmd_window(xs, judged))
         return losses
 
 
@@ -251,14 +268,10 @@ class RolloutRegressionObjective(Objective):
 
     def __init__(self, trainer) -> None:
         super().__init__(trainer)
-        init = self.cfg.init
-        self.networks["student"] = trainer.build_network(init.student, trainable=True)
+        self.networks["student"] = trainer.build_network(self.cfg.init.student, trainable=True)
         self.lrs["student"] = self.cfg.train.lr
         if self.cfg.regression.dmd_weight > 0:
-            self.networks["critic"] = trainer.build_network(init.critic or init.teacher, trainable=True, role="critic")
-            self.networks["teacher"] = trainer.build_network(init.teacher, trainable=False, role="teacher")
-            self.frozen.add("teacher")
-            self.lrs["critic"] = self.cfg.dmd.critic_lr
+            self.add_scores()
 
     def rollout(self, batch: dict, exit_index: int, grad: bool = True) -> tuple[dict, dict]:
         """(the generated streams after the real context, the clip's real frames at the same places)."""
@@ -288,22 +301,17 @@ class RolloutRegressionObjective(Objective):
                                        audio_weight=reg.audio_weight)
         losses = {"regression": float(loss.detach()), "exit_step": exit_index}
         if reg.dmd_weight > 0:
-            critic, teacher, cfg = self.networks["critic"], self.networks["teacher"], tr.model_config
-            kw = dict(generator=tr.generators["local"], shift=dmd.shift, min_t=dmd.min_t, max_t=dmd.max_t)
+            cfg = tr.model_config
             n = cfg.frames_per_block
             w = min(cfg.window_frames, generated[VIDEO].shape[1]) // n * n
             xw, bw = last_frames(cfg, generated, batch, w, self.cfg.data.frame_keys)
-            with torch.no_grad():
-                c_real, u_real, c_fake = self.cond(teacher, bw), self.cond(teacher, bw, uncond=True), self.cond(critic, bw)
-            loss_d, extra = dmd_generator_loss(xw, teacher, critic, c_real, u_real, c_fake, scale=dmd.guidance_scale, **kw)
+            loss_d, extra = self.dmd_loss(xw, bw)
             loss = loss + reg.dmd_weight * loss_d
             losses.update(dmd=float(loss_d.detach()), **extra)
         tr.update("student", loss)
         losses["loss"] = float(loss.detach())
         if reg.dmd_weight > 0:
-            loss_c = critic_loss({k: x.detach() for k, x in xw.items()}, critic, self.cond(critic, bw), **kw)
-            tr.update("critic", loss_c)
-            losses["critic"] = float(loss_c.detach())
+            losses["critic"] = self.critic_step(xw, bw)
         return losses
 
 
