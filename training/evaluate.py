@@ -125,9 +125,14 @@ def object_error(found: np.ndarray, real: np.ndarray) -> np.ndarray:
     return np.abs(np.nan_to_num(found[ok], nan=1e9) - real[ok])
 
 
+def share_within(err: np.ndarray, tol: float) -> float:
+    """Share of object errors ``[N]`` within ``tol`` px (NaN when there are none)."""
+    return float((err <= tol).mean()) if err.size else float("nan")
+
+
 def shares_within(err: np.ndarray) -> dict[str, float]:
     """Share of object errors ``[N]`` within each of ``REPORTED_TOLERANCES`` (keys like ``"3"``)."""
-    return {f"{t:g}": float((err <= t).mean()) if err.size else float("nan") for t in REPORTED_TOLERANCES}
+    return {f"{t:g}": share_within(err, t) for t in REPORTED_TOLERANCES}
 
 
 def reference_table(data: str | Path, meta: dict, episodes: int | None = None) -> DynamicsTable:
@@ -149,7 +154,7 @@ def rollout_metrics(pipe, eps: list[dict], meta: dict, *, context: int, frames: 
     aspec = pipe.action_spec
     names = meta["action_names"]
     axis = spec_g.player_axis if hasattr(spec_g, "player_axis") else 0
-    p16, p64, b16, b64, within, gen_all, real_all, gen_audio, real_audio = [], [], [], [], [], [], [], [], []
+    p16, p64, b16, b64, errors, gen_all, real_all, gen_audio, real_audio = [], [], [], [], [], [], [], [], []
     direction, ref_err = [], []
     for e_i, ep in enumerate(eps):
         for s in starts_of(ep, context + frames, starts, pipe.frames_per_chunk):
@@ -160,8 +165,7 @@ def rollout_metrics(pipe, eps: list[dict], meta: dict, *, context: int, frames: 
             p, b = psnr(gen, real), psnr(last, real)
             p16.append(p[:16].mean()); p64.append(p.mean()); b16.append(b[:16].mean()); b64.append(b.mean())
             real_pos = locate_many(ep["frames"][s : s + context + frames], spec_g.player)[:, axis]
-            err = object_error(locate_many(gen, spec_g.player)[:, axis], real_pos[context:])
-            within.append(err)
+            errors.append(object_error(locate_many(gen, spec_g.player)[:, axis], real_pos[context:]))
             if reference is not None:
                 signs = commanded_signs(spec_g, names, ep["actions"][s : s + context + frames - 1])
                 ref_err.append(object_error(predict_track(reference, real_pos[:context], signs, frames), real_pos[context:]))
@@ -171,14 +175,12 @@ def rollout_metrics(pipe, eps: list[dict], meta: dict, *, context: int, frames: 
                 real_audio.append(ep["audio"][s + context : s + context + frames].reshape(-1))
             if direction_blocks:
                 direction.append(_direction(pipe, ep, s, context, direction_blocks, spec_g, axis, seed + e_i))
-    err_all = np.concatenate(within) if within else np.zeros(0)
-    within_all = (err_all <= tol).astype(np.float64)
+    err_all = np.concatenate(errors) if errors else np.zeros(0)
     out = {
         "starts": len(p16), "context_frames": context, "rollout_frames": frames,
         "psnr": {"rollout_16": float(np.mean(p16)), "copy_last_16": float(np.mean(b16)),
                  f"rollout_{frames}": float(np.mean(p64)), f"copy_last_{frames}": float(np.mean(b64))},
-        "action_following": {"tolerance_px": tol, "frames": int(within_all.size),
-                             "within_tolerance": float(within_all.mean()) if within_all.size else float("nan"),
+        "action_following": {"tolerance_px": tol, "frames": int(err_all.size), "within_tolerance": share_within(err_all, tol),
                              "within_by_tolerance": shares_within(err_all),
                              "direction_blocks": direction_blocks,
                              "up_above_down": float(np.mean([d > 0 for d in direction])) if direction else float("nan"),
@@ -187,7 +189,7 @@ def rollout_metrics(pipe, eps: list[dict], meta: dict, *, context: int, frames: 
     if reference is not None:
         ref = np.concatenate(ref_err) if ref_err else np.zeros(0)
         out["paddle_reference"] = {"history": reference.history, "keys": len(reference.steps), "frames": int(ref.size),
-                                   "within_tolerance": float((ref <= tol).mean()) if ref.size else float("nan"),
+                                   "within_tolerance": share_within(ref, tol),
                                    "within_by_tolerance": shares_within(ref)}
     if gen_audio:
         out["audio_visual"] = _av(np.concatenate(gen_all), np.concatenate(gen_audio), np.concatenate(real_all),
@@ -213,11 +215,8 @@ def next_block_following(pipe, eps: list[dict], meta: dict, *, context: int, sta
             copy_err.append(object_error(np.repeat(last, n), real))
     g = np.concatenate(gen_err) if gen_err else np.zeros(0)
     c = np.concatenate(copy_err) if copy_err else np.zeros(0)
-
-    def share(e: np.ndarray) -> float:
-        return float((e <= tol).mean()) if e.size else float("nan")
-
-    return {"tolerance_px": tol, "frames": int(g.size), "within_tolerance": share(g), "copy_last_within_tolerance": share(c),
+    return {"tolerance_px": tol, "frames": int(g.size), "within_tolerance": share_within(g, tol),
+            "copy_last_within_tolerance": share_within(c, tol),
             "median_error_px": float(np.median(np.minimum(g, 64.0))) if g.size else float("nan"),
             "copy_last_median_error_px": float(np.median(np.minimum(c, 64.0))) if c.size else float("nan")}
 
