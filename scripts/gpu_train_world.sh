@@ -41,6 +41,7 @@ START_STUDENT=${START_STUDENT:-}   # a student's weights folder: skip the teache
 RR_BATCH=${RR_BATCH:-64}           # rollout_regression: clips of 16 latent frames (3 real blocks + 5 generated)
 RR_LR=${RR_LR:-1e-4}
 RR_DMD=${RR_DMD:-0}                # regression.dmd_weight (> 0 needs a teacher: the teacher stage or TEACHER_INIT)
+RR_AUDIO=${RR_AUDIO:-0.5}          # regression.audio_weight (regression toward the recording's sound quiets it; DMD keeps it alive)
 case "$FINAL_STAGE" in self_forcing|rollout_regression) ;; *) echo "FINAL_STAGE=$FINAL_STAGE: use self_forcing or rollout_regression" >&2; exit 2 ;; esac
 if [ -n "$START_STUDENT" ] && { [ "$FINAL_STAGE" = self_forcing ] || [ "$RR_DMD" != 0 ]; } && [ -z "$TEACHER_INIT" ]; then
   echo "START_STUDENT skips the teacher stage: $FINAL_STAGE with RR_DMD=$RR_DMD needs TEACHER_INIT" >&2; exit 2
@@ -154,7 +155,7 @@ if [ "$T_SF" -ge 20 ]; then
       --set dmd.shift=3 --set dmd.critic_lr=1e-4)
     train rollout_regression "$RUN/rr" "${COMMON[@]}" --steps 100000 --set train.time_limit_s="$T_SF" \
       --set init.student="$STUDENT" --set train.batch="$RR_BATCH" --set data.num_frames=16 --set regression.context_blocks=3 \
-      --set regression.audio_weight=0.5 --set dmd.last_step_only=true --set train.motion_weight=3 --set train.lr="$RR_LR" \
+      --set regression.audio_weight="$RR_AUDIO" --set dmd.last_step_only=true --set train.motion_weight=3 --set train.lr="$RR_LR" \
       --set train.warmup=30 --set train.ema_decay=0.99 --set train.ema_start=50 --set train.checkpoint_every="$SF_CKPT_EVERY" \
       --set train.keep_checkpoints=1000 "${RR_SET[@]}"
   fi

@@ -10,7 +10,9 @@ stream clock (``streamgen.world_actions``), for ``rollout`` frames. Measured:
   next to the copy-last-frame baseline (the last real context frame held);
 - ``action_following``: the controlled object found by colour (``data/locate.py``) in generated and
   emulator frames; the share of frames where they agree within ``tolerance_px`` (64x64 pixels, along the
-  object's axis of motion), also at every tolerance of ``REPORTED_TOLERANCES``; the same shares for the
+  object's axis of motion), also at every tolerance of ``REPORTED_TOLERANCES`` and over the first 16
+  frames alone (``within_tolerance_16``); ``found``, the share of those frames in which the generated
+  object is drawn at all (a frame without it counts as far off); the same shares for the
   ``paddle_reference``, a table of the game's dynamics fitted on the training episodes (the first
   ``reference_episodes``) and rolled out from the same context under the same actions without pixels
   (what the object's visible past and the keys allow, ``paddle_reference.py``); and a direction test:
@@ -155,7 +157,7 @@ def rollout_metrics(pipe, eps: list[dict], meta: dict, *, context: int, frames: 
     names = meta["action_names"]
     axis = spec_g.player_axis if hasattr(spec_g, "player_axis") else 0
     p16, p64, b16, b64, errors, gen_all, real_all, gen_audio, real_audio = [], [], [], [], [], [], [], [], []
-    direction, ref_err = [], []
+    direction, ref_err, short_errors, found = [], [], [], []
     for e_i, ep in enumerate(eps):
         for s in starts_of(ep, context + frames, starts, pipe.frames_per_chunk):
             rows = key_rows(aspec, names, ep["actions"][s : s + context + frames])
@@ -165,7 +167,10 @@ def rollout_metrics(pipe, eps: list[dict], meta: dict, *, context: int, frames: 
             p, b = psnr(gen, real), psnr(last, real)
             p16.append(p[:16].mean()); p64.append(p.mean()); b16.append(b[:16].mean()); b64.append(b.mean())
             real_pos = locate_many(ep["frames"][s : s + context + frames], spec_g.player)[:, axis]
-            errors.append(object_error(locate_many(gen, spec_g.player)[:, axis], real_pos[context:]))
+            gen_pos = locate_many(gen, spec_g.player)[:, axis]
+            errors.append(object_error(gen_pos, real_pos[context:]))
+            short_errors.append(object_error(gen_pos[:16], real_pos[context : context + 16]))
+            found.append(~np.isnan(gen_pos[~np.isnan(real_pos[context:])]))
             if reference is not None:
                 signs = commanded_signs(spec_g, names, ep["actions"][s : s + context + frames - 1])
                 ref_err.append(object_error(predict_track(reference, real_pos[:context], signs, frames), real_pos[context:]))
@@ -176,12 +181,15 @@ def rollout_metrics(pipe, eps: list[dict], meta: dict, *, context: int, frames: 
             if direction_blocks:
                 direction.append(_direction(pipe, ep, s, context, direction_blocks, spec_g, axis, seed + e_i))
     err_all = np.concatenate(errors) if errors else np.zeros(0)
+    err_16 = np.concatenate(short_errors) if short_errors else np.zeros(0)
     out = {
         "starts": len(p16), "context_frames": context, "rollout_frames": frames,
         "psnr": {"rollout_16": float(np.mean(p16)), "copy_last_16": float(np.mean(b16)),
                  f"rollout_{frames}": float(np.mean(p64)), f"copy_last_{frames}": float(np.mean(b64))},
         "action_following": {"tolerance_px": tol, "frames": int(err_all.size), "within_tolerance": share_within(err_all, tol),
                              "within_by_tolerance": shares_within(err_all),
+                             "within_tolerance_16": share_within(err_16, tol),
+                             "found": float(np.concatenate(found).mean()) if found else float("nan"),
                              "direction_blocks": direction_blocks,
                              "up_above_down": float(np.mean([d > 0 for d in direction])) if direction else float("nan"),
                              "mean_up_minus_down_px": float(np.mean(direction)) if direction else float("nan")},

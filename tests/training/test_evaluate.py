@@ -68,6 +68,8 @@ def test_evaluate_reports_consistent_numbers(world):
     assert 0.0 <= af["within_tolerance"] <= 1.0 and af["frames"] == 16 and af["up_above_down"] in (0.0, 1.0)
     shares = list(af["within_by_tolerance"].values())
     assert af["within_by_tolerance"]["3"] == af["within_tolerance"] and shares == sorted(shares)  # wider: never fewer
+    # 16 frames: the short share is the whole share; a missing paddle counts as far off, so never more than found.
+    assert af["within_tolerance_16"] == af["within_tolerance"] and af["within_tolerance"] <= af["found"] <= 1.0
     ref = out["paddle_reference"]  # the dynamics table of the training episode, rolled out on the same frames
     assert ref["frames"] == af["frames"] and ref["keys"] > 0 and ref["within_by_tolerance"]["3"] == ref["within_tolerance"]
     assert set(out["audio_visual"]) == {"generated", "emulator"}
