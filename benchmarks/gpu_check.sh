@@ -11,16 +11,29 @@
 #
 # Usage (repository root, environment with CUDA torch + triton + streamgen installed):
 #   bash benchmarks/gpu_check.sh            # PYTHON=... to pick the interpreter, BENCH_BLOCKS=... blocks
+#   TESTS_S=90 KERNEL_BENCH_S=40 E2E_S=45 bash benchmarks/gpu_check.sh   # shorter stage limits (a short lease)
+# Without an installed streamgen (a bare GPU machine), the package is laid out under a temp dir as
+# setup.py maps it (kernels/, server/, training/ inside streamgen/) and put on PYTHONPATH.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python}
 OUT=${GPU_CHECK_OUT:-$(mktemp -d -t streamgen-gpu-check.XXXXXX)}
 BLOCKS=${BENCH_BLOCKS:-30}
+TESTS_S=${TESTS_S:-150}
+KERNEL_BENCH_S=${KERNEL_BENCH_S:-80}
+E2E_S=${E2E_S:-110}
 mkdir -p "$OUT"
 export TRITON_INTERPRET=0 # compiled kernels (the test conftest defaults to the interpreter otherwise)
 export PYTHONUNBUFFERED=1
 start=$(date +%s)
+
+if ! "$PY" -c 'import streamgen.kernels' >/dev/null 2>&1; then
+  SITE=$(mktemp -d)
+  cp -r streamgen "$SITE/streamgen"
+  for part in kernels server training; do cp -r "$part" "$SITE/streamgen/$part"; done
+  export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONSAFEPATH=1 # $PWD: the tests package
+fi
 
 exec 3>&2 # progress lines go to the original stderr, not into the stage logs
 if command -v streamgen >/dev/null 2>&1; then
@@ -44,12 +57,12 @@ stage() { # stage NAME LIMIT_S CMD... : run with a time limit, record rc and sec
 "$PY" -c 'import torch, json; print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda,
   "device": torch.cuda.get_device_name() if torch.cuda.is_available() else None}))' >"$OUT/env.json" 2>"$OUT/env.log"
 
-stage tests 150 "$PY" -m pytest -m gpu tests/kernels -q -p no:cacheprovider -rfEs \
+stage tests "$TESTS_S" "$PY" -m pytest -m gpu tests/kernels -q -p no:cacheprovider -rfEs --import-mode=append \
   --junitxml "$OUT/gpu_tests.xml" >"$OUT/gpu_tests.log" 2>&1
-stage kernel_bench 80 "$PY" benchmarks/kernel_bench.py >"$OUT/kernel_bench.json" 2>"$OUT/kernel_bench.log"
-stage e2e_default 110 "${STREAMGEN[@]}" bench --model wan2.1-1.3b --device cuda --blocks "$BLOCKS" --quiet \
+stage kernel_bench "$KERNEL_BENCH_S" "$PY" benchmarks/kernel_bench.py >"$OUT/kernel_bench.json" 2>"$OUT/kernel_bench.log"
+stage e2e_default "$E2E_S" "${STREAMGEN[@]}" bench --model wan2.1-1.3b --device cuda --blocks "$BLOCKS" --quiet \
   >"$OUT/e2e_default.json" 2>"$OUT/e2e_default.log"
-stage e2e_triton 110 "${STREAMGEN[@]}" bench --model wan2.1-1.3b --device cuda --blocks "$BLOCKS" --quiet --attention triton \
+stage e2e_triton "$E2E_S" "${STREAMGEN[@]}" bench --model wan2.1-1.3b --device cuda --blocks "$BLOCKS" --quiet --attention triton \
   >"$OUT/e2e_triton.json" 2>"$OUT/e2e_triton.log"
 
 "$PY" - "$OUT" "$(($(date +%s) - start))" <<'PYEOF'
