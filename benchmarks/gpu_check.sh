@@ -29,9 +29,8 @@ export PYTHONUNBUFFERED=1
 start=$(date +%s)
 
 if ! "$PY" -c 'import streamgen.kernels' >/dev/null 2>&1; then
-  SITE=$(mktemp -d)
-  cp -r streamgen "$SITE/streamgen"
-  for part in kernels server training; do cp -r "$part" "$SITE/streamgen/$part"; done
+  source scripts/package_layout.sh
+  SITE=$(layout_package) || { echo "gpu_check: could not lay out the package" >&2; exit 1; }
   export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONSAFEPATH=1 # $PWD: the tests package
 fi
 

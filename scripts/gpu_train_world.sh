@@ -53,9 +53,8 @@ left() { echo $((BUDGET_S - ($(date +%s) - start))); }
 log() { echo "[gpu_train_world $(($(date +%s) - start))s] $*" | tee -a "$OUT/progress.txt" >&2; }
 
 # The installed layout without pip: kernels/, server/, training/ live inside the streamgen package.
-SITE=$(mktemp -d)
-cp -r streamgen "$SITE/streamgen"
-for part in kernels server training; do cp -r "$part" "$SITE/streamgen/$part"; done
+source scripts/package_layout.sh
+SITE=$(layout_package) || { log "could not lay out the package"; exit 1; }
 export PYTHONPATH="$SITE"
 "$PY" -c 'import torch, json; print(json.dumps({"torch": torch.__version__, "cuda": torch.cuda.is_available(),
   "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}))' | tee -a "$OUT/progress.txt"
