@@ -184,10 +184,22 @@ class RegressionConfig:
     # step at ``dmd.critic_lr``; ``dmd.*`` sets the score timesteps and guidance): the regression pulls
     # objects to where the recording has them, DMD keeps them sharp where the student is unsure.
     dmd_weight: float = 0.0
+    # > 0 adds this weight to the video latents' columns in ``focus_cols`` (fractions of the frame's width,
+    # [lo, hi]; empty = none): the band of the controlled object, weighed whether it moves or holds still
+    # (``losses.column_band_weights``). Pong's paddle: ``[0.85, 0.925]``.
+    focus_weight: float = 0.0
+    focus_cols: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        self.focus_cols = tuple(float(c) for c in self.focus_cols)
         if self.dmd_weight < 0:
             raise ValueError(f"RegressionConfig: dmd_weight={self.dmd_weight!r} must be >= 0")
+        if self.focus_weight < 0:
+            raise ValueError(f"RegressionConfig: focus_weight={self.focus_weight!r} must be >= 0")
+        if self.focus_cols and not (len(self.focus_cols) == 2 and 0.0 <= self.focus_cols[0] < self.focus_cols[1] <= 1.0):
+            raise ValueError(f"RegressionConfig: focus_cols={self.focus_cols!r} must be [lo, hi] with 0 <= lo < hi <= 1")
+        if self.focus_weight > 0 and not self.focus_cols:
+            raise ValueError(f"RegressionConfig: focus_weight={self.focus_weight!r} needs focus_cols (the band to weigh)")
         if self.context_blocks < 0:
             raise ValueError(f"RegressionConfig: context_blocks={self.context_blocks!r} must be >= 0")
         if self.audio_weight < 0:

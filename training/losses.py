@@ -55,12 +55,33 @@ def streams_flow_loss(pred: dict, x0: dict, noise: dict, *, motion_weight: float
     return sum(flow_matching_loss(pred[k], x0[k], noise[k], _stream_weights(k, x0[k], motion_weight)) for k in x0)
 
 
-def rollout_regression_loss(generated: dict, real: dict, *, motion_weight: float = 0.0,
-                            audio_weight: float = 1.0) -> torch.Tensor:
+def column_band_weights(width: int, cols: tuple[float, float], strength: float) -> torch.Tensor:
+    """Per-column loss weights ``[1, 1, 1, 1, width]``: ``1 + strength`` on the latent columns whose cells
+    overlap the band ``cols`` (fractions of the frame's width, ``lo < hi``), 1 elsewhere. The band of a
+    game's controlled object (``GameSpec.player.cols``) weighs where it is whether it moves or holds still,
+    which ``motion_weights`` alone does not: a paddle that should stay put gets no motion weight."""
+    lo, hi = (float(c) for c in cols)
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"column band {cols!r} must be fractions 0 <= lo < hi <= 1")
+    edges = torch.arange(width + 1, dtype=torch.float32) / width  # [W + 1] cell edges
+    inside = (edges[1:] > lo) & (edges[:-1] < hi)  # [W] cells overlapping the band
+    return (1.0 + strength * inside.float()).view(1, 1, 1, 1, width)  # [W] -> [1, 1, 1, 1, W]
+
+
+def rollout_regression_loss(generated: dict, real: dict, *, motion_weight: float = 0.0, audio_weight: float = 1.0,
+                            focus_cols: tuple[float, float] | None = None, focus_weight: float = 0.0) -> torch.Tensor:
     """Generated streams against the real clip's same frames: each stream's mean squared error, the audio's
-    times ``audio_weight``; ``motion_weight > 0`` weights the video by ``motion_weights`` of the real frames."""
-    return sum(weighted_mse(x, real[k], _stream_weights(k, real[k], motion_weight)) * (1.0 if k == VIDEO else audio_weight)
-               for k, x in generated.items())
+    times ``audio_weight``; ``motion_weight > 0`` weights the video by ``motion_weights`` of the real frames;
+    ``focus_weight > 0`` adds ``focus_weight`` to the weight of the video's latent columns in ``focus_cols``
+    (``column_band_weights``)."""
+    total = 0.0
+    for k, x in generated.items():
+        w = _stream_weights(k, real[k], motion_weight)
+        if k == VIDEO and focus_cols and focus_weight > 0:
+            band = column_band_weights(x.shape[-1], focus_cols, focus_weight).to(x.device) - 1.0  # [1, 1, 1, 1, W]
+            w = (w if w is not None else torch.ones_like(real[k][:, :, :1])) + band
+        total = total + weighted_mse(x, real[k], w) * (1.0 if k == VIDEO else audio_weight)
+    return total
 
 
 def sample_timesteps(
