@@ -189,11 +189,16 @@ class RegressionConfig:
     # (``losses.column_band_weights``). Pong's paddle: ``[0.85, 0.925]``.
     focus_weight: float = 0.0
     focus_cols: tuple[float, ...] = ()
+    # > 0 weights the audio latents' error by their change from the previous latent frame (as
+    # ``train.motion_weight`` does the video): a beep's onset and end weigh more than the silence around.
+    audio_change_weight: float = 0.0
 
     def __post_init__(self) -> None:
         self.focus_cols = tuple(float(c) for c in self.focus_cols)
         if self.dmd_weight < 0:
             raise ValueError(f"RegressionConfig: dmd_weight={self.dmd_weight!r} must be >= 0")
+        if self.audio_change_weight < 0:
+            raise ValueError(f"RegressionConfig: audio_change_weight={self.audio_change_weight!r} must be >= 0")
         if self.focus_weight < 0:
             raise ValueError(f"RegressionConfig: focus_weight={self.focus_weight!r} must be >= 0")
         if self.focus_cols and not (len(self.focus_cols) == 2 and 0.0 <= self.focus_cols[0] < self.focus_cols[1] <= 1.0):

@@ -69,14 +69,19 @@ def column_band_weights(width: int, cols: tuple[float, float], strength: float) 
 
 
 def rollout_regression_loss(generated: dict, real: dict, *, motion_weight: float = 0.0, audio_weight: float = 1.0,
-                            focus_cols: tuple[float, float] | None = None, focus_weight: float = 0.0) -> torch.Tensor:
+                            focus_cols: tuple[float, float] | None = None, focus_weight: float = 0.0,
+                            audio_change_weight: float = 0.0) -> torch.Tensor:
     """Generated streams against the real clip's same frames: each stream's mean squared error, the audio's
     times ``audio_weight``; ``motion_weight > 0`` weights the video by ``motion_weights`` of the real frames;
     ``focus_weight > 0`` adds ``focus_weight`` to the weight of the video's latent columns in ``focus_cols``
-    (``column_band_weights``)."""
+    (``column_band_weights``); ``audio_change_weight > 0`` weights the audio latents ``[B, Fa, Ca]`` the same
+    way as ``motion_weights`` does the video (by their change from the previous latent frame), so a beep's
+    onset and end weigh more than the silence around them."""
     total = 0.0
     for k, x in generated.items():
         w = _stream_weights(k, real[k], motion_weight)
+        if k != VIDEO and audio_change_weight > 0:
+            w = motion_weights(real[k].detach(), audio_change_weight)  # [B, Fa, Ca] -> [B, Fa, 1]
         if k == VIDEO and focus_cols and focus_weight > 0:
             band = column_band_weights(x.shape[-1], focus_cols, focus_weight).to(x.device) - 1.0  # [1, 1, 1, 1, W]
             w = (w if w is not None else torch.ones_like(real[k][:, :, :1])) + band

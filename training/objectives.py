@@ -299,7 +299,7 @@ class RolloutRegressionObjective(Objective):
         generated, target = self.rollout(batch, exit_index)
         loss = rollout_regression_loss(generated, target, motion_weight=self.cfg.train.motion_weight,
                                        audio_weight=reg.audio_weight, focus_cols=reg.focus_cols or None,
-                                       focus_weight=reg.focus_weight)
+                                       focus_weight=reg.focus_weight, audio_change_weight=reg.audio_change_weight)
         losses = {"regression": float(loss.detach()), "exit_step": exit_index}
         if reg.dmd_weight > 0:
             cfg = tr.model_config

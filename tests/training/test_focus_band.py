@@ -83,3 +83,24 @@ def test_a_run_with_the_band_trains_and_weighs_it(tmp_path):
     trainer.train()
     assert trainer.step == 2
     assert all(torch.isfinite(p).all() for p in trainer.trainable["student"].parameters())
+
+
+def test_the_audio_change_weight_weighs_a_beep_more_than_silence():
+    real = {"latents": torch.zeros(1, 2, 4, 8, 8), "audio": torch.zeros(1, 8, 4)}
+    real["audio"][:, 3:5] = 2.0  # a beep: latent frames 3-4
+    gen = {"latents": real["latents"].clone(), "audio": real["audio"].clone()}
+    gen["audio"][:, 3] = 0.0  # the beep's onset missed
+    quiet = {"latents": real["latents"].clone(), "audio": real["audio"].clone()}
+    quiet["audio"][:, 0] = 2.0  # the same error in the silence before it
+    kw = dict(audio_weight=1.0, audio_change_weight=5.0)
+    # plain: the two errors cost the same; change-weighted: the missed onset costs more
+    assert float(rollout_regression_loss(gen, real, audio_weight=1.0)) == pytest.approx(
+        float(rollout_regression_loss(quiet, real, audio_weight=1.0)))
+    assert float(rollout_regression_loss(gen, real, **kw)) > 2 * float(rollout_regression_loss(quiet, real, **kw))
+    # the weights are motion_weights of the real audio, exactly
+    from streamgen.training.losses import motion_weights, weighted_mse
+
+    want = weighted_mse(gen["audio"], real["audio"], motion_weights(real["audio"], 5.0))
+    assert float(rollout_regression_loss(gen, real, **kw)) == pytest.approx(float(want), rel=1e-6)
+    with pytest.raises(ValueError, match="audio_change_weight=-1"):
+        RegressionConfig(audio_change_weight=-1.0)
