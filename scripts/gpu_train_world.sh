@@ -42,6 +42,9 @@ RR_BATCH=${RR_BATCH:-64}           # rollout_regression: clips of 16 latent fram
 RR_LR=${RR_LR:-1e-4}
 RR_DMD=${RR_DMD:-0}                # regression.dmd_weight (> 0 needs a teacher: the teacher stage or TEACHER_INIT)
 RR_AUDIO=${RR_AUDIO:-0.5}          # regression.audio_weight (regression toward the recording's sound quiets it; DMD keeps it alive)
+RR_FOCUS=${RR_FOCUS:-0}            # regression.focus_weight on the player's columns (Pong's paddle: RR_FOCUS_COLS)
+RR_FOCUS_COLS=${RR_FOCUS_COLS:-[0.85,0.925]}
+RR_AUDIO_CHANGE=${RR_AUDIO_CHANGE:-0}  # regression.audio_change_weight (weighs a beep's onset and end: keeps the beeps)
 case "$FINAL_STAGE" in self_forcing|rollout_regression) ;; *) echo "FINAL_STAGE=$FINAL_STAGE: use self_forcing or rollout_regression" >&2; exit 2 ;; esac
 if [ -n "$START_STUDENT" ] && { [ "$FINAL_STAGE" = self_forcing ] || [ "$RR_DMD" != 0 ]; } && [ -z "$TEACHER_INIT" ]; then
   echo "START_STUDENT skips the teacher stage: $FINAL_STAGE with RR_DMD=$RR_DMD needs TEACHER_INIT" >&2; exit 2
@@ -152,6 +155,8 @@ if [ "$T_SF" -ge 20 ]; then
     RR_SET=()
     [ "$RR_DMD" != 0 ] && RR_SET=(--set init.teacher="$TEACHER" --set regression.dmd_weight="$RR_DMD" --set dmd.guidance_scale=1
       --set dmd.shift=3 --set dmd.critic_lr=1e-4)
+    [ "$RR_FOCUS" != 0 ] && RR_SET+=(--set regression.focus_weight="$RR_FOCUS" --set regression.focus_cols="$RR_FOCUS_COLS")
+    [ "$RR_AUDIO_CHANGE" != 0 ] && RR_SET+=(--set regression.audio_change_weight="$RR_AUDIO_CHANGE")
     train rollout_regression "$RUN/rr" "${COMMON[@]}" --steps 100000 --set train.time_limit_s="$T_SF" \
       --set init.student="$STUDENT" --set train.batch="$RR_BATCH" --set data.num_frames=16 --set regression.context_blocks=3 \
       --set regression.audio_weight="$RR_AUDIO" --set dmd.last_step_only=true --set train.motion_weight=3 --set train.lr="$RR_LR" \

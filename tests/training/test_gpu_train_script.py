@@ -2,6 +2,8 @@
 dataset, runs ar_teacher (probe + resume), ode_init and self_forcing, and packs loadable weights."""
 from __future__ import annotations
 
+import json
+
 import os
 import subprocess
 import sys
@@ -60,7 +62,7 @@ def test_gpu_script_spends_the_budget_on_rollout_regression_from_a_given_student
     pipe = load_pipeline("world-pong", device="cpu")
     save_checkpoint(tmp_path / "student", pipe.config, pipe.model)
     out = _run_script(tmp_path, BUDGET_S="45", RR_BATCH="1", SF_CKPT_EVERY="2", START_STUDENT=str(tmp_path / "student"),
-                      FINAL_STAGE="rollout_regression")
+                      FINAL_STAGE="rollout_regression", RR_FOCUS="8", RR_AUDIO_CHANGE="1")
     progress = (out / "progress.txt").read_text()
     assert "ar_teacher" not in progress and "rollout_regression" in progress
     assert not (out / "teacher.tar").exists() and not (out / "ode.tar").exists()
@@ -70,6 +72,8 @@ def test_gpu_script_spends_the_budget_on_rollout_regression_from_a_given_student
     assert weights
     config, _ = load_checkpoint_dir(weights[-1])
     assert config.name == "world-pong"
+    run = json.loads((tmp_path / "rr" / "run_config.json").read_text())["regression"]
+    assert run["focus_weight"] == 8 and run["focus_cols"] == [0.85, 0.925] and run["audio_change_weight"] == 1
 
 
 @pytest.mark.parametrize("env, message", [
