@@ -298,7 +298,7 @@ class RolloutRegressionObjective(Objective):
         exit_index = sample_exit_index(len(tr.timesteps), tr.generators["shared"], dmd.last_step_only)
         generated, target = self.rollout(batch, exit_index)
         loss = rollout_regression_loss(generated, target, motion_weight=self.cfg.train.motion_weight,
-                                       audio_weight=reg.audio_weight, focus_cols=reg.focus_cols or None,
+                                       audio_weight=reg.audio_weight, focus_cols=reg.focus_cols,
                                        focus_weight=reg.focus_weight, audio_change_weight=reg.audio_change_weight)
         losses = {"regression": float(loss.detach()), "exit_step": exit_index}
         if reg.dmd_weight > 0:

@@ -3,7 +3,6 @@ dataset, runs ar_teacher (probe + resume), ode_init and self_forcing, and packs 
 from __future__ import annotations
 
 import json
-
 import os
 import subprocess
 import sys
