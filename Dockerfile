@@ -10,7 +10,7 @@ ENV PATH=/opt/venv/bin:$PATH
 # torch / torchaudio pinned to the GPU machines' 2.11 (CUDA wheels from PyPI).
 RUN pip install "torch==2.11.0" "torchaudio==2.11.0"
 COPY . .
-RUN pip install ".[interop]"
+RUN pip install .
 # flash-attn is optional (SDPA is the fallback); uncomment where a matching wheel exists.
 # RUN pip install "flash-attn>=2.6" --no-build-isolation
 EXPOSE 8000
