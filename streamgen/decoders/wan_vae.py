@@ -160,7 +160,7 @@ def load_wan_vae(path: str | Path, device: str | torch.device = "cpu",
                 raise _missing(path / name, name)
         from diffusers import AutoencoderKLWan
 
-        vae = AutoencoderKLWan.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+        vae = AutoencoderKLWan.from_pretrained(path, torch_dtype=dtype, local_files_only=True, low_cpu_mem_usage=False)
     elif path.is_file():
         vae = _vae_from_original(path, dtype)
     else:
