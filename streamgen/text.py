@@ -32,9 +32,11 @@ class HashTextEncoder:
         return out
 
 
-def clean_prompt(prompt: str | None) -> str:
-    """Wan's prompt cleaning: HTML entities unescaped, runs of whitespace collapsed, ends stripped."""
-    text = html.unescape(html.unescape(prompt or "")).strip()
+def clean_prompt(prompt: str | None, max_chars: int | None = None) -> str:
+    """Wan's prompt cleaning: HTML entities unescaped, runs of whitespace collapsed, ends stripped.
+    ``max_chars``: cut the text first (a prompt from the network may be any length)."""
+    text = "" if prompt is None else str(prompt)
+    text = html.unescape(html.unescape(text[:max_chars] if max_chars else text))
     return re.sub(r"\s+", " ", text).strip()
 
 
@@ -72,8 +74,15 @@ class UMT5TextEncoder:
                     torch.cuda.empty_cache()
         return hidden * mask[..., None]  # rows after the real length become zero, as Wan cuts and pads them
 
+    @property
+    def cached_prompts(self) -> list[str]:
+        """The cached (cleaned) prompts, least recently used first."""
+        return list(self._cache)
+
     def __call__(self, prompt: str | None) -> torch.Tensor:
-        key = clean_prompt(prompt)
+        # 16 characters per token of text_len: more than any real prompt uses, so the cut never changes
+        # an embedding, and a huge prompt costs no more than a long one.
+        key = clean_prompt(prompt, max_chars=16 * self.text_len)
         hit = self._cache.get(key)
         if hit is None:
             hit = self.encode(key)

@@ -80,7 +80,9 @@ def test_prompt_cache_is_lru_and_offload_keeps_the_model_on_cpu(folders):
     enc("a red car")
     enc("a dog runs")  # refreshed: now the most recent
     enc("waves roll")  # evicts "a red car"
-    assert list(enc._cache) == ["a dog runs", "waves roll"]
+    assert enc.cached_prompts == ["a dog runs", "waves roll"]
+    huge = enc("a cat " * 100_000)  # a network prompt of any size: cut before tokenizing, same embedding
+    assert torch.equal(huge, enc.encode("a cat " * 2_000)) and len(enc.cached_prompts[-1]) == 16 * TEXT_LEN
     assert all(p.device.type == "cpu" for p in enc.model.parameters())
 
 
