@@ -126,3 +126,13 @@ def test_missing_or_wrong_files_name_the_file(tmp_path):
     torch.save(sd, bad)
     with pytest.raises(ValueError, match=r"missing \['decoder.head.2.bias'\], unexpected \['decoder.extra.weight'\]"):
         load_wan_vae(bad)
+
+
+def test_bf16_decode_follows_fp32(tmp_path):
+    folder = write_wan_vae_diffusers(tmp_path / "vae", seed=6)
+    full, half = load_wan_vae(folder), load_wan_vae(folder, dtype=torch.bfloat16)
+    assert half.vae.decoder.conv_in.weight.dtype == torch.bfloat16
+    latents = torch.randn(1, 3, 16, 2, 3, generator=torch.Generator().manual_seed(8))
+    a, _ = full.decode(latents, full.init_state())
+    b, _ = half.decode(latents, half.init_state())
+    assert b.dtype == torch.float32 and (a - b).abs().max() < 0.05  # bf16 rounding, not a different picture
