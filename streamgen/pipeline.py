@@ -178,7 +178,9 @@ def load_pipeline(
         model = _random_model(config, device, dtype)
         return _assemble(config, model, device, dtype, attention_backend, name)
     if os.path.isdir(name):
-        return _load_folder(Path(name), device, dtype, overrides, attention_backend, Path(name).name)
+        from streamgen.checkpoints.run_folder import model_folder  # a run / step folder -> its weights
+
+        return _load_folder(model_folder(name), device, dtype, overrides, attention_backend, Path(name).name)
     raise ValueError(
         f"unknown model {name!r}: not a preset {sorted(PRESETS)}, not a shipped default {shipped_models()}, "
         "and not a checkpoint folder"

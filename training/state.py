@@ -34,6 +34,8 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from streamgen.training.distributed import full_tensor
+# One resolution of run / checkpoints / step folders for training and the library alike.
+from streamgen.checkpoints.run_folder import resolve_checkpoint, resolve_weights  # noqa: F401 (re-exported)
 from streamgen.checkpoints.io import load_safetensors, read_json, safetensors_metadata, save_checkpoint, save_safetensors, write_json
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -167,27 +169,6 @@ def _prune(root: Path, keep_n: int, keep: str) -> None:
     for p in steps[: max(0, len(steps) - max(keep_n, 1))]:
         if p.name != keep:
             shutil.rmtree(p, ignore_errors=True)
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A run folder, a checkpoints folder or a step folder -> the step folder to resume from."""
-    path = Path(path)
-    for cand in (path, path / "checkpoints"):
-        if (cand / "latest").is_file():
-            return cand / read_json(cand / "latest")["folder"]
-    if (path / "trainer.json").is_file():
-        return path
-    raise FileNotFoundError(f"no checkpoint to resume in {path} (expected a 'latest' file or a step folder)")
-
-
-def resolve_weights(path: str | Path) -> Path:
-    """A weights folder (``model.safetensors`` + ``config.json``), or a run / checkpoints / step folder,
-    which gives its latest EMA weights (the student's when the run kept no EMA)."""
-    path = Path(path)
-    if (path / "config.json").is_file():
-        return path
-    step = resolve_checkpoint(path)
-    return step / "ema" if (step / "ema" / "config.json").is_file() else step / "student"
 
 
 def load_training_checkpoint(trainer, folder: Path) -> None:

@@ -10,6 +10,7 @@ Our own format is a folder with ``model.safetensors`` and ``config.json``::
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from streamgen.config import ModelConfig
@@ -99,15 +100,22 @@ def load_safetensors(path: str | os.PathLike, device: torch.device | str = "cpu"
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"expected a safetensors file at {path}, found none")
-    out = {}
-    with safe_open(str(path), framework="pt", device=str(device)) as f:
-        for key in f.keys():
-            out[key] = f.get_tensor(key)
-    return out
+    with open_safetensors(path, device) as f:
+        return {key: f.get_tensor(key) for key in f.keys()}
+
+
+@contextlib.contextmanager
+def open_safetensors(path: str | os.PathLike, device: torch.device | str = "cpu"):
+    """``safe_open`` whose failures (a truncated or corrupt file) are a ValueError naming the file."""
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            yield f
+    except SafetensorError as err:
+        raise ValueError(f"{path} is not a readable safetensors file ({err})") from None
 
 
 def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as f:
+    with open_safetensors(path) as f:
         return dict(f.metadata() or {})
 
 

@@ -1,45 +1,77 @@
-"""The ``streamgen`` command: generate, bench, info; serve and train are contributed by
+"""The ``streamgen`` command: generate, bench, info; serve, train and evaluate are contributed by
 ``streamgen.server`` and ``streamgen.training`` through the ``streamgen.commands`` entry points, so
-the library never imports them."""
+the library never imports them. A bad argument is one ``streamgen CMD: error: ...`` line and exit code 2."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
+
+from streamgen.cli.checks import (Parser, UsageError, check_attention, check_device, check_model, check_output_file,
+                                  loading, run_command)
+from streamgen.cli.overrides import coerce_pairs
 
 
-def _parse_set(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects key=value, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
+def model_overrides(pairs: list[str]) -> dict:
+    """``--set`` pairs as typed ModelConfig overrides (top-level fields; a nested config as a JSON object)."""
+    from streamgen.config import ModelConfig
+
+    out = coerce_pairs(pairs, ModelConfig)
+    nested = [k for k in out if "." in k]
+    if nested:
+        section = nested[0].split(".")[0]
+        raise UsageError(f"--set {nested[0]}: set the whole section as JSON, e.g. --set {section}='{{...}}'")
     return out
 
 
+def positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+positive.__name__ = "integer >= 1"  # argparse names the type in its error line
+
+
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tiny", help="a preset, a shipped default or a checkpoint folder")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--attention", default=None, help="attention backend (streamgen info lists them)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--model", default="tiny",
+                   help="a preset, a shipped default, a checkpoint folder, or a training run / step folder "
+                        "(its EMA weights, else the student's); `streamgen info` lists the names (default tiny)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
+    p.add_argument("--attention", default=None,
+                   help="attention backend: reference, sdpa, flex, triton or flash where installed (default sdpa; "
+                        "`streamgen info` lists what this machine has)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a model config field, typed by the field (repeatable): --set window_frames=9")
+    p.add_argument("--seed", type=int, default=0, help="noise seed of the session (default 0)")
+    p.add_argument("--threads", type=positive, default=None, help="CPU threads for torch (default: torch's choice)")
 
 
-def _load(args):
+def _check(args) -> dict:
+    """Everything checkable before the (slow) model load; returns the typed overrides."""
+    check_model(args.model)
+    check_device(args.device)
+    check_attention(args.attention, args.device)
+    return model_overrides(args.set)
+
+
+def _load(args, overrides: dict):
     import torch
 
     import streamgen
+    from streamgen.checkpoints.run_folder import model_folder
 
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    return streamgen.load_pipeline(args.model, device=args.device, overrides=_parse_set(args.set), attention_backend=args.attention)
+    if os.path.isdir(args.model) and model_folder(args.model) != Path(args.model):
+        print(f"{args.model}: loading {model_folder(args.model)}", file=sys.stderr)
+    with loading(f"--model {args.model}"):
+        return streamgen.load_pipeline(args.model, device=args.device, overrides=overrides, attention_backend=args.attention)
 
 
 def cmd_generate(args) -> int:
@@ -47,7 +79,9 @@ def cmd_generate(args) -> int:
 
     from streamgen.cli.mp4 import Mp4Writer
 
-    pipe = _load(args)
+    overrides = _check(args)
+    check_output_file(args.output)
+    pipe = _load(args, overrides)
     session = pipe.start(seed=args.seed, prompt=args.prompt)
     channels = getattr(pipe, "audio_channels", None) or 1
     with Mp4Writer(args.output, fps=pipe.fps, width=pipe.width, height=pipe.height, sample_rate=pipe.sample_rate, channels=channels) as mp4:
@@ -66,7 +100,9 @@ def cmd_bench(args) -> int:
 
     from streamgen.cli.bench import run_bench
 
-    pipe = _load(args)
+    if args.warmup < 0:
+        raise UsageError(f"--warmup {args.warmup}: must be >= 0")
+    pipe = _load(args, _check(args))
     with tqdm(total=args.blocks - 1, desc=f"bench {args.model}", unit="block", file=sys.stderr, disable=args.quiet) as bar:
         result = run_bench(pipe, blocks=args.blocks, warmup=args.warmup, seed=args.seed, progress=bar)
     print(json.dumps(result, indent=2))
@@ -101,25 +137,39 @@ def _plugins() -> dict:
     return {ep.name: ep for ep in entry_points(group="streamgen.commands")}
 
 
+# One line each for the commands that plug-ins contribute (their own --help has the options).
+PLUGIN_HELP = {
+    "serve": "serve models over WebRTC and WebSocket with a web page (docs/serving.md)",
+    "train": "train a teacher or a causal student (docs/training.md)",
+    "evaluate": "evaluate a world model against the emulator on held-out episodes (docs/world.md)",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamgen", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("generate", help="stream N blocks into an mp4")
+    parser = Parser(prog="streamgen", description="Real-time streaming generation: generate and benchmark streams, "
+                    "serve them, train and evaluate models. `streamgen COMMAND --help` shows a command's options.",
+                    epilog="Docs: README.md and docs/*.md. Exit codes: 0 done, 2 a bad argument (one line on stderr).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    g = sub.add_parser("generate", help="stream N blocks of a model into an mp4 (with sound for models that have it)",
+                       description="Stream N blocks of a model into an mp4 (H.264, AAC sound for joint models).")
     _common(g)
-    g.add_argument("--blocks", type=int, default=20)
-    g.add_argument("--prompt", default=None)
-    g.add_argument("-o", "--output", default="out.mp4")
+    g.add_argument("--blocks", type=positive, default=20, help="blocks to generate (default 20)")
+    g.add_argument("--prompt", default=None, help="text prompt, for models that take one (default none)")
+    g.add_argument("-o", "--output", default="out.mp4", help="mp4 file to write (default out.mp4)")
     g.set_defaults(func=cmd_generate)
-    b = sub.add_parser("bench", help="measure frames/s, time to first frame, per-block p50/p95, memory (JSON)")
+    b = sub.add_parser("bench", help="measure frames/s, time to first frame, per-block p50/p95, memory (JSON)",
+                       description="Measure a streaming session: frames/s, time to first frame, per-block "
+                       "p50/p95 and memory, printed as JSON (docs/benchmarks.md).")
     _common(b)
-    b.add_argument("--blocks", type=int, default=200)
-    b.add_argument("--warmup", type=int, default=3)
+    b.add_argument("--blocks", type=positive, default=200, help="blocks to time, the first one included (default 200)")
+    b.add_argument("--warmup", type=int, default=3, help="blocks of a warm-up session before timing (default 3)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_bench)
-    i = sub.add_parser("info", help="presets, shipped models, devices, attention backends")
+    i = sub.add_parser("info", help="presets, shipped models, devices, attention backends (JSON)",
+                       description="Presets, shipped models, devices and attention backends of this machine (JSON).")
     i.set_defaults(func=cmd_info)
     for name in _plugins():
-        sub.add_parser(name, help=f"(from a plug-in) run `streamgen {name} --help`", add_help=False)
+        sub.add_parser(name, help=PLUGIN_HELP.get(name, f"run `streamgen {name} --help`"), add_help=False)
     return parser
 
 
@@ -129,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in plugins:
         return int(plugins[argv[0]].load()(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    return int(run_command(f"streamgen {args.command}", lambda: args.func(args)) or 0)
 
 
 if __name__ == "__main__":

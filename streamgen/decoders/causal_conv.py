@@ -136,11 +136,11 @@ def save_module(module: nn.Module, path: str | os.PathLike, metadata: dict[str, 
 
 def load_module_file(path: str | os.PathLike, *, type_name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a file written by :func:`save_module`, checking it holds a ``type_name``."""
-    from safetensors import safe_open
+    from streamgen.checkpoints.io import open_safetensors
 
     if not Path(path).exists():
         raise FileNotFoundError(f"no autoencoder weights at {path}")
-    with safe_open(str(path), framework="pt") as f:
+    with open_safetensors(path) as f:
         meta = f.metadata() or {}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     if meta.get("kind") != type_name:
