@@ -1,20 +1,33 @@
-"""``streamgen serve``: run the server with uvicorn (also ``python -m streamgen.server``)."""
+"""``streamgen serve``: run the server with uvicorn (also ``python -m streamgen.server``).
+
+Everything that can be wrong with the arguments (a model name or path, the device, a busy port, a setting
+out of range) is checked before any model loads and reported as one line with exit code 2.
+"""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
 
+from pydantic import ValidationError
+
+from streamgen.cli.checks import Parser, UsageError, check_device, check_model, check_port, run_command
+
 from .settings import ServerSettings, _default_model
+
+# Libraries that log every ICE candidate pair and STUN check at INFO: quiet unless --log-level debug.
+CHATTY_LOGGERS = ("aioice", "aiortc")
 
 
 def build_parser(prog: str = "streamgen serve") -> argparse.ArgumentParser:
     d = ServerSettings.model_fields
-    p = argparse.ArgumentParser(prog=prog, description="Serve real-time generation over WebRTC and WebSocket, "
-                                "with a web page at /. Every option also reads STREAMGEN_<OPTION> from the environment.")
-    p.add_argument("--host", help=f"interface to bind (default {d['host'].default})")
-    p.add_argument("--port", type=int, help=f"port (default {d['port'].default})")
-    p.add_argument("--model", help=f"preset, shipped default or checkpoint folder (default {_default_model()})")
+    p = Parser(prog=prog, description="Serve real-time generation over WebRTC and WebSocket, "
+               "with a web page at /. Every option also reads STREAMGEN_<OPTION> from the environment "
+               "(docs/serving.md lists them all).")
+    p.add_argument("--host", help=f"interface to bind (default {d['host'].default}; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, help=f"TCP port of the page, the API and the WebSocket (default {d['port'].default})")
+    p.add_argument("--model", help=f"preset, shipped default, checkpoint folder or training run folder "
+                   f"(default {_default_model()})")
     p.add_argument("--extra-model", dest="extra_models", action="append",
                    help="another model served next to --model (repeatable)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when present)")
@@ -26,20 +39,48 @@ def build_parser(prog: str = "streamgen serve") -> argparse.ArgumentParser:
                    help="browser origin allowed besides the same origin (repeatable; '*' for any)")
     p.add_argument("--warmup-blocks", type=int, help=f"blocks generated at start-up (default {d['warmup_blocks'].default})")
     p.add_argument("--ahead-blocks", type=int, help=f"blocks generated ahead of playback (default {d['ahead_blocks'].default})")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="log level of the server and uvicorn (default info; debug also shows aiortc / aioice's "
+                        "per-candidate ICE lines)")
     return p
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     given = {k: v for k, v in vars(args).items() if v is not None and k != "log_level"}
-    return ServerSettings(**given)
+    try:
+        return ServerSettings(**given)
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = ".".join(str(part) for part in first["loc"]) or "settings"
+        raise UsageError(f"{name}={first.get('input')!r}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+def check_settings(settings: ServerSettings) -> None:
+    """What would otherwise fail only after the models loaded (or fail with a traceback in the lifespan)."""
+    for name in settings.model_names:
+        check_model(name)
+    check_device(settings.device)
+    check_port(settings.host, settings.port)
+
+
+def quiet_chatty_loggers(level: str) -> None:
+    if level.lower() != "debug":
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def serve(argv: list[str] | None = None, prog: str = "streamgen serve") -> int:
     """Parse ``argv`` (without the program name), build the app and run it until interrupted."""
     args = build_parser(prog).parse_args(argv)
-    settings = settings_from_args(args)
+
+    def check() -> ServerSettings:
+        settings = settings_from_args(args)
+        check_settings(settings)
+        return settings
+
+    settings = run_command(prog, check)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_chatty_loggers(args.log_level)
     import uvicorn
 
     from .app import create_app

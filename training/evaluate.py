@@ -32,9 +32,9 @@ stream clock (``streamgen.world_actions``), for ``rollout`` frames. Measured:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -151,7 +151,7 @@ def reference_table(data: str | Path, meta: dict, episodes: int | None = None) -
 
 
 def rollout_metrics(pipe, eps: list[dict], meta: dict, *, context: int, frames: int, starts: int, tol: float,
-                    direction_blocks: int, seed: int = 0, reference: DynamicsTable | None = None) -> dict:
+                    direction_blocks: int, seed: int = 0, reference: DynamicsTable | None = None, bar=None) -> dict:
     spec_g = game_spec(meta["game"])
     aspec = pipe.action_spec
     names = meta["action_names"]
@@ -180,6 +180,7 @@ def rollout_metrics(pipe, eps: list[dict], meta: dict, *, context: int, frames: 
                 real_audio.append(ep["audio"][s + context : s + context + frames].reshape(-1))
             if direction_blocks:
                 direction.append(_direction(pipe, ep, s, context, direction_blocks, spec_g, axis, seed + e_i))
+            _tick(bar)
     err_all = np.concatenate(errors) if errors else np.zeros(0)
     err_16 = np.concatenate(short_errors) if short_errors else np.zeros(0)
     out = {
@@ -205,7 +206,8 @@ def rollout_metrics(pipe, eps: list[dict], meta: dict, *, context: int, frames: 
     return out
 
 
-def next_block_following(pipe, eps: list[dict], meta: dict, *, context: int, starts: int, tol: float, seed: int = 0) -> dict:
+def next_block_following(pipe, eps: list[dict], meta: dict, *, context: int, starts: int, tol: float, seed: int = 0,
+                         bar=None) -> dict:
     """Action following without compounding drift: from ``starts`` real histories per episode (``context``
     real frames primed), one block generated under the episode's own keys; the controlled object's error
     against the emulator's, next to holding the last real frame (which is right whenever it does not move)."""
@@ -221,6 +223,7 @@ def next_block_following(pipe, eps: list[dict], meta: dict, *, context: int, sta
             last = locate_many(ep["frames"][s + context - 1 : s + context], spec_g.player)[:, axis]
             gen_err.append(object_error(locate_many(gen, spec_g.player)[:, axis], real))
             copy_err.append(object_error(np.repeat(last, n), real))
+            _tick(bar)
     g = np.concatenate(gen_err) if gen_err else np.zeros(0)
     c = np.concatenate(copy_err) if copy_err else np.zeros(0)
     return {"tolerance_px": tol, "frames": int(g.size), "within_tolerance": share_within(g, tol),
@@ -255,7 +258,8 @@ def _av(gen, gen_audio, real, real_audio, spec_g, meta) -> dict:
     return {"generated": rates(gen, gen_audio), "emulator": rates(real, real_audio)}
 
 
-def stability(pipe, ep: dict, meta: dict, *, frames: int, context: int, drift_bound: float, seed: int = 0) -> dict:
+def stability(pipe, ep: dict, meta: dict, *, frames: int, context: int, drift_bound: float, seed: int = 0,
+              bar=None) -> dict:
     """Stream ``frames`` frames with random held keys; mean colour drift, contrast and paddle presence."""
     spec_g = game_spec(meta["game"])
     rng = np.random.default_rng(seed)
@@ -273,6 +277,7 @@ def stability(pipe, ep: dict, meta: dict, *, frames: int, context: int, drift_bo
         held_for -= 1
         row = np.array([[k in keys for k in st.spec.keys]] * pipe.frames_per_chunk, np.float32)
         chunk = session.step(actions=events_for_rows(st.spec, row, st.next_raw, st.held))
+        _tick(bar)
         v = chunk.video
         means.append(v.reshape(len(v), -1, 3).mean(axis=1))
         contrast.append(v.reshape(len(v), -1).std(axis=1))
@@ -293,74 +298,71 @@ def stability(pipe, ep: dict, meta: dict, *, frames: int, context: int, drift_bo
             "collapsed": bool(contrast[-k:].mean() < 5.0 or late_found < 0.5)}
 
 
+def _tick(bar) -> None:
+    if bar is not None:
+        bar.update(1)
+
+
+def _bar(progress: bool, desc: str, total: int, unit: str):
+    """A progress bar on stderr (stdout carries the JSON), or None when ``progress`` is off."""
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"evaluate: {desc}", unit=unit, file=sys.stderr)
+
+
+def _rollouts(eps: list[dict], span: int, starts: int, per_block: int) -> int:
+    return sum(len(starts_of(ep, span, starts, per_block)) for ep in eps)
+
+
 def evaluate(pipe, data: str | Path, *, teacher=None, episodes: int | None = None, starts: int = 4, context: int = 12,
              frames: int = 64, tol: float = 3.0, direction_blocks: int = 4, stability_frames: int = 10000,
              drift_bound: float = 12.0, seed: int = 0, rollouts: bool = True, next_block_starts: int = 16,
-             reference_episodes: int | None = None) -> dict:
+             reference_episodes: int | None = None, progress: bool = False) -> dict:
     meta, eps = load_episodes(data, "eval", episodes)
     kw = dict(context=context, frames=frames, starts=starts, tol=tol, direction_blocks=direction_blocks, seed=seed)
     t0 = time.perf_counter()
     out = {"model": pipe.name, "game": meta["game"], "episodes": len(eps)}
+    n = pipe.frames_per_chunk
+
+    def phase(desc: str, total: int, unit: str, fn):
+        bar = _bar(progress, desc, total, unit)
+        try:
+            return fn(bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
     if rollouts:
         table = reference_table(data, meta, reference_episodes) if reference_episodes != 0 else None
-        out.update(rollout_metrics(pipe, eps, meta, **kw, reference=table))
+        out.update(phase("rollouts", _rollouts(eps, context + frames, starts, n), "rollout",
+                         lambda bar: rollout_metrics(pipe, eps, meta, **kw, reference=table, bar=bar)))
         if next_block_starts:
-            out["next_block_following"] = next_block_following(pipe, eps, meta, context=context, starts=next_block_starts,
-                                                               tol=tol, seed=seed)
+            out["next_block_following"] = phase(
+                "next block", _rollouts(eps, context + n, next_block_starts, n), "start",
+                lambda bar: next_block_following(pipe, eps, meta, context=context, starts=next_block_starts, tol=tol,
+                                                 seed=seed, bar=bar))
     if teacher is not None and rollouts:
-        tm = rollout_metrics(teacher, eps, meta, **{**kw, "direction_blocks": 0})
+        tm = phase("teacher rollouts", _rollouts(eps, context + frames, starts, teacher.frames_per_chunk), "rollout",
+                   lambda bar: rollout_metrics(teacher, eps, meta, **{**kw, "direction_blocks": 0}, bar=bar))
         out["teacher"] = {"model": teacher.name, "steps": len(teacher.timesteps), "psnr": tm["psnr"],
                           "within_tolerance": tm["action_following"]["within_tolerance"],
                           "student_minus_teacher_16": out["psnr"]["rollout_16"] - tm["psnr"]["rollout_16"],
                           f"student_minus_teacher_{frames}": out["psnr"][f"rollout_{frames}"] - tm["psnr"][f"rollout_{frames}"]}
     if stability_frames:
-        out["stability"] = stability(pipe, eps[0], meta, frames=stability_frames, context=context, drift_bound=drift_bound, seed=seed)
+        out["stability"] = phase("stability", stability_frames // n, "block",
+                                 lambda bar: stability(pipe, eps[0], meta, frames=stability_frames, context=context,
+                                                       drift_bound=drift_bound, seed=seed, bar=bar))
     out["seconds"] = time.perf_counter() - t0
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    from streamgen.pipeline import load_pipeline
+    """``streamgen evaluate`` (its argument checks and progress live in ``evaluate_cli``)."""
+    from .evaluate_cli import main as cli_main
 
-    p = argparse.ArgumentParser(prog="streamgen evaluate", description="World model vs the emulator on held-out episodes (JSON).")
-    p.add_argument("--model", default="world")
-    p.add_argument("--data", default="data/atari/pong")
-    p.add_argument("--teacher", default=None, help="a pipeline (folder) to compare with, e.g. the teacher's")
-    p.add_argument("--teacher-steps", type=int, default=None, help="denoising steps of the teacher (uniform from 1000)")
-    p.add_argument("--episodes", type=int, default=None)
-    p.add_argument("--starts", type=int, default=4, help="rollouts per held-out episode")
-    p.add_argument("--context", type=int, default=12, help="real frames primed before each rollout")
-    p.add_argument("--frames", type=int, default=64)
-    p.add_argument("--tolerance", type=float, default=3.0, help="action following tolerance (64x64 px)")
-    p.add_argument("--direction-blocks", type=int, default=4)
-    p.add_argument("--next-block-starts", type=int, default=16, help="one-block-ahead starts per episode (0: skip)")
-    p.add_argument("--reference-episodes", type=int, default=None,
-                   help="training episodes the paddle_reference dynamics table is fitted on (default all; 0: skip)")
-    p.add_argument("--stability-frames", type=int, default=10000)
-    p.add_argument("--drift-bound", type=float, default=12.0)
-    p.add_argument("--stability-only", action="store_true", help="skip the rollouts (run the stability stream alone)")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="also write the JSON here")
-    a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    pipe = load_pipeline(a.model, device="cpu")
-    teacher = None
-    if a.teacher:
-        over = {}
-        if a.teacher_steps:
-            over["denoising_steps"] = tuple(1000.0 * (1 - i / a.teacher_steps) for i in range(a.teacher_steps))
-        teacher = load_pipeline(a.teacher, device="cpu", overrides=over)
-    result = evaluate(pipe, a.data, teacher=teacher, episodes=a.episodes, starts=a.starts, context=a.context, frames=a.frames,
-                      tol=a.tolerance, direction_blocks=a.direction_blocks, stability_frames=a.stability_frames,
-                      drift_bound=a.drift_bound, seed=a.seed, rollouts=not a.stability_only,
-                      next_block_starts=a.next_block_starts, reference_episodes=a.reference_episodes)
-    text = json.dumps(result, indent=1, default=float)
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    return 0
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

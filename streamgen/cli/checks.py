@@ -11,8 +11,11 @@ import contextlib
 import os
 import socket
 import sys
+import tempfile
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import Callable, NoReturn, TypeVar
+
+T = TypeVar("T")
 
 EXIT_USAGE = 2  # the conventional exit code of a command-line usage error (argparse's too)
 
@@ -28,13 +31,18 @@ class Parser(argparse.ArgumentParser):
         fail(self.prog, f"{message} (see {self.prog} --help)")
 
 
-def fail(prog: str, message: str) -> NoReturn:
+def report(prog: str, message: object) -> int:
+    """Print ``prog: error: message`` as one line on stderr; returns the exit code (2)."""
     first = " ".join(str(message).split())  # one line, whatever the message held
     print(f"{prog}: error: {first}", file=sys.stderr)
-    raise SystemExit(EXIT_USAGE)
+    return EXIT_USAGE
 
 
-def run_command(prog: str, fn: Callable[[], int]) -> int:
+def fail(prog: str, message: object) -> NoReturn:
+    raise SystemExit(report(prog, message))
+
+
+def run_command(prog: str, fn: Callable[[], T]) -> T:
     """Run ``fn``; a UsageError becomes one line and exit code 2 (anything else is a bug and says so)."""
     try:
         return fn()
@@ -70,7 +78,7 @@ def check_model(name: str) -> None:
                      f"default {shipped_models()}, and no folder of that name")
 
 
-def check_device(device: str | None) -> None:
+def check_device(device: str | None, option: str = "--device") -> None:
     """``cpu``, ``cuda`` or ``cuda:N`` that this machine has."""
     if device is None:
         return
@@ -79,15 +87,15 @@ def check_device(device: str | None) -> None:
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
-        raise UsageError(f"--device {device!r}: not a device (cpu, cuda, cuda:N)") from None
+        raise UsageError(f"{option} {device!r}: not a device (cpu, cuda, cuda:N)") from None
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise UsageError(f"--device {device}: this machine has no CUDA GPU (torch {torch.__version__}); use --device cpu")
+            raise UsageError(f"{option} {device}: this machine has no CUDA GPU (torch {torch.__version__}); use cpu")
         if dev.index is not None and dev.index >= count:
-            raise UsageError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+            raise UsageError(f"{option} {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
     elif dev.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {device}: streamgen runs on cpu or cuda")
+        raise UsageError(f"{option} {device}: streamgen runs on cpu or cuda")
 
 
 def check_attention(backend: str | None, device: str | None) -> None:
@@ -127,15 +135,16 @@ def check_output_file(path: str, option: str = "-o") -> None:
 
 
 def check_output_folder(path: str, option: str = "--out") -> None:
-    """A folder that exists writable, or can be created under the nearest existing parent."""
+    """A folder that can be written: created when missing (the run creates it anyway), then probed."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise UsageError(f"{option} {path}: is a file, not a folder")
-    existing = p
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {path}: {existing} is not writable")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=p):
+            pass
+    except OSError as err:
+        raise UsageError(f"{option} {path}: not writable ({err.strerror})") from None
 
 
 def check_port(host: str, port: int) -> None:

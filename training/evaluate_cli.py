@@ -1,0 +1,97 @@
+"""``streamgen evaluate``: its arguments, the checks made before any model loads, and the JSON output.
+
+The measurements themselves are ``training/evaluate.py``'s ``evaluate()``; a bad argument (a missing
+dataset, an unknown model, an unwritable ``--out``) is one line and exit code 2.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from streamgen.cli.checks import Parser, UsageError, check_model, check_output_file, loading, report
+from streamgen.pipeline import load_pipeline
+
+from .evaluate import evaluate
+
+BUILD_DATA = ("python -m streamgen.training.data.atari --game pong --out {data} --episodes 60 --eval-episodes 6 "
+              "--steps 1000 --seed 0")
+
+
+def build_parser():
+    p = Parser(prog="streamgen evaluate", description="A world model against the emulator on held-out Atari "
+               "episodes: PSNR, action following, sound and stability, printed as JSON (docs/world.md). "
+               "Progress goes to stderr.")
+    p.add_argument("--model", default="world", help="the model to evaluate: a shipped default, a checkpoint, run or "
+                   "step folder (default world)")
+    p.add_argument("--data", default="data/atari/pong",
+                   help="the recorded dataset (meta.json + eval/ episodes; default data/atari/pong); built by "
+                        + BUILD_DATA.format(data="DATA"))
+    p.add_argument("--teacher", default=None, help="a pipeline (folder) to compare with, e.g. the teacher's")
+    p.add_argument("--teacher-steps", type=int, default=None, help="denoising steps of the teacher (uniform from 1000)")
+    p.add_argument("--episodes", type=int, default=None, help="held-out episodes used (default all)")
+    p.add_argument("--starts", type=int, default=4, help="rollouts per held-out episode (default 4)")
+    p.add_argument("--context", type=int, default=12, help="real frames primed before each rollout (default 12)")
+    p.add_argument("--frames", type=int, default=64, help="frames generated per rollout (default 64)")
+    p.add_argument("--tolerance", type=float, default=3.0, help="action following tolerance in px of 64x64 (default 3)")
+    p.add_argument("--direction-blocks", type=int, default=4,
+                   help="blocks of ArrowUp vs ArrowDown in the direction test (default 4; 0: skip)")
+    p.add_argument("--next-block-starts", type=int, default=16, help="one-block-ahead starts per episode (0: skip)")
+    p.add_argument("--reference-episodes", type=int, default=None,
+                   help="training episodes the paddle_reference dynamics table is fitted on (default all; 0: skip)")
+    p.add_argument("--stability-frames", type=int, default=10000,
+                   help="frames of the long random-keys stream (default 10000; 0: skip)")
+    p.add_argument("--drift-bound", type=float, default=12.0,
+                   help="mean colour drift (0-255) under which the stream counts as stable (default 12)")
+    p.add_argument("--stability-only", action="store_true", help="skip the rollouts (run the stability stream alone)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--out", default=None, help="also write the JSON here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    return p
+
+
+def check_args(a) -> None:
+    """Everything checkable before a model loads: the dataset first (the usual first-run miss)."""
+    meta = Path(a.data) / "meta.json"
+    if not meta.is_file():
+        raise UsageError(f"--data {a.data}: no dataset there (no {meta}); build it with: {BUILD_DATA.format(data=a.data)}")
+    for name in ("episodes", "starts", "frames", "threads", "teacher_steps"):
+        value = getattr(a, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {value}: must be >= 1")
+    check_model(a.model)
+    if a.teacher:
+        check_model(a.teacher)
+    if a.out:
+        check_output_file(a.out, "--out")
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        check_args(a)
+        if a.threads:
+            torch.set_num_threads(a.threads)
+        with loading(f"--model {a.model}"):
+            pipe = load_pipeline(a.model, device="cpu")
+        teacher = None
+        if a.teacher:
+            over = {}
+            if a.teacher_steps:
+                over["denoising_steps"] = tuple(1000.0 * (1 - i / a.teacher_steps) for i in range(a.teacher_steps))
+            with loading(f"--teacher {a.teacher}"):
+                teacher = load_pipeline(a.teacher, device="cpu", overrides=over)
+    except UsageError as err:
+        return report("streamgen evaluate", err)
+    result = evaluate(pipe, a.data, teacher=teacher, episodes=a.episodes, starts=a.starts, context=a.context, frames=a.frames,
+                      tol=a.tolerance, direction_blocks=a.direction_blocks, stability_frames=a.stability_frames,
+                      drift_bound=a.drift_bound, seed=a.seed, rollouts=not a.stability_only,
+                      next_block_starts=a.next_block_starts, reference_episodes=a.reference_episodes,
+                      progress=not a.no_progress)
+    text = json.dumps(result, indent=1, default=float)
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text + "\n")
+    return 0
