@@ -8,12 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from streamgen.cli.checks import Parser, UsageError, check_model, check_output_file, loading, report
-from streamgen.pipeline import load_pipeline
-
-from .evaluate import evaluate
 
 BUILD_DATA = ("python -m streamgen.training.data.atari --game pong --out {data} --episodes 60 --eval-episodes 6 "
               "--steps 1000 --seed 0")
@@ -72,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     try:
         check_args(a)
+        import torch
+
+        from streamgen.pipeline import load_pipeline
+
+        from .evaluate import evaluate
+
         if a.threads:
             torch.set_num_threads(a.threads)
         with loading(f"--model {a.model}"):
