@@ -1,25 +1,30 @@
-// streamgen web client: WebRTC media + the "control" data channel (docs/protocol.md). No build step.
+// streamgen web page: model choice, connect (WebRTC, or the WebSocket fallback when WebRTC cannot connect),
+// keys / mouse / prompt, stats, recording (docs/protocol.md, docs/serving.md). No build step.
 "use strict";
 
+const { RtcTransport, WsTransport, ServerRefusal } = window.streamgenTransports;
 const $ = (id) => document.getElementById(id);
 const ui = {
-  model: $("model"), seed: $("seed"), token: $("token"), connect: $("connect"), pause: $("pause"),
-  video: $("video"), hint: $("hint"), promptForm: $("prompt-form"), prompt: $("prompt"),
-  sendPrompt: $("send-prompt"), error: $("error"),
+  model: $("model"), seed: $("seed"), token: $("token"), transport: $("transport"), connect: $("connect"),
+  reconnect: $("reconnect"), pause: $("pause"), record: $("record"), mute: $("mute"), volume: $("volume"),
+  fullscreen: $("fullscreen"), screen: $("screen"), video: $("video"), canvas: $("canvas"), hint: $("hint"),
+  promptForm: $("prompt-form"), prompt: $("prompt"), sendPrompt: $("send-prompt"), error: $("error"),
 };
 const MAX_MOUSE = 4096;
+const STATS = ["st-fps", "st-rtt", "st-latency", "st-block", "st-queue", "st-dropped", "st-frames", "st-keys"];
 
-// Everything the page knows; also read by the browser test (window.streamgen).
+// Everything the page knows; also read by the browser tests (window.streamgen).
 const state = {
-  models: [], model: null, pc: null, channel: null, seq: 1, sessionId: null, paused: false,
-  connected: false, held: new Set(), keysSent: 0, mouse: { dx: 0, dy: 0 },
-  telemetry: null, rttMs: null, fps: 0, framesDecoded: 0, clientDropped: 0, timers: [],
-  lastStats: null, audioEnergy: 0, audioSamples: 0,
+  models: [], model: null, transport: null, pending: null, seq: 1, sessionId: null, paused: false,
+  connected: false, held: new Set(), keysSent: 0, mouse: { dx: 0, dy: 0 }, telemetry: null, rttMs: null,
+  latencyMs: null, sentAt: new Map(), fps: 0, framesDecoded: 0, clientDropped: 0, timers: [], lastStats: null,
+  audioEnergy: 0, audioSamples: 0, status: "idle", endReason: null, recorder: null, downloads: 0,
 };
 window.streamgen = state;
 
-function setStatus(s) { $("st-status").textContent = s; }
+function setStatus(s) { state.status = s; $("st-status").textContent = s; }
 function showError(msg) { ui.error.textContent = msg || ""; }
+function clearStats() { for (const id of STATS) $(id).textContent = "–"; }
 
 async function loadModels() {
   const r = await fetch("/v1/models");
@@ -40,77 +45,94 @@ async function loadModels() {
 function onModelChange() {
   state.model = state.models.find((m) => m.name === ui.model.value) || null;
   ui.promptForm.hidden = !(state.model && state.model.takes_prompt);
+  fitScreen();
+}
+
+// Small models at an integer scale with crisp pixels; big ones scaled down to fit.
+function fitScreen() {
+  const m = state.model;
+  if (!m) return;
+  const room = ui.screen.parentElement.clientWidth || m.width;
+  const tall = Math.max(m.height, window.innerHeight - 220);
+  const fit = Math.min(room / m.width, tall / m.height);
+  const scale = fit >= 1 ? Math.floor(fit) : fit;
+  for (const el of [ui.video, ui.canvas]) {
+    el.style.width = `${Math.round(m.width * scale)}px`;
+    el.style.height = `${Math.round(m.height * scale)}px`;
+  }
 }
 
 function send(msg) {
-  const ch = state.channel;
-  if (!ch || ch.readyState !== "open") return false;
+  const t = state.transport;
+  if (!t) return false;
   msg.seq = state.seq++;
-  ch.send(JSON.stringify(msg));
-  return true;
+  return t.send(JSON.stringify(msg)) ? msg.seq : false;
 }
 
-function authHeaders() {
-  const t = ui.token.value.trim();
-  return t ? { Authorization: `Bearer ${t}` } : {};
+function setLocked(locked) {
+  for (const el of [ui.model, ui.seed, ui.token, ui.transport]) el.disabled = locked;
+  ui.pause.disabled = ui.record.disabled = !locked;
+  ui.connect.textContent = locked ? "Disconnect" : "Connect";
+  ui.connect.classList.toggle("on", locked);
 }
 
-function waitForIce(pc, ms) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => { if (pc.iceGatheringState === "complete") { pc.removeEventListener("icegatheringstatechange", done); resolve(); } };
-    pc.addEventListener("icegatheringstatechange", done);
-    setTimeout(resolve, ms); // host candidates come at once; do not wait for slow STUN-less gathering
-  });
+function hooksFor(getT) {
+  const mine = () => { const t = getT(); return t && (t === state.transport || t === state.pending); };
+  return {
+    onMessage: (m) => { if (mine()) onMessage(m); },
+    onEnd: (reason) => { if (getT() === state.transport) finish(reason === null ? "server lost" : `ended: ${reason}`, true); },
+    onFrame: () => {},
+  };
 }
 
 async function connect() {
-  showError("");
   const model = state.model;
   if (!model) return;
-  const pc = new RTCPeerConnection({ iceServers: [] });
-  state.pc = pc;
-  pc.addTransceiver("video", { direction: "recvonly" });
-  pc.addTransceiver("audio", { direction: "recvonly" });
-  const ch = pc.createDataChannel("control", { ordered: true });
-  state.channel = ch;
-  ch.onmessage = (e) => onMessage(JSON.parse(e.data));
-  ch.onopen = () => { state.timers.push(setInterval(() => send({ type: "ping", t_ms: Date.now() }), 2000)); };
-  const stream = new MediaStream();
-  pc.ontrack = (e) => {
-    stream.addTrack(e.track);
-    ui.video.srcObject = stream;
-    ui.video.play().catch(() => { /* autoplay policy: the Connect click normally allows it */ });
-  };
-  pc.onconnectionstatechange = () => {
-    setStatus(pc.connectionState);
-    if (["failed", "closed"].includes(pc.connectionState)) disconnect();
-  };
+  showError(""); clearStats();
+  ui.reconnect.hidden = true;
+  state.seq = 1; state.telemetry = null; state.latencyMs = null; state.sentAt.clear(); state.lastStats = null;
+  state.fps = 0; state.framesDecoded = 0; state.endReason = null;
+  setLocked(true);
   setStatus("connecting");
-  ui.connect.textContent = "Disconnect";
-  ui.connect.classList.add("on");
-  await pc.setLocalDescription(await pc.createOffer());
-  await waitForIce(pc, 1500);
-  const body = {
-    sdp: pc.localDescription.sdp, type: "offer", model: model.name, seed: Number(ui.seed.value) || 0,
-    prompt: model.takes_prompt && ui.prompt.value.trim() ? ui.prompt.value.trim() : null, options: {}, version: 1,
-  };
-  let r;
-  try {
-    r = await fetch("/v1/offer", { method: "POST", headers: { "Content-Type": "application/json", ...authHeaders() }, body: JSON.stringify(body) });
-  } catch (e) { showError(`offer failed: ${e}`); return disconnect(); }
-  const answer = await r.json();
-  if (!r.ok) {
-    const retry = answer.retry_after_s ? ` (retry in ${answer.retry_after_s} s)` : "";
-    showError(`${answer.code}: ${answer.message}${retry}`);
-    return disconnect();
+  const start = { model: model.name, seed: Number(ui.seed.value) || 0, options: {},
+                  prompt: model.takes_prompt && ui.prompt.value.trim() ? ui.prompt.value.trim() : null };
+  const token = ui.token.value.trim();
+  const want = ui.transport.value;
+  let t = null;
+  if (want !== "ws" && window.RTCPeerConnection) {
+    t = new RtcTransport(ui.video, hooksFor(() => t));
+    state.pending = t;
+    try {
+      await t.open(start, token ? { Authorization: `Bearer ${token}` } : {});
+    } catch (e) {
+      t.close();
+      state.pending = null;
+      if (e instanceof ServerRefusal || want === "webrtc") throw e;
+      showError(`WebRTC could not connect (${e.message}); streaming over WebSocket instead`);
+      t = null;
+    }
   }
-  state.sessionId = answer.session_id;
-  await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+  if (!t) {
+    if (want === "webrtc") throw new Error("this browser has no WebRTC");
+    t = new WsTransport(ui.canvas, hooksFor(() => t));
+    state.pending = t;
+    try {
+      await t.open({ ...start, seq: state.seq++ }, token);
+    } catch (e) { t.close(); state.pending = null; throw e; }
+  }
+  if (state.pending !== t) { t.close(); return; } // disconnected while connecting
+  state.pending = null;
+  state.transport = t;
+  state.sessionId = t.sessionId;
   state.connected = true;
-  ui.pause.disabled = false;
+  ui.video.hidden = t.kind !== "webrtc";
+  ui.canvas.hidden = t.kind !== "ws";
+  $("st-transport").textContent = t.kind === "ws" ? "WebSocket" : "WebRTC";
+  t.setVolume(Number(ui.volume.value), ui.mute.checked);
+  setStatus("streaming");
   ui.hint.textContent = hintFor(model);
-  ui.video.focus();
+  (t.kind === "ws" ? ui.canvas : ui.video).focus();
+  state.timers.push(setInterval(() => send({ type: "ping", t_ms: Date.now() }), 2000));
   state.timers.push(setInterval(pollStats, 500));
   state.timers.push(setInterval(flushMouse, 16));
 }
@@ -124,52 +146,66 @@ function hintFor(m) {
   return parts.join(" · ");
 }
 
-function disconnect() {
+// End of a session: by the user (status "idle"), by the server ("ended: REASON") or lost ("server lost").
+function finish(status, offerReconnect) {
   releaseAllKeys();
+  stopRecording();
   for (const t of state.timers) clearInterval(t);
   state.timers = [];
-  if (state.channel && state.channel.readyState === "open") send({ type: "stop" });
-  if (state.pc) state.pc.close();
-  state.pc = null; state.channel = null; state.connected = false; state.paused = false; state.seq = 1;
-  ui.connect.textContent = "Connect";
-  ui.connect.classList.remove("on");
-  ui.pause.disabled = true;
+  const t = state.transport || state.pending;
+  state.transport = null; state.pending = null;
+  if (t) t.close();
+  state.connected = false; state.paused = false; state.sessionId = null;
+  state.endReason = offerReconnect ? status : null;
   ui.pause.textContent = "Pause";
-  setStatus("idle");
+  setLocked(false);
+  setStatus(status);
+  ui.reconnect.hidden = !offerReconnect;
+}
+
+function disconnect() {
+  if (state.transport) send({ type: "stop" });
+  finish("idle", false);
 }
 
 function onMessage(m) {
   switch (m.type) {
     case "started": setStatus("streaming"); break;
-    case "telemetry":
-      state.telemetry = m;
-      $("st-block").textContent = `${(m.timings_ms.step ?? m.timings_ms.total ?? 0).toFixed(1)} ms (#${m.block_index})`;
-      $("st-queue").textContent = `${m.queue_depth} frames`;
-      break;
+    case "telemetry": onTelemetry(m); break;
     case "pong": state.rttMs = Date.now() - m.t_ms; $("st-rtt").textContent = `${state.rttMs.toFixed(0)} ms`; break;
     case "error": showError(`${m.code}: ${m.message}`); break;
-    case "bye": setStatus(`ended (${m.reason})`); disconnect(); break;
+    case "bye": finish(`ended: ${m.reason}`, m.reason !== "stop"); break;
   }
 }
 
+// Input-to-frame latency: from sending a key to the block that applied it (telemetry.applied_seq), plus
+// the frames queued ahead of that block's first frame.
+function onTelemetry(m) {
+  state.telemetry = m;
+  $("st-block").textContent = `${(m.timings_ms.step ?? m.timings_ms.total ?? 0).toFixed(1)} ms (#${m.block_index})`;
+  $("st-queue").textContent = `${m.queue_depth} frames`;
+  if (m.applied_seq === null || m.applied_seq === undefined) return;
+  let sent = null;
+  for (const [seq, at] of state.sentAt) {
+    if (seq > m.applied_seq) break;
+    sent = at;
+    state.sentAt.delete(seq);
+  }
+  if (sent === null) return;
+  const fps = state.model ? state.model.fps : 1;
+  state.latencyMs = performance.now() - sent + (m.queue_depth * 1000) / fps;
+  $("st-latency").textContent = `${state.latencyMs.toFixed(0)} ms`;
+}
+
 async function pollStats() {
-  if (!state.pc) return;
-  const report = await state.pc.getStats();
-  report.forEach((s) => {
-    if (s.type === "inbound-rtp" && s.kind === "audio") {
-      state.audioEnergy = s.totalAudioEnergy || 0;
-      state.audioSamples = s.totalSamplesReceived || 0;
-      return;
-    }
-    if (s.type !== "inbound-rtp" || s.kind !== "video") return;
-    const prev = state.lastStats;
-    if (prev && s.timestamp > prev.timestamp) {
-      state.fps = ((s.framesDecoded - prev.framesDecoded) * 1000) / (s.timestamp - prev.timestamp);
-    }
-    state.lastStats = { timestamp: s.timestamp, framesDecoded: s.framesDecoded || 0 };
-    state.framesDecoded = s.framesDecoded || 0;
-    state.clientDropped = s.framesDropped || 0;
-  });
+  const t = state.transport;
+  if (!t) return;
+  const s = await t.stats();
+  const prev = state.lastStats;
+  if (prev && s.timestamp > prev.timestamp) state.fps = ((s.framesDecoded - prev.framesDecoded) * 1000) / (s.timestamp - prev.timestamp);
+  state.lastStats = s;
+  state.framesDecoded = s.framesDecoded; state.clientDropped = s.framesDropped;
+  state.audioEnergy = s.audioEnergy; state.audioSamples = s.audioSamples;
   $("st-fps").textContent = state.fps.toFixed(1);
   $("st-frames").textContent = `${state.framesDecoded} decoded`;
   const serverDropped = state.telemetry ? state.telemetry.dropped_frames : 0;
@@ -177,16 +213,50 @@ async function pollStats() {
   $("st-keys").textContent = state.held.size ? [...state.held].join(" ") : "–";
 }
 
+// ---- recording: MediaRecorder over what is shown and heard; the file downloads when recording stops
+function startRecording() {
+  const stream = state.transport.stream();
+  const type = ["video/webm;codecs=vp8,opus", "video/webm"].find((t) => MediaRecorder.isTypeSupported(t)) || "";
+  const rec = new MediaRecorder(stream, type ? { mimeType: type } : {});
+  const parts = [];
+  rec.ondataavailable = (e) => { if (e.data.size) parts.push(e.data); };
+  rec.onstop = () => {
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(new Blob(parts, { type: rec.mimeType || "video/webm" }));
+    a.download = `streamgen-${state.model ? state.model.name : "stream"}-${new Date().toISOString().replace(/[:.]/g, "-")}.webm`;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 60_000);
+    state.downloads++;
+  };
+  rec.start(250);
+  state.recorder = rec;
+  ui.record.textContent = "Stop recording";
+  ui.record.classList.add("on");
+}
+
+function stopRecording() {
+  if (state.recorder && state.recorder.state !== "inactive") state.recorder.stop();
+  state.recorder = null;
+  ui.record.textContent = "Record";
+  ui.record.classList.remove("on");
+}
+
 // ---- keyboard: key edges (press and release), never auto-repeat
 function keyWanted(code) {
   const m = state.model;
   if (!state.connected || !m) return false;
-  if (document.activeElement === ui.prompt || document.activeElement === ui.seed) return false;
+  if ([ui.prompt, ui.seed, ui.volume].includes(document.activeElement)) return false;
   return m.keys.length ? m.keys.includes(code) : true;
 }
 
 function sendKey(code, down) {
-  if (send({ type: "action", kind: "key", key: code, down, t_ms: Date.now() })) state.keysSent++;
+  const seq = send({ type: "action", kind: "key", key: code, down, t_ms: Date.now() });
+  if (!seq) return;
+  state.keysSent++;
+  state.sentAt.set(seq, performance.now());
+  if (state.sentAt.size > 64) state.sentAt.delete(state.sentAt.keys().next().value);
 }
 
 window.addEventListener("keydown", (e) => {
@@ -206,12 +276,14 @@ function releaseAllKeys() { for (const k of state.held) sendKey(k, false); state
 window.addEventListener("blur", releaseAllKeys);
 
 // ---- mouse: relative moves under pointer lock, batched every 16 ms
-ui.video.addEventListener("click", () => {
-  ui.video.focus();
-  if (state.connected && state.model && state.model.takes_mouse) ui.video.requestPointerLock();
-});
+for (const el of [ui.video, ui.canvas]) {
+  el.addEventListener("click", () => {
+    el.focus();
+    if (state.connected && state.model && state.model.takes_mouse) el.requestPointerLock();
+  });
+}
 document.addEventListener("mousemove", (e) => {
-  if (document.pointerLockElement !== ui.video) return;
+  if (![ui.video, ui.canvas].includes(document.pointerLockElement)) return;
   state.mouse.dx += e.movementX; state.mouse.dy += e.movementY;
 });
 function flushMouse() {
@@ -223,16 +295,26 @@ function flushMouse() {
 }
 
 // ---- buttons
-ui.connect.addEventListener("click", () => (state.pc ? disconnect() : connect().catch((e) => { showError(String(e)); disconnect(); })));
+function connectOrReport() {
+  connect().catch((e) => { const why = String(e.message || e); finish("idle", false); showError(why); });
+}
+ui.connect.addEventListener("click", () => (state.transport || state.pending ? disconnect() : connectOrReport()));
+ui.reconnect.addEventListener("click", connectOrReport);
 ui.pause.addEventListener("click", () => {
   state.paused = !state.paused;
   send({ type: state.paused ? "pause" : "resume" });
   ui.pause.textContent = state.paused ? "Resume" : "Pause";
 });
+ui.record.addEventListener("click", () => (state.recorder ? stopRecording() : startRecording()));
+const applyVolume = () => { if (state.transport) state.transport.setVolume(Number(ui.volume.value), ui.mute.checked); };
+ui.mute.addEventListener("change", applyVolume);
+ui.volume.addEventListener("input", applyVolume);
+ui.fullscreen.addEventListener("click", () => (document.fullscreenElement ? document.exitFullscreen() : ui.screen.requestFullscreen()));
 ui.sendPrompt.addEventListener("click", () => {
   const p = ui.prompt.value.trim();
   if (p) send({ type: "prompt", prompt: p });
 });
 ui.model.addEventListener("change", onModelChange);
+window.addEventListener("resize", fitScreen);
 window.addEventListener("beforeunload", disconnect);
 loadModels().catch((e) => showError(`could not list models: ${e}`));

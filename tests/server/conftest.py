@@ -26,7 +26,8 @@ def free_port() -> int:
 class RunningServer:
     def __init__(self, **overrides) -> None:
         overrides.setdefault("model", "tiny")  # the tests pin their model; the default follows what ships
-        self.settings = ServerSettings(host="127.0.0.1", port=free_port(), warmup_blocks=1, **overrides)
+        overrides.setdefault("port", free_port())  # a given port: e.g. a server restarted where the last one ran
+        self.settings = ServerSettings(host="127.0.0.1", warmup_blocks=1, **overrides)
         self.app = create_app(self.settings)
         self.state = self.app.state.streamgen
         self.url = f"http://127.0.0.1:{self.settings.port}"
