@@ -36,8 +36,9 @@ setup(
     packages=_PACKAGES,
     package_dir=_PACKAGE_DIR,
     package_data={
-        "streamgen": ["weights/*.safetensors", "weights/*.json", "weights/*.md", "weights/*/*"],
+        "streamgen": ["py.typed", "weights/*.safetensors", "weights/*.json", "weights/*.md", "weights/*/*"],
         "streamgen.server": ["static/*"],
+        "streamgen_client": ["py.typed"],
     },
     include_package_data=True,
 )

@@ -1,5 +1,5 @@
 """Sample videos (with sound for joint models) during training, decoded by the pipeline's decoders and
-written with ``Mp4Writer``.
+written with ``streamgen_client.recorder.Mp4Recorder``.
 
 A causal network is streamed through a real :class:`~streamgen.session.Session` (exactly the inference
 path); a bidirectional teacher is sampled whole with many-step Euler and CFG, then emitted block by block
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from streamgen.cli.mp4 import Mp4Writer
+from streamgen_client.recorder import Mp4Recorder
 from streamgen.models.dit import CausalDiT
 from streamgen.pipeline import Pipeline, load_pipeline
 from streamgen.samplers import euler_step, euler_timesteps
@@ -56,7 +56,8 @@ def write_sample(path: Path, config, state: dict[str, torch.Tensor], *, causal: 
             part = {s: x[:, k * block_frames(config, s) : (k + 1) * block_frames(config, s)] for s, x in xs.items()}
             chunks.append(session.emit(part[VIDEO], part.get("audio")))
     session.close()
-    with Mp4Writer(str(path), fps=pipe.fps, width=pipe.width, height=pipe.height, sample_rate=pipe.sample_rate) as mp4:
+    with Mp4Recorder(str(path), fps=pipe.fps, width=pipe.width, height=pipe.height, sample_rate=pipe.sample_rate,
+                     channels=pipe.audio_channels or 0) as mp4:
         for chunk in chunks:
             mp4.write_video(chunk.video)
             if chunk.audio is not None:

@@ -35,6 +35,17 @@ class BusyError(ServerError):
         return self.error.retry_after_s
 
 
+class StreamEnded(ConnectionError):
+    """The session ended without this client asking: the server said ``bye`` with a reason of its own
+    (``idle``, ``shutdown``, ...) or the connection was lost (the server died, the network went away).
+    Raised by iteration and ``next_frame`` / ``next_audio`` once the queued media is consumed."""
+
+    def __init__(self, reason: str, bye: p.Bye | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.bye = bye
+
+
 def server_error(error: p.Error) -> ServerError:
     return BusyError(error) if error.code == p.ErrorCode.BUSY.value else ServerError(error)
 
@@ -57,6 +68,9 @@ class StreamClient:
         self.rtt_ms: float | None = None
         self.last_telemetry: p.Telemetry | None = None
         self.bye: p.Bye | None = None
+        self.end_reason: str | None = None  # why the session ended, once it has
+        self._ended: StreamEnded | None = None  # set when it ended without close() (raised to readers)
+        self._closing = False
         self._seq = 0
         self._video: asyncio.Queue = asyncio.Queue(queue_size)
         self._audio: asyncio.Queue = asyncio.Queue(queue_size)
@@ -163,13 +177,25 @@ class StreamClient:
     def _on_audio(self, chunk: AudioChunk) -> None:
         self.dropped_audio += self._push(self._audio, chunk)
 
-    def _finish(self, reason: str = "") -> None:
-        """The transport ended: wake every reader."""
+    def _finish(self, reason: str = "", server_closed: bool = False) -> None:
+        """The transport ended: wake every reader. ``server_closed``: the server closed it on purpose (a close
+        frame with a code), as opposed to a connection that was lost."""
         if self._closed.is_set():
             return
         self._closed.set()
         if not self._started.done():
             self._fail_start(ConnectionError(f"{self.transport} closed before start: {reason}"))
+        if self.bye is not None:
+            self.end_reason = f"the server ended the session: {self.bye.reason}"
+        elif self._closing:
+            self.end_reason = reason
+        elif server_closed:
+            self.end_reason = f"the server closed the connection: {reason}"
+        else:
+            self.end_reason = f"connection to the server lost ({reason})"
+        requested = self._closing or (self.bye is not None and self.bye.reason == "stop")
+        if self._started.done() and not requested:
+            self._ended = StreamEnded(self.end_reason, self.bye)
         for q in (self._video, self._audio, self._telemetry):
             self._push(q, _END)
 
@@ -183,13 +209,38 @@ class StreamClient:
     def closed(self) -> bool:
         return self._closed.is_set()
 
+    def _at_end(self, q: asyncio.Queue) -> None:
+        """The end marker was read: leave it for later readers; raise if the end was not the client's."""
+        q.put_nowait(_END)
+        if self._ended is not None:
+            raise self._ended
+
     async def _iterate(self, q: asyncio.Queue) -> AsyncIterator:
         while True:
             item = await q.get()
             if item is _END:
-                q.put_nowait(_END)  # later iterators end too
+                self._at_end(q)
                 return
             yield item
+
+    def _drain(self, q: asyncio.Queue) -> list:
+        out = []
+        while not q.empty():
+            item = q.get_nowait()
+            if item is _END:
+                q.put_nowait(_END)
+                break
+            out.append(item)
+        return out
+
+    def drain_audio(self) -> list[AudioChunk]:
+        """Every audio chunk received and not read yet, without waiting (a video reader calls this now and
+        then so that audio is not lost to the full queue)."""
+        return self._drain(self._audio)
+
+    def drain_telemetry(self) -> list[p.Telemetry]:
+        """Every telemetry message received and not read yet, without waiting."""
+        return self._drain(self._telemetry)
 
     def frames(self) -> AsyncIterator[VideoFrame]:
         return self._iterate(self._video)
@@ -201,7 +252,8 @@ class StreamClient:
         return self._iterate(self._telemetry)
 
     async def next_frame(self, timeout: float | None = None) -> VideoFrame | None:
-        """The next frame, or None once the session has ended."""
+        """The next frame; None once the client closed the session; ``StreamEnded`` (with the reason) when
+        the server ended it or the connection was lost."""
         return await self._next(self._video, timeout)
 
     async def next_audio(self, timeout: float | None = None) -> AudioChunk | None:
@@ -210,7 +262,7 @@ class StreamClient:
     async def _next(self, q: asyncio.Queue, timeout: float | None):
         item = await asyncio.wait_for(q.get(), timeout)
         if item is _END:
-            q.put_nowait(_END)
+            self._at_end(q)
             return None
         return item
 
@@ -221,6 +273,7 @@ class StreamClient:
     # ------------------------------------------------------------------ closing
     async def close(self, timeout: float = 2.0) -> None:
         """Send ``stop``, wait briefly for ``bye``, close the transport and the reader tasks."""
+        self._closing = True
         if not self._closed.is_set() and self._started.done() and not self._started.exception():
             try:
                 await self.send(lambda s: p.Stop(seq=s))

@@ -10,6 +10,7 @@ from typing import Sequence
 
 from .base import ServerError
 from .api import TRANSPORTS, connect
+from .keyscript import KeyScript
 from .recorder import record
 
 
@@ -26,7 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--prompt", default=None)
     r.add_argument("--token", default=None, help="bearer token, when the server requires one")
     r.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the session to start")
-    r.add_argument("-v", "--verbose", action="store_true")
+    r.add_argument("--keys", default=None, metavar="SCRIPT",
+                   help='keys to hold while recording, in seconds from the first frame: "ArrowUp:0.5-2.0,Space:3" '
+                        "(hold ArrowUp 0.5-2 s, tap Space at 3 s) or a JSON file of [{key, from, to} | {key, at}]")
+    r.add_argument("-v", "--verbose", action="store_true", help="log the client's debug lines")
     return ap
 
 
@@ -34,14 +38,16 @@ async def _record(args: argparse.Namespace) -> dict:
     client = await connect(args.url, transport=args.transport, model=args.model, seed=args.seed,
                            prompt=args.prompt, token=args.token, timeout=args.timeout)
     try:
-        report = await record(client, args.output, args.seconds)
+        report = await record(client, args.output, args.seconds, keys=args.key_script)
     finally:
         await client.close()
     report["session_id"] = client.session_id
     report["transport"] = args.transport
-    report["dropped_frames_client"] = client.dropped_frames
+    # Frames of the recorded span: written, lost on this side (nobody read them in time), discarded by the
+    # server as stale, and periods the server's clock moved on without a frame (frames.gap_frames).
+    report["frames"]["dropped_client"] = client.dropped_frames
     if client.last_telemetry is not None:
-        report["dropped_frames_server"] = client.last_telemetry.dropped_frames
+        report["frames"]["dropped_server"] = client.last_telemetry.dropped_frames
     return report
 
 
@@ -50,6 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.seconds <= 0:
         ap.error(f"--seconds must be > 0, got {args.seconds}")
+    try:
+        args.key_script = KeyScript.parse(args.keys) if args.keys else None
+    except ValueError as e:
+        print(f"streamgen-client record: error: {e}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     try:
         report = asyncio.run(_record(args))

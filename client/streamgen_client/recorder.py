@@ -11,6 +11,7 @@ import av
 import numpy as np
 
 from .base import StreamClient
+from .keyscript import KeyScript
 from .media import AudioChunk, VideoFrame
 
 VIDEO_TB = Fraction(1, 90000)  # the RTP / MPEG video clock: exact for 8, 16, 24, 25, 30 fps
@@ -30,17 +31,20 @@ def _video_codec() -> str:
 
 
 class Mp4Recorder:
-    """Synchronous mp4 writer. Timestamps (microseconds) are taken relative to the first video frame.
+    """Synchronous mp4 writer (the project's one; ``streamgen generate`` and training samples use it too).
 
-    Video keeps each frame's timestamp (strictly increasing; a frame that is not later is dropped).
-    Audio is written contiguously; a gap in its timestamps becomes silence, an overlap is trimmed.
+    Timestamps (microseconds) are taken relative to the first video frame. Video keeps each frame's
+    timestamp (strictly increasing; a frame that is not later is dropped and counted in
+    ``skipped_frames``). Audio is written contiguously; a gap in its timestamps becomes silence, an
+    overlap is trimmed. ``write_video`` / ``write_audio`` append whole chunks at the stream's own clock,
+    for a generator that has no timestamps.
     """
 
     def __init__(self, path: str, *, fps: float, width: int, height: int,
                  sample_rate: int | None = None, channels: int = 0, bit_rate: int = 2_000_000,
                  start_us: int | None = None):
-        self.path = path
-        self._out = av.open(path, "w", format="mp4")
+        self.path, self.fps = str(path), fps
+        self._out = av.open(self.path, "w", format="mp4")
         # yuv420p needs even sizes; an odd row / column is cropped.
         self.width, self.height = width - width % 2, height - height % 2
         codec = _video_codec()
@@ -61,13 +65,21 @@ class Mp4Recorder:
         self._last_pts = -1
         self._samples = 0  # audio samples written
         self.video_frames = 0
+        self.skipped_frames = 0  # frames not later than the previous one (not written)
+        # Frame periods with no frame between two written frames. Over WebRTC the server stamps frames
+        # with its wall clock, so a stall (generation slower than real time, a pause) moves media time
+        # on without frames: a recording of N s then holds fewer than N * fps frames, none of them dropped.
+        self.gap_frames = 0
 
     def add_video(self, frame: VideoFrame) -> bool:
         if self._t0 is None:
             self._t0 = frame.timestamp_us
         pts = round((frame.timestamp_us - self._t0) / 1e6 / VIDEO_TB)
         if pts <= self._last_pts:
+            self.skipped_frames += 1
             return False
+        if self._last_pts >= 0:
+            self.gap_frames += max(0, round(float((pts - self._last_pts) * VIDEO_TB) * self.fps) - 1)
         img = np.ascontiguousarray(frame.image[: self.height, : self.width])  # crop to even [H, W, 3]
         vf = av.VideoFrame.from_ndarray(img, format="rgb24")
         vf.pts, vf.time_base = pts, VIDEO_TB
@@ -98,6 +110,25 @@ class Mp4Recorder:
             self._out.mux(pkt)
         self._samples += len(samples)
 
+    def accounting(self) -> dict[str, int]:
+        """Where the frames of the recorded span went: written, not later than the previous one, and the
+        frame periods no frame arrived for (``gap_frames``); written + gap_frames = the span in frames."""
+        return {"written": self.video_frames, "not_later": self.skipped_frames, "gap_frames": self.gap_frames,
+                "span_frames": round(self.video_seconds * self.fps) + (1 if self.video_frames else 0)}
+
+    def write_video(self, frames: np.ndarray) -> None:
+        """Frames uint8 ``[T, H, W, 3]`` that follow the previous ones at ``fps``."""
+        for image in frames:
+            n = self.video_frames + self.skipped_frames
+            self.add_video(VideoFrame(image=image, timestamp_us=round(n * 1e6 / self.fps)))
+
+    def write_audio(self, samples: np.ndarray, sample_rate: int) -> None:
+        """Samples float32 ``[S, C]`` in [-1, 1] that follow the previous ones."""
+        if self._a is None:
+            raise ValueError("this recorder was opened without an audio stream (sample_rate=None)")
+        self.add_audio(AudioChunk(samples=samples, sample_rate=sample_rate,
+                                  timestamp_us=round(self._samples * 1e6 / sample_rate)))
+
     @property
     def video_seconds(self) -> float:
         return 0.0 if self._last_pts < 0 else float(self._last_pts * VIDEO_TB)
@@ -112,6 +143,12 @@ class Mp4Recorder:
                 for pkt in stream.encode():
                     self._out.mux(pkt)
         self._out.close()
+
+    def __enter__(self) -> "Mp4Recorder":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def probe(path: str) -> dict[str, Any]:
@@ -140,8 +177,10 @@ def probe(path: str) -> dict[str, Any]:
     return report
 
 
-async def record(client: StreamClient, path: str, seconds: float, timeout: float | None = None) -> dict[str, Any]:
-    """Record ``seconds`` of the session's media time to ``path``; return ``probe(path)``."""
+async def record(client: StreamClient, path: str, seconds: float, timeout: float | None = None,
+                 keys: KeyScript | None = None) -> dict[str, Any]:
+    """Record ``seconds`` of the session's media time to ``path``; return ``probe(path)`` and what went
+    missing. ``keys``: a key script played from the first frame on (``keyscript``)."""
     if client.info is None:
         raise RuntimeError("the session has not started")
     deadline = time.monotonic() + (timeout if timeout is not None else 3 * seconds + 30)
@@ -154,6 +193,7 @@ async def record(client: StreamClient, path: str, seconds: float, timeout: float
     first = await client.next_frame(left())
     if first is None:
         raise ConnectionError("the session ended before its first video frame")
+    player = asyncio.create_task(keys.play(client), name="streamgen-keys") if keys is not None else None
     audio0: AudioChunk | None = None
     if client.transport == "webrtc" or client.info.sample_rate:
         try:
@@ -186,6 +226,13 @@ async def record(client: StreamClient, path: str, seconds: float, timeout: float
         raise TimeoutError(f"recording {seconds} s did not finish in time: video {rec.video_seconds:.2f} s, "
                            f"audio {rec.audio_seconds:.2f} s") from None
     finally:
+        if player is not None:
+            player.cancel()
+            await asyncio.gather(player, return_exceptions=True)
         await loop.run_in_executor(pool, rec.close)
         pool.shutdown()
-    return await asyncio.to_thread(probe, path)
+    report = await asyncio.to_thread(probe, path)
+    report["frames"] = rec.accounting()
+    if keys is not None:
+        report["key_edges_sent"] = sum(1 for e in keys.edges if e.t_s < seconds)
+    return report

@@ -43,14 +43,51 @@ class SyncClient:
     def session_id(self) -> str | None:
         return self.client.session_id
 
+    # ----- what the session reports (read on this thread; the loop thread only replaces them whole)
+    @property
+    def telemetry(self) -> p.Telemetry | None:
+        """The latest per-block telemetry (block index, timings, queue depth, dropped frames, applied_seq)."""
+        return self.client.last_telemetry
+
+    @property
+    def rtt_ms(self) -> float | None:
+        """Round trip of the latest ping / pong (the client pings every 2 s)."""
+        return self.client.rtt_ms
+
+    @property
+    def errors(self) -> list[p.Error]:
+        """Errors the server sent after the session started (e.g. ``out_of_range`` for a key it ignores)."""
+        return list(self.client.errors)
+
+    @property
+    def dropped_frames(self) -> int:
+        """Frames lost on this side because nobody read them in time (the queue keeps the newest)."""
+        return self.client.dropped_frames
+
+    @property
+    def end_reason(self) -> str | None:
+        """Why the session ended, once it has (a ``bye`` reason or the lost connection)."""
+        return self.client.end_reason
+
     def next_frame(self, timeout: float | None = None) -> VideoFrame | None:
-        """The next frame (None once the session ended); TimeoutError after ``timeout`` s."""
+        """The next frame; None once this client closed the session; ``StreamEnded`` with the reason when
+        the server ended it or died; TimeoutError after ``timeout`` s."""
         return self._run(self.client.next_frame(), timeout)
 
     def next_audio(self, timeout: float | None = None) -> AudioChunk | None:
         return self._run(self.client.next_audio(), timeout)
 
+    def drain_audio(self) -> list[AudioChunk]:
+        """Every audio chunk received and not read yet, without waiting."""
+        return self._run(_call(self.client.drain_audio))
+
+    def drain_telemetry(self) -> list[p.Telemetry]:
+        """Every telemetry message received and not read yet, without waiting."""
+        return self._run(_call(self.client.drain_telemetry))
+
     def frames(self, timeout: float | None = None) -> Iterator[VideoFrame]:
+        """Frames until this client closes the session; raises ``StreamEnded`` (with the reason) when the
+        server ends it or dies."""
         while (f := self.next_frame(timeout)) is not None:
             yield f
 
@@ -94,3 +131,8 @@ class SyncClient:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+async def _call(fn: Any) -> Any:
+    """Run a plain function on the client's loop (its queues belong to that loop)."""
+    return fn()

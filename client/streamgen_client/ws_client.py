@@ -82,7 +82,7 @@ class WSClient(StreamClient):
                 raise ConnectionError(f"websocket closed: {e}") from None
 
     async def _read_loop(self) -> None:
-        reason = "server closed"
+        reason, on_purpose = "server closed", False
         try:
             async for message in self._ws:
                 if isinstance(message, str):
@@ -100,6 +100,9 @@ class WSClient(StreamClient):
                     self._on_video(item)
         except ConnectionClosed as e:
             reason = f"websocket closed: {e}"
+            if e.rcvd is not None:  # the server sent a close frame: e.g. 1012 when it shuts down
+                detail = f" ({e.rcvd.reason})" if e.rcvd.reason else ""
+                reason, on_purpose = f"close code {e.rcvd.code}{detail}", True
         except asyncio.CancelledError:
             reason = "cancelled"
             raise
@@ -107,7 +110,7 @@ class WSClient(StreamClient):
             close = self._ws.close_code
             if close not in (None, 1000) and not self._started.done():
                 reason = f"{reason} (close code {close} {self._ws.close_reason!r})"
-            self._finish(reason)
+            self._finish(reason, server_closed=on_purpose)
 
     async def _close_transport(self) -> None:
         await self._ws.close()

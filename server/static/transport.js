@@ -131,7 +131,8 @@ class WsTransport {
       ws.onerror = () => reject(new Error("WebSocket failed"));
       ws.onclose = (e) => {
         reject(new Error(`WebSocket closed (${e.code})`));
-        if (!this.byeSeen) this.end(null);
+        // 1001 / 1012: the server is going away (uvicorn closes WebSockets itself when it shuts down).
+        if (!this.byeSeen) this.end(e.code === 1001 || e.code === 1012 ? "shutdown" : null);
       };
     });
   }

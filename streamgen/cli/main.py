@@ -77,14 +77,15 @@ def _load(args, overrides: dict):
 def cmd_generate(args) -> int:
     from tqdm import tqdm
 
-    from streamgen.cli.mp4 import Mp4Writer
+    from streamgen_client.recorder import Mp4Recorder
 
     overrides = _check(args)
     check_output_file(args.output)
     pipe = _load(args, overrides)
     session = pipe.start(seed=args.seed, prompt=args.prompt)
-    channels = getattr(pipe, "audio_channels", None) or 1
-    with Mp4Writer(args.output, fps=pipe.fps, width=pipe.width, height=pipe.height, sample_rate=pipe.sample_rate, channels=channels) as mp4:
+    channels = pipe.audio_channels or 0
+    with Mp4Recorder(args.output, fps=pipe.fps, width=pipe.width, height=pipe.height, sample_rate=pipe.sample_rate,
+                     channels=channels) as mp4:
         for _ in tqdm(range(args.blocks), desc=f"generate {args.model}", unit="block", file=sys.stderr):
             chunk = session.step()
             mp4.write_video(chunk.video)

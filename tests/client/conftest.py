@@ -1,6 +1,7 @@
 """One real server (a subprocess on a free loopback port) shared by the client's end-to-end tests."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -32,15 +33,15 @@ def _ready(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    pytest.importorskip("streamgen.server.app", reason="the server app is not built yet")
+@contextlib.contextmanager
+def spawn_server(log_dir, model: str, *extra: str, max_sessions: int = MAX_SESSIONS):
+    """``python -m streamgen.server`` on a free loopback port, until ready; yields (url, process)."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log_path = log_dir / f"server-{port}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "streamgen.server", "--host", "127.0.0.1", "--port", str(port),
-                                 "--model", MODEL, "--extra-model", WORLD, "--max-sessions", str(MAX_SESSIONS),
+                                 "--model", model, *extra, "--max-sessions", str(max_sessions),
                                  "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -48,11 +49,19 @@ def server(tmp_path_factory):
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"server did not become ready (exit {proc.poll()}):\n{log_path.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield url
+        yield url, proc
     finally:
-        proc.terminate()
+        if proc.poll() is None:
+            proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    pytest.importorskip("streamgen.server.app", reason="the server app is not built yet")
+    with spawn_server(tmp_path_factory.mktemp("server"), MODEL, "--extra-model", WORLD) as (url, _):
+        yield url
