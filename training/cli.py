@@ -14,7 +14,7 @@ from pathlib import Path
 
 from streamgen.checkpoints.run_folder import resolve_checkpoint, resolve_weights
 from streamgen.cli.checks import Parser, UsageError, check_device, check_output_folder, loading, report
-from streamgen.cli.overrides import coerce, coerce_pairs, field_type, split_pair
+from streamgen.cli.overrides import coerce, field_type, split_pair
 from streamgen.config import ModelConfig
 from streamgen.training.config import RunConfig, apply_overrides
 from streamgen.training.recipes import RECIPES, get_recipe
@@ -44,12 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
 def typed_pairs(pairs: list[str]) -> list[str]:
     """``--set`` pairs checked against the RunConfig field types (``model_overrides.*`` against ModelConfig's)
     and re-encoded as JSON, so ``train.steps=1.5`` or ``train.lr=fast`` fail here with one line."""
-    typed = coerce_pairs(pairs, RunConfig, free=("model_overrides",))
-    for key in [k for k in typed if k.startswith("model_overrides.")]:
-        name = key.split(".", 1)[1]
-        raw = next(split_pair(p)[1] for p in pairs if split_pair(p)[0] == key)
-        typed[key] = coerce(key, raw, field_type(ModelConfig, name))
-    return [f"{k}={json.dumps(v)}" for k, v in typed.items()]
+    out = []
+    for pair in pairs:
+        key, text = split_pair(pair)
+        section, _, rest = key.partition(".")
+        cls, name = (ModelConfig, rest) if section == "model_overrides" and rest else (RunConfig, key)
+        out.append(f"{key}={json.dumps(coerce(key, text, field_type(cls, name)))}")
+    return out
 
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:

@@ -69,8 +69,8 @@ def check_model(name: str) -> None:
     if name in PRESETS or name in shipped_models():
         return
     if os.path.exists(name):
-        if not os.path.isdir(name) and not name.endswith((".safetensors", ".pt", ".pth", ".ckpt", ".bin")):
-            raise UsageError(f"--model {name}: not a folder or a weights file")
+        if not os.path.isdir(name):
+            raise UsageError(f"--model {name}: a file; give the checkpoint folder that holds it")
         return
     if os.sep in name or name.startswith(".") or name.startswith("~"):
         raise UsageError(f"--model {name}: the path does not exist")

@@ -50,15 +50,11 @@ def coerce(key: str, text: str, kind: Any) -> Any:
         raise UsageError(f"--set {key}={text}: expected {_type_name(kind)}, got {text!r}") from None
 
 
-def coerce_pairs(pairs: list[str], cls: type, free: tuple[str, ...] = ()) -> dict[str, Any]:
-    """``["a=1", "b.c=x"]`` -> ``{"a": 1, "b.c": "x"}`` typed by ``cls``'s fields. Keys under a section in
-    ``free`` (a ``dict`` field, e.g. ``model_overrides``) are kept as JSON values, typed by the caller."""
+def coerce_pairs(pairs: list[str], cls: type) -> dict[str, Any]:
+    """``["a=1", "b.c=x"]`` -> ``{"a": 1, "b.c": "x"}``, each value typed by ``cls``'s (dotted) field."""
     out: dict[str, Any] = {}
     for pair in pairs or []:
         key, text = split_pair(pair)
-        if key.split(".")[0] in free and "." in key:
-            out[key] = _json_or_text(text)
-            continue
         out[key] = coerce(key, text, field_type(cls, key))
     return out
 
