@@ -91,5 +91,8 @@ def test_evaluate_command_prints_json(world, capsys):
     data, folder = world
     assert main(["--model", str(folder), "--data", str(data), "--starts", "1", "--context", "4", "--frames", "8",
                  "--direction-blocks", "0", "--stability-frames", "0", "--threads", "1"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr()
+    out = json.loads(printed.out)
     assert out["rollout_frames"] == 8 and "stability" not in out
+    # Progress goes to stderr, one bar per phase, counting the rollouts it reports.
+    assert "evaluate: rollouts: 100%" in printed.err and f"{out['starts']}/{out['starts']}" in printed.err
