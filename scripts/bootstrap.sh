@@ -16,7 +16,7 @@ WANT="$(cat pyproject.toml setup.py $(ls client/pyproject.toml 2>/dev/null) | sh
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "[bootstrap] installing torch 2.11 and the project (a few minutes on a fresh machine)"
   pip install -q --disable-pip-version-check "torch==2.11.0" "torchaudio==2.11.0"
-  pip install -q --disable-pip-version-check -e ".[test]"
+  pip install -q --disable-pip-version-check -e ".[test,cluster]"
   echo "$WANT" > "$STAMP"
 fi
 if [ "${1:-}" = "--with-browser" ] && [ ! -x /usr/bin/chromium ]; then

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from streamgen.cli.checks import Parser, UsageError, check_device, check_model, check_port, run_command
 
+from .cluster import config as cluster_config
 from .settings import ServerSettings, _default_model
 
 # Libraries that log every ICE candidate pair and STUN check at INFO: quiet unless --log-level debug.
@@ -42,6 +43,7 @@ def build_parser(prog: str = "streamgen serve") -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log level of the server and uvicorn (default info; debug also shows aiortc / aioice's "
                         "per-candidate ICE lines)")
+    cluster_config.add_arguments(p)
     return p
 
 
@@ -74,6 +76,8 @@ def serve(argv: list[str] | None = None, prog: str = "streamgen serve") -> int:
     args = build_parser(prog).parse_args(argv)
 
     def check() -> ServerSettings:
+        if not args.cluster and cluster_config.misplaced(args):
+            raise UsageError(f"{', '.join(cluster_config.misplaced(args))} need --cluster ADDRESS")
         settings = settings_from_args(args)
         check_settings(settings)
         return settings
@@ -81,6 +85,12 @@ def serve(argv: list[str] | None = None, prog: str = "streamgen serve") -> int:
     settings = run_command(prog, check)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_chatty_loggers(args.log_level)
+    if args.cluster:  # Ray Serve (docs/deploy.md); without --cluster nothing imports Ray
+        from .cluster.launch import serve_cluster
+
+        server = settings.model_dump(exclude={"host", "port"})
+        config = run_command(prog, lambda: cluster_config.from_args(args, server))
+        return serve_cluster(args.cluster, settings, config)
     import uvicorn
 
     from .app import create_app

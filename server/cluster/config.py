@@ -71,3 +71,35 @@ class ClusterConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def add_arguments(parser) -> None:
+    """``streamgen serve``'s cluster options (argparse); nothing here imports Ray."""
+    g = parser.add_argument_group("cluster (Ray Serve, docs/deploy.md; needs the streamgen[cluster] extra)")
+    g.add_argument("--cluster", metavar="ADDRESS",
+                   help="serve on a Ray cluster: its address (e.g. 10.0.0.5:6379), or 'auto' to start a local one")
+    g.add_argument("--replicas", type=int, help=f"replicas, one device each (default {ClusterConfig.replicas})")
+    g.add_argument("--max-replicas", type=int,
+                   help="autoscale on sessions in use between --replicas and this many replicas")
+    g.add_argument("--gpus-per-replica", type=float, help="1 on GPU nodes (default 0: CPU replicas)")
+    g.add_argument("--max-queued", type=int, help=f"clients that may wait for a slot (default {ClusterConfig.max_queued})")
+
+
+def misplaced(args) -> list[str]:
+    """Cluster options given without ``--cluster`` (they would do nothing)."""
+    names = ("replicas", "max_replicas", "gpus_per_replica", "max_queued")
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n, None) is not None]
+
+
+def from_args(args, server: dict[str, Any]) -> ClusterConfig:
+    """The ClusterConfig of parsed ``streamgen serve`` options; ``server``: every replica's ServerSettings."""
+    given: dict[str, Any] = {"server": server}
+    if args.replicas is not None:
+        given["replicas"] = args.replicas
+    if args.max_replicas is not None:
+        given["min_replicas"], given["max_replicas"] = given.get("replicas", ClusterConfig.replicas), args.max_replicas
+    if args.gpus_per_replica is not None:
+        given["num_gpus"] = args.gpus_per_replica
+    if args.max_queued is not None:
+        given["max_queued"] = args.max_queued
+    return ClusterConfig(**given)

@@ -9,8 +9,6 @@ import urllib.request
 
 import pytest
 
-ray = pytest.importorskip("ray", reason="the cluster tests need the streamgen[cluster] extra")
-
 
 class LocalCluster:
     def __init__(self, **config) -> None:
@@ -21,6 +19,7 @@ class LocalCluster:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> "LocalCluster":
+        pytest.importorskip("ray", reason="the cluster tests need the streamgen[cluster] extra")
         from streamgen.server.cluster import launch
 
         launch.start_local_ray(num_cpus=2)
@@ -33,6 +32,7 @@ class LocalCluster:
         return self
 
     def __exit__(self, *exc) -> None:
+        import ray
         from ray import serve
 
         try:

@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from tests.cluster.conftest import ray
 from tests.server.rtc_client import RtcClient
 from tests.server.ws_client import WsClient
 
 pytestmark = pytest.mark.slow
+ray = pytest.importorskip("ray", reason="the cluster tests need the streamgen[cluster] extra")
 FPS = 8.0  # tiny's frame rate (checked against /v1/models below)
 FULL_RATE = 0.8  # a session keeps "full rate" when it receives at least this share of the model's frames
 
