@@ -23,8 +23,10 @@ ENV PATH=/opt/venv/bin:$PATH
 # torch / torchaudio pinned to the GPU machines' 2.11 (CUDA wheels from PyPI).
 RUN pip install "torch==2.11.0" "torchaudio==2.11.0"
 COPY . .
-# The serving install: the `train` extra (the Atari emulator) stays out of this image.
-RUN pip install .
+# The serving install: the `train` extra (the Atari emulator) stays out of this image. EXTRAS=cluster adds
+# Ray Serve for `streamgen serve --cluster` / KubeRay (docs/deploy.md).
+ARG EXTRAS=""
+RUN pip install ".${EXTRAS:+[$EXTRAS]}"
 # flash-attn is optional (SDPA is the fallback); uncomment where a matching wheel exists.
 # RUN pip install "flash-attn>=2.6" --no-build-isolation
 USER streamgen

@@ -82,7 +82,8 @@ def add_arguments(parser) -> None:
     g.add_argument("--max-replicas", type=int,
                    help="autoscale on sessions in use between --replicas and this many replicas")
     g.add_argument("--gpus-per-replica", type=float, help="1 on GPU nodes (default 0: CPU replicas)")
-    g.add_argument("--max-queued", type=int, help=f"clients that may wait for a slot (default {ClusterConfig.max_queued})")
+    g.add_argument("--max-queued", type=int,
+                   help=f"clients that may wait for a slot (default {ClusterConfig.max_queued})")
 
 
 def misplaced(args) -> list[str]:

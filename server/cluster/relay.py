@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import json
 import logging
+import math
 from typing import Any
 
 import websockets
@@ -31,7 +32,7 @@ _background: set[asyncio.Task] = set()
 
 def _http_error(status: int, err: P.Error, headers: dict | None = None) -> JSONResponse:
     if err.retry_after_s is not None:
-        headers = {**(headers or {}), "Retry-After": str(max(1, round(err.retry_after_s)))}
+        headers = {**(headers or {}), "Retry-After": str(math.ceil(err.retry_after_s))}
     return JSONResponse(err.to_dict(), status_code=status, headers=headers)
 
 

@@ -25,6 +25,7 @@ from ..settings import ServerSettings
 
 log = logging.getLogger("streamgen.server.cluster.replica")
 HEARTBEAT_S = 1.0  # how often a lease reports that its replica lives (the gateway notices a death by its end)
+SHUTDOWN_S = 8.0  # within Serve's graceful_shutdown_timeout_s (10 s, launch.py)
 READY_TIMEOUT_S = 900.0  # loading and warming a large model on a GPU can take minutes
 
 
@@ -119,7 +120,9 @@ class StreamgenReplica:
                 self._gauges["block_p50_ms"].set(snap["block_ms"]["p50"], tags)
             await asyncio.sleep(5.0)
 
-    def __del__(self) -> None:  # Serve shut the replica down: stop the server thread (it closes sessions)
+    def __del__(self) -> None:
+        """Serve stops the replica: the server's lifespan ends its sessions with ``bye`` ``shutdown``."""
         server = getattr(self, "server", None)
         if server is not None:
             server.should_exit = True
+            self.thread.join(SHUTDOWN_S)

@@ -31,6 +31,19 @@ async def _rates(clients: dict, seconds: float) -> dict:
     return {k: (count(c) - before[k]) / dt for k, c in clients.items()}
 
 
+def _metrics(cluster) -> dict[str, float]:
+    """The gateway's Prometheus samples, summed over labels."""
+    import urllib.request
+
+    out: dict[str, float] = {}
+    with urllib.request.urlopen(cluster.url + "/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.split("{")[0].split(" ")[0], float(line.rsplit(" ", 1)[1])
+                out[name] = out.get(name, 0.0) + value
+    return out
+
+
 def _placement(cluster) -> dict[str, str]:
     return {s["session_id"]: s["replica"] for s in cluster.get_json("/v1/cluster")["sessions"]}
 
@@ -116,6 +129,10 @@ def test_two_replicas_spread_queue_and_survive_a_replica_death(cluster):
                 await fresh.wait_for(lambda: len(fresh.media) >= 4, timeout=15, what="frames of a new session")
             cluster.wait_replicas(2, timeout=120)
             print(f"Serve replaced the replica {time.monotonic() - t_kill:.1f} s after the kill")
+            metrics = _metrics(cluster)
+            assert metrics["streamgen_cluster_replica_lost_total"] == len(on_victim)
+            assert metrics["streamgen_cluster_queue_wait_seconds_count"] >= 6  # every session took a lease
+            assert metrics["streamgen_cluster_replicas"] == 2.0
         finally:
             for c in rtc:
                 await c.close()
