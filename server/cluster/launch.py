@@ -23,6 +23,7 @@ from .replica import StreamgenReplica
 log = logging.getLogger("streamgen.server.cluster")
 # Every session is one request at the gateway for its whole life: the gateway itself is never the limit.
 GATEWAY_MAX_ONGOING = 100_000
+START_ATTEMPTS = 3  # a loaded machine can miss Ray's fixed 30 s start-up window once
 OBJECT_STORE_BYTES = 200 * 1024 * 1024  # leases and answers are small; Ray's default (30 % of RAM) is not
 
 
@@ -55,8 +56,16 @@ def app_builder(args: dict[str, Any]):
 
 def start_local_ray(num_cpus: int | None = None) -> None:
     """A Ray of this machine only, in this process: loopback, no dashboard, a modest object store."""
-    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-             object_store_memory=OBJECT_STORE_BYTES, namespace="streamgen", log_to_driver=False)
+    for attempt in range(START_ATTEMPTS):
+        try:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                     object_store_memory=OBJECT_STORE_BYTES, namespace="streamgen", log_to_driver=False)
+            return
+        except Exception as e:  # noqa: BLE001 - Ray gives its raylet a fixed 30 s to register
+            ray.shutdown()
+            if attempt + 1 == START_ATTEMPTS:
+                raise
+            log.warning("starting the local Ray failed (%s); trying again", e)
 
 
 def deploy(config: ClusterConfig, host: str, port: int) -> None:
