@@ -26,6 +26,7 @@ from .waitqueue import QueueFull, QueueTimeout
 
 log = logging.getLogger("streamgen.server.cluster.relay")
 LOST = "replica_lost"
+DRAIN_S = 2.0  # how long a relay waits for the replica's last messages once its side ends
 _keys = itertools.count(1)
 _background: set[asyncio.Task] = set()
 
@@ -270,18 +271,21 @@ async def _pipe(ws: WebSocket, client: _Client, inbox: asyncio.Queue, left: asyn
             pass
         return "lease"
 
-    tasks = {asyncio.ensure_future(f()): f.__name__ for f in (up, down, watch)}
+    tasks = [asyncio.ensure_future(f()) for f in (up, down, watch)]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if tasks[1] not in done and not (left.is_set() or not client.open):
+            # The replica's side is ending (a send failed, or the lease broke): let the last messages
+            # (error, bye) reach the client before deciding how it ended.
+            await asyncio.wait({tasks[1]}, timeout=DRAIN_S)
     finally:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    ended = {tasks[t] for t in done}
     if left.is_set() or not client.open:  # the client left: end its session on the replica
         await upstream.close()
         return False
-    if "down" in ended and upstream.close_rcvd is not None:  # the replica closed the session itself
+    if upstream.close_rcvd is not None:  # the replica closed the session itself (bye, busy, error...)
         await client.close(upstream.close_rcvd.code, upstream.close_rcvd.reason)
         return False
     await upstream.close()
