@@ -285,8 +285,9 @@ async def _pipe(ws: WebSocket, client: _Client, inbox: asyncio.Queue, left: asyn
     if left.is_set() or not client.open:  # the client left: end its session on the replica
         await upstream.close()
         return False
-    if upstream.close_rcvd is not None:  # the replica closed the session itself (bye, busy, error...)
-        await client.close(upstream.close_rcvd.code, upstream.close_rcvd.reason)
+    code = upstream.close_code  # None: still open; 1006: the connection dropped without a close frame
+    if code is not None and code != 1006:  # the replica closed the session itself (bye, busy, error...)
+        await client.close(code, upstream.close_reason or "")
         return False
     await upstream.close()
     return True

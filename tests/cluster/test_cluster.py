@@ -84,7 +84,11 @@ def test_two_replicas_spread_queue_and_survive_a_replica_death(cluster):
             assert cluster.get_json("/v1/models")["cluster"]["queued"] == 1
             freed = placed[ws[0].of_type("started")[0]["session_id"]]
             await ws[0].send({"type": "stop", "seq": 2})
+            assert await ws[0].wait_closed() == 1000 and ws[0].of_type("bye")[-1]["reason"] == "stop"
+            stopped = ws[0].of_type("started")[0]["session_id"]
             await ws[2].wait_for(lambda: ws[2].of_type("started"), timeout=30, what="the queued session to start")
+            assert cluster.get_json(f"/v1/sessions/{stopped}") == {"session_id": stopped, "state": "ended",
+                                                                   "reason": "stop"}
             sid = ws[2].of_type("started")[0]["session_id"]
             del sessions[ws[0].of_type("started")[0]["session_id"]]
             sessions[sid] = ws[2]
