@@ -145,3 +145,25 @@ def test_two_replicas_spread_queue_and_survive_a_replica_death(cluster):
 
     asyncio.run(run())
 
+
+
+@pytest.mark.browser
+def test_the_page_streams_through_the_cluster(cluster):
+    """Chromium opens the gateway's page, plays a WebRTC stream from a replica, and ends it."""
+    from tests.server.test_browser import GRAB, connected_page
+
+    assert cluster.get_json("/healthz")["status"] == "ok"
+    with connected_page(cluster, 30_000) as page:
+        before = page.evaluate(GRAB)
+        page.wait_for_timeout(1000)
+        after = page.evaluate(GRAB)
+        sid = page.evaluate("window.streamgen.sessionId")
+        assert _placement(cluster)[sid].startswith("SERVE_REPLICA::")
+        page.click("#connect")  # disconnect: the replica ends the session and the gateway lets the lease go
+        deadline = time.monotonic() + 15
+        while sid in _placement(cluster):
+            assert time.monotonic() < deadline, "the page's session is still placed after it disconnected"
+            time.sleep(0.1)
+    assert (before["w"], before["h"]) == (32, 32)
+    assert after["t"] > before["t"] + 0.5  # the video kept playing
+    assert cluster.get_json(f"/v1/sessions/{sid}")["state"] == "ended"
