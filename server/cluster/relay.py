@@ -21,11 +21,13 @@ from fastapi.responses import JSONResponse, Response
 from streamgen_client import protocol as P
 
 from ..security import check_origin, check_token
+from ..sessions import TokenBucket
 from .core import GatewayCore, Lease
 from .waitqueue import QueueFull, QueueTimeout
 
 log = logging.getLogger("streamgen.server.cluster.relay")
 LOST = "replica_lost"
+INBOX = 64  # client messages held while waiting in line or for the replica to take them; a flood beyond is dropped
 DRAIN_S = 2.0  # how long a relay waits for the replica's last messages once its side ends
 _keys = itertools.count(1)
 _background: set[asyncio.Task] = set()
@@ -54,10 +56,13 @@ async def offer(core: GatewayCore, request: Request) -> Response:
     why = check_origin(request, core.settings)
     if why:
         return _http_error(403, P.Error(seq=0, code="unauthorized", message=why))
-    body = await request.body()
-    if len(body) > core.settings.max_offer_bytes:
+    body = await _read_capped(request, core.settings.max_offer_bytes)
+    if body is None:
         return _http_error(413, P.Error(seq=0, code="too_large",
-                                        message=f"offer is {len(body)} bytes, max {core.settings.max_offer_bytes}"))
+                                        message=f"offer is over {core.settings.max_offer_bytes} bytes"))
+    why = await _offer_fault(core, body)
+    if why is not None:  # the replica checks the rest (SDP, fields); this keeps junk from taking a slot
+        return _http_error(400, why)
     await core.refresh()
     try:
         ticket = core.join("webrtc")
@@ -84,6 +89,35 @@ async def offer(core: GatewayCore, request: Request) -> Response:
     return Response(first["body"], status_code=200, media_type="application/json")
 
 
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is over ``limit`` bytes (never held beyond that)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+async def _offer_fault(core: GatewayCore, body: bytes) -> P.Error | None:
+    """An offer that is not a JSON object or names a model the cluster does not stream."""
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        return P.Error(seq=0, code="bad_json", message=f"not valid UTF-8 JSON: {e}"[:500])
+    if not isinstance(obj, dict):
+        return P.Error(seq=0, code="bad_json", message=f"offer must be a JSON object, got {type(obj).__name__}")
+    known = [m["name"] for m in ((await core.describe()) or {}).get("models", [])]
+    model = obj.get("model")
+    if known and model not in known:
+        return P.Error(seq=0, code="out_of_range", message=f"unknown model {str(model)[:64]!r}; this cluster "
+                       f"streams {known}")
+    return None
+
+
 async def _follow(core: GatewayCore, key: int, stream: Any) -> None:
     """Keep a WebRTC session's lease counted until its replica says it ended (or the replica dies)."""
     reason = LOST
@@ -98,7 +132,8 @@ async def _follow(core: GatewayCore, key: int, stream: Any) -> None:
 
 
 # ----- WebSocket -----------------------------------------------------------------------------------------
-async def _read_client(ws: WebSocket, inbox: asyncio.Queue, left: asyncio.Event) -> None:
+async def _read_client(ws: WebSocket, client: "_Client", inbox: asyncio.Queue, left: asyncio.Event,
+                       max_bytes: int) -> None:
     """The one reader of the client socket: messages into ``inbox`` (a flood beyond it is dropped; the
     replica rate-limits what passes), then None and ``left`` set when the client leaves."""
     try:
@@ -107,6 +142,10 @@ async def _read_client(ws: WebSocket, inbox: asyncio.Queue, left: asyncio.Event)
             if m["type"] == "websocket.disconnect":
                 break
             data = m.get("text") if m.get("text") is not None else (m.get("bytes") or b"")
+            if len(data) > max_bytes:  # answered here; never held in memory beyond this message
+                await client.send(lambda s, n=len(data): P.Error(seq=s, code="too_large", message=(
+                    f"message is {n} bytes, max {max_bytes} bytes")))
+                continue
             try:
                 inbox.put_nowait(data)
             except asyncio.QueueFull:
@@ -175,9 +214,9 @@ async def websocket(core: GatewayCore, ws: WebSocket) -> None:
     why = check_token(ws, core.settings) or check_origin(ws, core.settings)
     if why:
         return await refuse("unauthorized", why, 1008)
-    inbox: asyncio.Queue = asyncio.Queue(maxsize=max(16, core.settings.message_burst))
+    inbox: asyncio.Queue = asyncio.Queue(maxsize=INBOX)
     left = asyncio.Event()
-    reader = asyncio.ensure_future(_read_client(ws, inbox, left))
+    reader = asyncio.ensure_future(_read_client(ws, client, inbox, left, core.settings.max_message_bytes))
     try:
         await _session(core, ws, client, inbox, left, refuse)
     finally:
@@ -187,12 +226,9 @@ async def websocket(core: GatewayCore, ws: WebSocket) -> None:
 
 async def _session(core: GatewayCore, ws: WebSocket, client: _Client, inbox: asyncio.Queue, left: asyncio.Event,
                    refuse) -> None:
-    try:
-        first = await asyncio.wait_for(inbox.get(), core.settings.idle_timeout_s)
-    except asyncio.TimeoutError:
-        first = None
+    first = await _await_start(core, client, inbox, refuse)
     if first is None:
-        return await client.close(1000, "idle")
+        return
     await core.refresh()
     try:
         ticket = core.join("ws")
@@ -233,6 +269,42 @@ async def _session(core: GatewayCore, ws: WebSocket, client: _Client, inbox: asy
                                             "reconnect for a new session"))
         await client.send(lambda s: P.Bye(seq=s, reason=LOST))
         await client.close(1011, LOST)
+
+
+async def _await_start(core: GatewayCore, client: _Client, inbox: asyncio.Queue, refuse) -> str | None:
+    """The client's first valid ``start`` (as sent), checked here so that no replica slot is taken for
+    anything else; faults before it are answered as a single server would. None: the client is gone."""
+    settings = core.settings
+    bucket = TokenBucket(settings.max_messages_per_s, settings.message_burst)
+    checker = P.SeqChecker()
+    while True:
+        try:
+            data = await asyncio.wait_for(inbox.get(), settings.idle_timeout_s)
+        except asyncio.TimeoutError:
+            data = None
+        if data is None:
+            await client.close(1000, "idle")
+            return None
+        if not bucket.take():
+            await refuse("rate_limited", "control message flood before start", 1008)
+            return None
+        if isinstance(data, bytes):
+            await client.send(lambda s: P.Error(seq=s, code="bad_json", message="binary messages are not "
+                                                "accepted from clients; send JSON text"))
+            continue
+        try:
+            msg = P.parse_client_message(data)
+            checker.check(msg.seq)
+            if not isinstance(msg, P.Start):
+                raise P.ProtocolError("bad_field", f"send 'start' first, got {msg.TYPE!r}", msg.seq)
+            known = [m["name"] for m in ((await core.describe()) or {}).get("models", [])]
+            if known and msg.model not in known:
+                raise P.ProtocolError("out_of_range", f"unknown model {msg.model!r}; this cluster streams {known}",
+                                      msg.seq)
+        except P.ProtocolError as e:
+            await client.send(lambda s, e=e: e.to_error(s))
+            continue
+        return data
 
 
 async def _pipe(ws: WebSocket, client: _Client, inbox: asyncio.Queue, left: asyncio.Event, first: str | bytes,

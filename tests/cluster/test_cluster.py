@@ -167,3 +167,37 @@ def test_the_page_streams_through_the_cluster(cluster):
     assert (before["w"], before["h"]) == (32, 32)
     assert after["t"] > before["t"] + 0.5  # the video kept playing
     assert cluster.get_json(f"/v1/sessions/{sid}")["state"] == "ended"
+
+
+def test_hostile_clients_get_typed_errors_and_take_no_slot(cluster):
+    """Junk before ``start`` and bad offers are answered by the gateway without taking a replica's slot."""
+    import httpx
+
+    async def run():
+        async with WsClient(cluster.url) as c:
+            await c.ws.send(b"\x00\x01")
+            await c.send("{not json")
+            await c.send("x" * 40_000)
+            await c.send({"type": "ping", "seq": 1})
+            await c.send({"type": "start", "seq": 2, "model": "no-such-model"})
+            await c.wait_for(lambda: len(c.errors()) >= 5, timeout=10, what="five errors")
+            # (too_large is answered on arrival, the others in order while the gateway waits for a start)
+            assert sorted(c.errors()) == ["bad_field", "bad_json", "bad_json", "out_of_range", "too_large"]
+            assert cluster.get_json("/v1/cluster")["sessions"] == []  # nothing above took a slot
+            next(c.seq), next(c.seq)  # seqs 1 and 2 were used above; they must keep increasing
+            assert (await c.start("tiny"))["type"] == "started"  # the connection still works
+            assert len(cluster.get_json("/v1/cluster")["sessions"]) == 1
+        async with httpx.AsyncClient(timeout=20) as http:
+            big = await http.post(cluster.url + "/v1/offer", content=b"{" + b" " * 200_000 + b"}")
+            junk = await http.post(cluster.url + "/v1/offer", content=b"[1, 2")
+            unknown = await http.post(cluster.url + "/v1/offer", json={"sdp": "v=0", "model": "nope"})
+            bad_sdp = await http.post(cluster.url + "/v1/offer", json={"sdp": "v=0", "model": "tiny"})
+        assert (big.status_code, big.json()["code"]) == (413, "too_large")
+        assert (junk.status_code, junk.json()["code"]) == (400, "bad_json")
+        assert (unknown.status_code, unknown.json()["code"]) == (400, "out_of_range")
+        assert bad_sdp.status_code == 400  # the replica's own checks, passed through
+    asyncio.run(run())
+    deadline = time.monotonic() + 10
+    while cluster.get_json("/v1/cluster")["sessions"]:
+        assert time.monotonic() < deadline, "a slot is still held after the hostile clients left"
+        time.sleep(0.1)
