@@ -19,6 +19,10 @@ class ClusterConfig:
     # Autoscaling aims at this share of a replica's sessions in use: below 1 so a new user rarely waits
     # for a replica to start (a cold start loads and warms the model: tens of seconds on a GPU).
     target_load: float = 0.75
+    # A new replica loads and warms its model before it takes sessions: ask for it soon after sessions
+    # wait (Serve's default is 30 s). Let a replica go only after ten quiet minutes: sessions come in waves.
+    upscale_delay_s: float = 5.0
+    downscale_delay_s: float = 600.0
     # One device per replica: 1 on GPU nodes (the engine drives exactly one device); 0 for CPU replicas.
     num_gpus: float = 0.0
     # CPU share Ray books per replica; 1 lets a CPU replica use one core for its engine thread.
@@ -47,6 +51,9 @@ class ClusterConfig:
             raise ValueError(f"min_replicas={self.min_replicas} must be in [0, max_replicas={self.max_replicas}]")
         if self.max_replicas is not None and self.max_replicas < 1:
             raise ValueError(f"max_replicas={self.max_replicas} must be >= 1")
+        if self.upscale_delay_s < 0 or self.downscale_delay_s < 0:
+            raise ValueError(f"upscale_delay_s={self.upscale_delay_s} and downscale_delay_s={self.downscale_delay_s} "
+                             "must be >= 0")
         if not 0.0 < self.target_load <= 1.0:
             raise ValueError(f"target_load={self.target_load} must be in (0, 1]")
         if self.sessions_per_replica is not None and self.sessions_per_replica < 1:

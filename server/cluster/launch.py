@@ -40,6 +40,7 @@ def build_app(config: ClusterConfig):
         options["autoscaling_config"] = {
             "min_replicas": config.min_replicas, "max_replicas": config.max_replicas,
             "target_ongoing_requests": max(1.0, per_replica * config.target_load),
+            "upscale_delay_s": config.upscale_delay_s, "downscale_delay_s": config.downscale_delay_s,
         }
     else:
         options["num_replicas"] = config.replicas

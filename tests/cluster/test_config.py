@@ -15,6 +15,8 @@ def test_bad_values_are_named():
         cc.ClusterConfig(replicas=0)
     with pytest.raises(ValueError, match="min_replicas=1 and max_replicas=None"):
         cc.ClusterConfig(min_replicas=1)
+    with pytest.raises(ValueError, match="upscale_delay_s=-1"):
+        cc.ClusterConfig(upscale_delay_s=-1)
     with pytest.raises(ValueError, match="target_load=1.5"):
         cc.ClusterConfig(target_load=1.5)
     with pytest.raises(ValueError, match=r"unknown cluster option\(s\) \['replica'\]"):
