@@ -124,7 +124,8 @@ def main() -> int:
                                "--warmup-blocks", "1", "--log-level", "warning"])
     launch.start_local_ray(num_cpus=2)
     try:
-        launch.deploy(ClusterConfig(replicas=1, num_cpus=1, server={"model": "tiny", "warmup_blocks": 1}),
+        launch.deploy(ClusterConfig(replicas=1, num_cpus=1, replica_host="127.0.0.1",
+                                    server={"model": "tiny", "warmup_blocks": 1}),
                       "127.0.0.1", cluster_port)
         _wait_ready(single_url)
         _wait_ready(cluster_url, replicas=1)
@@ -143,7 +144,8 @@ def main() -> int:
             server = {"model": model, "warmup_blocks": 1}
             if args.ahead_blocks:
                 server["ahead_blocks"] = args.ahead_blocks
-            cfg = ClusterConfig(replicas=1, num_cpus=1, sessions_per_replica=args.limit, server=server)
+            cfg = ClusterConfig(replicas=1, num_cpus=1, sessions_per_replica=args.limit, replica_host="127.0.0.1",
+                                server=server)
             launch.deploy(cfg, "127.0.0.1", cluster_port)
             _wait_ready(cluster_url, replicas=1)
             with urllib.request.urlopen(cluster_url + "/v1/models", timeout=10) as r:

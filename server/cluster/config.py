@@ -38,6 +38,9 @@ class ClusterConfig:
     # The Serve application's name and the ingress route (``serve status`` shows them).
     app_name: str = "streamgen"
     route_prefix: str = "/"
+    # Where each replica's own server listens (the gateway relays WebSocket sessions to it): None is the
+    # node's address, which a gateway on another node can reach; a one-machine cluster uses 127.0.0.1.
+    replica_host: str | None = None
     # ServerSettings fields for every replica (model, max_sessions, auth_token...), on top of STREAMGEN_*.
     server: dict[str, Any] = field(default_factory=dict)
 

@@ -7,6 +7,7 @@ the ``Gateway`` ingress. ``app_builder`` is the same for Serve's own tools:
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -44,7 +45,7 @@ def build_app(config: ClusterConfig):
         }
     else:
         options["num_replicas"] = config.replicas
-    replicas = serve.deployment(StreamgenReplica, **options).bind(server)
+    replicas = serve.deployment(StreamgenReplica, **options).bind(server, config.replica_host)
     gateway = serve.deployment(serve.ingress()(Gateway), name="Gateway", max_ongoing_requests=GATEWAY_MAX_ONGOING,
                                ray_actor_options={"num_cpus": 0})
     return gateway.bind(replicas, {**config.to_dict(), "server": server})
@@ -56,11 +57,12 @@ def app_builder(args: dict[str, Any]):
 
 
 def start_local_ray(num_cpus: int | None = None) -> None:
-    """A Ray of this machine only, in this process: loopback, no dashboard, a modest object store."""
+    """A Ray of this machine only, in this process: no dashboard, a modest object store. Ray's own services
+    still listen on the machine's address (guarded by Ray's token auth); replicas use ``replica_host``."""
     for attempt in range(START_ATTEMPTS):
         try:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                     object_store_memory=OBJECT_STORE_BYTES, namespace="streamgen", log_to_driver=False)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
+                     namespace="streamgen", log_to_driver=False)
             return
         except Exception as e:  # noqa: BLE001 - Ray gives its raylet a fixed 30 s to register
             ray.shutdown()
@@ -79,6 +81,7 @@ def serve_cluster(address: str, settings: ServerSettings, config: ClusterConfig)
     """``streamgen serve --cluster ADDRESS``: join (or, with ``auto``, start) a Ray cluster and serve."""
     if address == "auto":
         start_local_ray()
+        config = dataclasses.replace(config, replica_host=config.replica_host or "127.0.0.1")
     else:
         ray.init(address=address, namespace="streamgen")
     try:

@@ -38,8 +38,8 @@ def _free_port(host: str) -> int:
 class StreamgenReplica:
     """The deployment class (``launch.build_app`` wraps it with ``serve.deployment``)."""
 
-    async def __init__(self, server: dict[str, Any]) -> None:
-        host = ray.util.get_node_ip_address()
+    async def __init__(self, server: dict[str, Any], host: str | None = None) -> None:
+        host = host or ray.util.get_node_ip_address()
         self.settings = ServerSettings(**{**server, "host": host, "port": _free_port(host)})
         self.url = f"http://{host}:{self.settings.port}"
         self.name = ray.get_runtime_context().get_actor_name() or f"replica-{os.getpid()}"

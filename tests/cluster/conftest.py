@@ -14,7 +14,7 @@ class LocalCluster:
     def __init__(self, **config) -> None:
         from streamgen.server.cluster.config import ClusterConfig
 
-        self.config = ClusterConfig(**config)
+        self.config = ClusterConfig(**{"replica_host": "127.0.0.1", **config})
         self.port = random.randint(20000, 60000)
         self.url = f"http://127.0.0.1:{self.port}"
 

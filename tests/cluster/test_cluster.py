@@ -44,6 +44,18 @@ def _metrics(cluster) -> dict[str, float]:
     return out
 
 
+def _ray_gauges(name: str) -> dict[str, float]:
+    """``name``'s value per replica from the Ray node's metrics export."""
+    import re
+    import urllib.request
+
+    (node,) = ray.nodes()
+    with urllib.request.urlopen(f"http://127.0.0.1:{node['MetricsExportPort']}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(name + r'\{[^}]*replica="([^"]+)"[^}]*\} (\S+)', text)}
+
+
 def _placement(cluster) -> dict[str, str]:
     return {s["session_id"]: s["replica"] for s in cluster.get_json("/v1/cluster")["sessions"]}
 
@@ -75,6 +87,11 @@ def test_two_replicas_spread_queue_and_survive_a_replica_death(cluster):
             rates = await _rates(sessions, 4.0)
             print("rates, 4 sessions on 2 replicas:", {k: round(v, 2) for k, v in rates.items()})
             assert all(r >= FULL_RATE * FPS for r in rates.values()), rates
+            # The replicas' own gauges reach Ray's metrics (the node's Prometheus export).
+            deadline = time.monotonic() + 40
+            while _ray_gauges("ray_streamgen_replica_sessions") != {r: 2.0 for r in replicas}:
+                assert time.monotonic() < deadline, _ray_gauges("ray_streamgen_replica_sessions")
+                await asyncio.sleep(1.0)
 
             # ---- the fifth waits in the queue, told its position, and starts when a slot frees
             await ws[2].send({"type": "start", "seq": 1, "model": "tiny"})
