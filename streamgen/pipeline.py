@@ -126,12 +126,15 @@ class Pipeline:
         return bool(getattr(self.decoder, "can_encode", False))
 
     def start(self, seed: int = 0, prompt: str | None = None, *, action_clock: str = "client",
-              prime: bool = True) -> Session:
+              prime: bool = True, noise=None) -> Session:
         """A new stream. ``action_clock``: how ``t_ms`` of action events is read (``streamgen.actions``):
         "client" (the wire protocol: any client clock) or "stream" (the media clock, for scripts).
+        ``noise``: where the session's Gaussian draws come from (``streamgen.noise``): None = one generator
+        seeded with ``seed``; a list of ints = a seed per block; or a source callable (``RecordedNoise``
+        replays recorded draws), so a stream replays exactly from its inputs.
         ``prime``: start from the pipeline's ``start_context`` when it has one (shipped worlds); the
         context's keys are its past (they stay in the action windows), so the player starts holding none."""
-        session = Session(self, seed=seed, prompt=prompt, action_clock=action_clock)
+        session = Session(self, seed=seed, prompt=prompt, action_clock=action_clock, noise=noise)
         if prime and self.start_context is not None:
             session.prime(**self.start_context)
             if session.action_state is not None:

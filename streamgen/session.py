@@ -20,7 +20,8 @@ from streamgen.decoders.preview import frames_to_uint8
 from streamgen.models.action_modules import ActionInput
 from streamgen.models.audio_video import new_audio_cache
 from streamgen.models.kv_cache import RollingKVCache
-from streamgen.samplers import add_noise, x0_and_renoise
+from streamgen.noise import noise_source
+from streamgen.samplers import add_noise, predict_x0, x0_and_renoise
 
 if TYPE_CHECKING:
     from streamgen.pipeline import Pipeline
@@ -40,11 +41,13 @@ class Chunk:
 
 
 class Session:
-    def __init__(self, pipe: "Pipeline", *, seed: int = 0, prompt: str | None = None, action_clock: str = "client") -> None:
+    def __init__(self, pipe: "Pipeline", *, seed: int = 0, prompt: str | None = None, action_clock: str = "client",
+                 noise: Any = None) -> None:
         self.pipe = pipe
         cfg = pipe.config
         self.config = cfg
-        self.generator = torch.Generator(device=pipe.device).manual_seed(seed)
+        # Every Gaussian draw goes through this source (streamgen.noise): replayable from the inputs.
+        self.noise_source = noise_source(seed, noise, pipe.device)
         self.cache = RollingKVCache(cfg, dtype=pipe.dtype, device=pipe.device)
         self.prompt = prompt
         self.text_kv = pipe.encode_prompt(prompt)
@@ -232,7 +235,7 @@ class Session:
 
     # ----- internals --------------------------------------------------------------------------
     def _noise(self, like_shape) -> torch.Tensor:
-        return torch.randn(like_shape, generator=self.generator, device=self.pipe.device, dtype=self.pipe.dtype)
+        return self.noise_source(self.block_index, tuple(like_shape), self.pipe.device, self.pipe.dtype)
 
     def _timesteps(self, value: float, frames: int) -> torch.Tensor:
         return torch.full((1, frames), value, device=self.pipe.device, dtype=torch.float32)
@@ -263,12 +266,14 @@ class Session:
         x0, a0 = x, a
         for i, t in enumerate(steps):
             out = self._forward(x, t, self.next_frame, a, acts)
-            t_next = steps[i + 1] if i + 1 < len(steps) else 0.0
-            if a is None:
-                x0, x = x0_and_renoise(x, out, t, t_next, self._noise(shape))
-            else:
-                x0, x = x0_and_renoise(x, out[0], t, t_next, self._noise(shape))
-                a0, a = x0_and_renoise(a, out[1], t, t_next, self._noise(audio_shape))
+            vx, va = (out, None) if a is None else out
+            if i + 1 == len(steps):  # the last step's x0 is the output: no re-noise is drawn for it
+                x0 = predict_x0(x, vx, t)
+                a0 = predict_x0(a, va, t) if a is not None else None
+                break
+            x0, x = x0_and_renoise(x, vx, t, steps[i + 1], self._noise(shape))
+            if a is not None:
+                a0, a = x0_and_renoise(a, va, t, steps[i + 1], self._noise(audio_shape))
         return x0, a0
 
     def _refill(self, x0: torch.Tensor, a0: torch.Tensor | None = None, acts: ActionInput | None = None) -> None:

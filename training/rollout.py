@@ -9,8 +9,8 @@ gradient truncation:
 - the refill runs on the detached output under ``no_grad``, so the cache only ever holds detached K / V
   and no gradient crosses blocks.
 
-Noise is drawn in the session's order (block noise, then one re-noise draw per executed step, then the
-refill noise when ``context_noise > 0``; video before audio at each draw), so with ``s`` = the last step, batch 1 and the same seed the
+Noise is drawn in the session's order (block noise, then one re-noise draw per executed step that does
+not exit, then the refill noise when ``context_noise > 0``; video before audio at each draw), so with ``s`` = the last step, batch 1 and the same seed the
 rollout produces exactly the session's latents.
 """
 from __future__ import annotations
@@ -127,11 +127,11 @@ def self_forcing_rollout(
             exit_now = i == exit_index
             with torch.set_grad_enabled(grad and exit_now and k >= grad_from_block):
                 v = predict_cached(model, x, t, cond, caches, start)
-            t_next = timesteps[i + 1] if i + 1 < len(timesteps) else 0.0
-            fresh = noise()  # drawn at every executed step, as the session does
             if exit_now:
                 x0 = {s: predict_x0(x[s], v[s], t) for s in names}
                 break
+            t_next = timesteps[i + 1]  # exit_index < len(timesteps), so a step that does not exit has a next one
+            fresh = noise()  # a re-noise draw for every step that has a next one, as the session does
             with torch.no_grad():
                 pairs = {s: x0_and_renoise(x[s], v[s], t, t_next, fresh[s]) for s in names}
                 x0, x = {s: p[0] for s, p in pairs.items()}, {s: p[1] for s, p in pairs.items()}
