@@ -17,9 +17,11 @@ from typing import Any, Mapping
 
 import torch
 
-from streamgen.config import ModelConfig
+from streamgen.config import FAMILIES, ModelConfig
 from streamgen.checkpoints import io
 from streamgen.checkpoints.adapters import build_model, load_state_dict_any
+from streamgen.checkpoints.components import generator_file, read_spec
+from streamgen.checkpoints.families import detect_family, family_base
 from streamgen.checkpoints.wan_diffusers import config_from_diffusers
 from streamgen.checkpoints.wan_original import config_from_wan_state_dict
 from streamgen.models.dit import CausalDiT
@@ -81,17 +83,6 @@ def _diffusers_style_weights(folder: Path, device) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"{folder} has {io.CONFIG_NAME} but neither {DIFFUSERS_WEIGHTS} nor {DIFFUSERS_INDEX}")
 
 
-def _single_weights_file(folder: Path) -> Path:
-    found = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix == ".safetensors" or p.suffix in TORCH_SUFFIXES))
-    if len(found) != 1:
-        listing = sorted(p.name for p in folder.iterdir())[:20]
-        raise FileNotFoundError(
-            f"{folder} is not a checkpoint folder: expected {EXPECTED}; "
-            f"found {len(found)} weights files and no {io.CONFIG_NAME} (contents: {listing})"
-        )
-    return found[0]
-
-
 def _from_weights(sd: Mapping[str, Any], name: str, source: str, *, ema: bool, base, overrides) -> tuple[ModelConfig, dict]:
     layout, ours = load_state_dict_any(sd, ema=ema)
     if layout == "diffusers":
@@ -107,27 +98,38 @@ def load_checkpoint_dir(
     dtype: torch.dtype | None = None,
     overrides: Mapping[str, Any] | None = None,
     base: ModelConfig | None = None,
-    ema: bool = True,
+    ema: bool | None = None,
+    family: str | None = None,
 ) -> tuple[ModelConfig, CausalDiT]:
     """Read a checkpoint folder (or a single weights file) and return ``(config, model)`` on ``device``.
 
     Shape fields come from the checkpoint; the rest of the config (latent grid, streaming window,
     sampler) from our ``config.json`` when the folder is ours, else from ``base`` (default: the
-    ``wan2.1-1.3b`` preset); ``overrides`` go on top. ``ema`` picks ``generator_ema`` over
-    ``generator`` in Self-Forcing / LongLive files. ``dtype`` casts the weights (None keeps theirs).
+    ``wan2.1-1.3b`` preset) with the streaming settings of the checkpoint's ``family`` (None: detected,
+    ``streamgen.checkpoints.families``); ``overrides`` go on top. ``ema`` picks ``generator_ema`` over
+    ``generator`` in Self-Forcing / LongLive files (None: as the family's inference does). ``dtype``
+    casts the weights (None keeps theirs).
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint path {path} does not exist; expected {EXPECTED}")
+    if (path / "model_index.json").is_file() and (path / "transformer").is_dir():
+        return load_checkpoint_dir(path / "transformer", device, dtype=dtype, overrides=overrides, base=base, ema=ema,
+                                   family=family)
+    why = "given"
+    if family is None:
+        family, why = detect_family(path)
+    if family is not None:
+        base = family_base(base, family, why, str(path))
+        ema = FAMILIES[family].ema if ema is None else ema
+    ema = True if ema is None else ema
     if path.is_file():
         config, ours = _from_weights(load_weights_file(path, device), path.stem, str(path), ema=ema, base=base, overrides=overrides)
         return config, build_model(config, ours, device=device, dtype=dtype, source=str(path))
-    if (path / "model_index.json").is_file() and (path / "transformer").is_dir():
-        return load_checkpoint_dir(path / "transformer", device, dtype=dtype, overrides=overrides, base=base, ema=ema)
 
     config_path = path / io.CONFIG_NAME
     if not config_path.is_file():
-        weights = _single_weights_file(path)
+        weights = generator_file(path, read_spec(path))
         sd = load_weights_file(weights, device)
         config, ours = _from_weights(sd, path.name, str(weights), ema=ema, base=base, overrides=overrides)
         return config, build_model(config, ours, device=device, dtype=dtype, source=str(weights))

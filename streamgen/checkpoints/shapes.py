@@ -17,20 +17,22 @@ SHAPE_FIELDS = (
     "patch", "qk_norm", "cross_attn_norm",
 )
 
-# Wan2.1 uses 128-wide heads at every size (1.3B: 12 x 128; 14B: 40 x 128), so the head count of a
-# checkpoint that does not state it is dim // 128.
-WAN_HEAD_DIM = 128
+# The released Wan2.1 transformers by width: 1.3B has 12 heads of 128, 14B has 40 heads of 128. Any other
+# width is not a released Wan model, so its head count must be stated (the weights do not record it).
+WAN_HEADS = {1536: 12, 5120: 40}
 
 
 def heads_for(dim: int, stated: int | None, source: str) -> int:
-    """Head count: the stated one, else Wan's 128-wide heads; an error when neither fits."""
+    """Head count: the stated one (a config, the base folder, streamgen.json, overrides), else the released
+    Wan2.1 model of that width; an error naming where to state it otherwise."""
     if stated is not None:
         return int(stated)
-    if dim % WAN_HEAD_DIM == 0:
-        return dim // WAN_HEAD_DIM
+    if dim in WAN_HEADS:
+        return WAN_HEADS[dim]
     raise ValueError(
-        f"{source}: cannot infer num_heads for dim={dim} (the weights do not record it and dim is not a "
-        f"multiple of Wan's head width {WAN_HEAD_DIM}); pass overrides={{'num_heads': ...}}"
+        f"{source}: num_heads for dim={dim} is not recorded in the weights and no released Wan2.1 model has "
+        f"that width ({sorted(WAN_HEADS)}); state it: \"num_heads\" in the folder's streamgen.json, the base "
+        "folder's config.json, or overrides={'num_heads': N}"
     )
 
 

@@ -47,16 +47,20 @@ def test_config_inferred_from_weights(ref):
     assert config.cross_attn_norm == c.cross_attn_norm and config.qk_norm
 
 
-def test_heads_default_to_wan_width_or_ask():
-    sd = {
-        "patch_embedding.weight": torch.zeros(256, 16, 1, 2, 2), "text_embedding.0.weight": torch.zeros(256, 32),
-        "time_embedding.0.weight": torch.zeros(256, 256), "blocks.0.ffn.0.weight": torch.zeros(512, 256),
-        "head.head.weight": torch.zeros(64, 256),
-    }
-    assert config_from_wan_state_dict(sd).num_heads == 2  # 256 / 128
-    sd["patch_embedding.weight"] = torch.zeros(24, 16, 1, 2, 2)
-    with pytest.raises(ValueError, match="num_heads"):
-        config_from_wan_state_dict(sd)
+def test_heads_come_from_the_released_widths_or_are_asked_for():
+    def sd(dim):
+        return {
+            "patch_embedding.weight": torch.zeros(dim, 16, 1, 2, 2, device="meta"),
+            "text_embedding.0.weight": torch.zeros(dim, 32, device="meta"),
+            "time_embedding.0.weight": torch.zeros(dim, 256, device="meta"),
+            "blocks.0.ffn.0.weight": torch.zeros(512, dim, device="meta"), "head.head.weight": torch.zeros(64, dim, device="meta"),
+        }
+
+    assert config_from_wan_state_dict(sd(1536)).num_heads == 12  # Wan2.1-1.3B
+    assert config_from_wan_state_dict(sd(5120)).num_heads == 40  # Wan2.1-14B
+    with pytest.raises(ValueError, match="num_heads for dim=256 .*streamgen.json"):
+        config_from_wan_state_dict(sd(256))  # no released model is 256 wide: not guessed as 256 // 128
+    assert config_from_wan_state_dict(sd(256), overrides={"num_heads": 4}).num_heads == 4
 
 
 def test_wan_folder_loads(ref, tmp_path):
