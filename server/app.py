@@ -39,13 +39,27 @@ class AppState:
     load_s: float | None = None
     warmup_s: float | None = None
     error: str | None = None
+    runtime: dict[str, dict] = field(default_factory=dict)
+
+
+_RUNTIME_KEYS = ("device", "dtype", "attention_backend", "compiled", "family", "streaming", "decoder", "text_encoder", "lora")
+
+
+def _runtime(described: dict) -> dict:
+    """The part of ``Pipeline.describe()`` that says how a model runs (not what it streams)."""
+    return {k: described[k] for k in _RUNTIME_KEYS if k in described}
 
 
 def _load(settings: ServerSettings) -> tuple[dict, str]:
     import streamgen  # heavy (torch): imported when the app starts, not when the module is
 
+    import torch
+
     device = settings.device or streamgen.pipeline.default_device()
-    return {name: streamgen.load_pipeline(name, device=device) for name in settings.model_names}, device
+    dtype = getattr(torch, settings.dtype) if settings.dtype else None
+    return {name: streamgen.load_pipeline(name, device=device, dtype=dtype, attention_backend=settings.attention,
+                                          compile=settings.compile, base=settings.base, decoder=settings.decoder)
+            for name in settings.model_names}, device
 
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
@@ -58,6 +72,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         pipelines, device = await asyncio.to_thread(_load, settings)
         state.load_s = time.perf_counter() - t0
         state.specs = {name: ModelSpec.from_pipeline(name, p) for name, p in pipelines.items()}
+        state.runtime = {name: _runtime(p.describe()) for name, p in pipelines.items()}
         state.engine = Engine(pipelines, device=device,
                               on_block_metrics=lambda model, info: state.metrics.block_done(model, info.step_s))
         state.engine.start()
@@ -113,6 +128,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             "max_sessions": settings.max_sessions,
             "sessions": state.manager.in_use() if state.manager else 0,
             "auth": bool(settings.auth_token),
+            # How each model runs: attention backend, dtype, compile, family and its streaming settings, decoder.
+            "runtime": state.runtime,
         }
 
     @app.get("/v1/stats", tags=["ops"], summary="Recent server-side timings (p50/p95) and frame rate")

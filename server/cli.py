@@ -40,6 +40,12 @@ def build_parser(prog: str = "streamgen serve") -> argparse.ArgumentParser:
                    help="browser origin allowed besides the same origin (repeatable; '*' for any)")
     p.add_argument("--warmup-blocks", type=int, help=f"blocks generated at start-up (default {d['warmup_blocks'].default})")
     p.add_argument("--ahead-blocks", type=int, help=f"blocks generated ahead of playback (default {d['ahead_blocks'].default})")
+    # The GPU path and Wan-family folders (docs/serving.md, docs/checkpoints.md).
+    p.add_argument("--attention", help="attention backend: sdpa (default), triton, flash, flex, reference")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on CUDA, float32 on CPU")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the block step (CUDA)")
+    p.add_argument("--base", help="Wan2.1 folder with the VAE and umT5 for a student checkpoint")
+    p.add_argument("--decoder", choices=["vae", "tiny", "preview"], help="video decoder (default: the folder's VAE)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log level of the server and uvicorn (default info; debug also shows aiortc / aioice's "
                         "per-candidate ICE lines)")

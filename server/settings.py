@@ -12,6 +12,9 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
 def _default_model() -> str:
     """"world" when its weights ship inside the package, else "tiny" (found without importing torch)."""
     spec = importlib.util.find_spec("streamgen")
@@ -35,6 +38,17 @@ class ServerSettings(BaseSettings):
     device: str | None = None
     # Blocks generated (and dropped) at start-up so the first user does not pay for lazy init / compile.
     warmup_blocks: int = 2
+    # --- the GPU path (docs/serving.md). None: "sdpa", which runs everywhere; "triton" is the rolling-cache
+    # kernel (CUDA, or the CPU under TRITON_INTERPRET=1); `streamgen info` lists what is installed.
+    attention: str | None = None
+    # None: bfloat16 on CUDA (Wan's inference dtype), float32 on the CPU.
+    dtype: str | None = None
+    # torch.compile the block step (streamgen.compile): minutes of warm-up for a faster step on CUDA.
+    compile: bool = False
+    # The Wan2.1 folder whose VAE and umT5 a student checkpoint uses (else "base" in its streamgen.json).
+    base: str | None = None
+    # "vae", "tiny" or "preview"; None: the folder's VAE when it has one, else its tiny decoder.
+    decoder: str | None = None
 
     # --- network
     host: str = "127.0.0.1"  # loopback unless the operator opts in to exposing the server
@@ -83,6 +97,13 @@ class ServerSettings(BaseSettings):
     # A frame more than this behind its own schedule (the consumer stalled) is dropped instead of sent late.
     max_frame_age_s: float = 0.5
     jpeg_quality: int = 85  # WebSocket frames: visually clean at a fraction of PNG's cost
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, v):
+        if v is not None and v not in DTYPES:
+            raise ValueError(f"dtype={v!r}: choose one of {sorted(DTYPES)}")
+        return v
 
     @field_validator("extra_models", "allowed_origins", "ice_servers", mode="before")
     @classmethod

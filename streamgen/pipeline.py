@@ -6,7 +6,7 @@ shipped default (weights inside the package) or a checkpoint folder.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -47,6 +47,9 @@ class Pipeline:
     # so a stream starts from a real screen: {"video": uint8 [T, H, W, 3], "audio": float32 [S, C] or
     # None, "actions": per-block wire events or None}. None = sessions start from nothing.
     start_context: dict | None = None
+    # What was loaded from where (layout, base folder, LoRA, decoder, text encoder), for describe().
+    notes: dict = field(default_factory=dict)
+    compiled: bool = False  # the block step runs through torch.compile (streamgen.compile)
 
     def __post_init__(self) -> None:
         self.timesteps = warped_timesteps(self.config.denoising_steps, self.config.shift)
@@ -105,7 +108,17 @@ class Pipeline:
             "mouse_axes": list(self._action_spec.mouse_axes) if self._action_spec else [],
             "takes_mouse": bool(self._action_spec and self._action_spec.mouse_axes),
             "audio_channels": self.audio_channels, "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."), "attention_backend": self.model.attention_backend,
+            "compiled": self.compiled, "family": self.config.family,
+            "streaming": self.streaming_settings(), **self.notes,
         }
+
+    def streaming_settings(self) -> dict:
+        """The cache and sampler settings this pipeline streams with (the family's unless overridden)."""
+        c = self.config
+        return {"frames_per_block": c.frames_per_block, "window_frames": c.window_frames, "sink_frames": c.sink_frames,
+                "rope_mode": c.rope_mode, "denoising_steps": list(c.denoising_steps), "shift": c.shift,
+                "timesteps": [round(t, 3) for t in self.timesteps], "context_noise": c.context_noise}
 
     # ----- sessions ---------------------------------------------------------------------------
     def encode_prompt(self, prompt: str | None) -> list:
@@ -168,31 +181,51 @@ def load_pipeline(
     *,
     overrides: dict | None = None,
     attention_backend: str | None = None,
+    base: str | Path | None = None,
+    decoder: str | None = None,
+    compile: bool = False,
 ) -> Pipeline:
-    """Load a pipeline by preset name, shipped default name, or checkpoint folder."""
+    """Load a pipeline by preset name, shipped default name, or checkpoint folder / generator file.
+
+    ``base``: the Wan2.1 folder whose VAE and umT5 a student checkpoint uses (else ``"base"`` in its
+    ``streamgen.json``). ``decoder``: "vae" (quality), "tiny" (speed) or "preview"; None = the VAE when the
+    folder has one, else the tiny decoder, else the preview. ``compile``: the block step through
+    ``torch.compile`` (``streamgen.compile``).
+    """
     device = torch.device(device or default_device())
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     overrides = overrides or {}
     if name in shipped_models():
-        return _load_folder(WEIGHTS_DIR / name, device, dtype, overrides, attention_backend, name)
-    if name in PRESETS:
+        pipe = _load_folder(WEIGHTS_DIR / name, device, dtype, overrides, attention_backend, name)
+    elif name in PRESETS:
         config = preset(name).with_(**overrides) if overrides else preset(name)
         model = _random_model(config, device, dtype)
-        return _assemble(config, model, device, dtype, attention_backend, name)
-    if os.path.isdir(name):
-        from streamgen.checkpoints.run_folder import model_folder  # a run / step folder -> its weights
+        pipe = _assemble(config, model, device, dtype, attention_backend, name)
+    elif os.path.exists(name):
+        path = Path(name)
+        if path.is_dir():
+            from streamgen.checkpoints.run_folder import model_folder  # a run / step folder -> its weights
 
-        return _load_folder(model_folder(name), device, dtype, overrides, attention_backend, Path(name).name)
-    raise ValueError(
-        f"unknown model {name!r}: not a preset {sorted(PRESETS)}, not a shipped default {shipped_models()}, "
-        "and not a checkpoint folder"
-    )
+            path = model_folder(path)
+        pipe = _load_folder(path, device, dtype, overrides, attention_backend, Path(name).stem if path.is_file() else Path(name).name,
+                            base=base, decoder=decoder)
+    else:
+        raise ValueError(
+            f"unknown model {name!r}: not a preset {sorted(PRESETS)}, not a shipped default {shipped_models()}, "
+            "and not a checkpoint folder or file"
+        )
+    if compile:
+        from streamgen.compile import compile_block_step
+
+        compile_block_step(pipe)
+    return pipe
 
 
 def _assemble(config, model, device, dtype, attention_backend, name, decoder=None, audio_decoder=None,
-              start_context=None) -> Pipeline:
+              start_context=None, text_encoder=None, notes=None) -> Pipeline:
     model.attention_backend = attention_backend or ("sdpa")
+    keep_time_embedding_fp32(model)
     if decoder is None:
         decoder = PreviewDecoder(
             PreviewDecoderConfig(
@@ -214,14 +247,30 @@ def _assemble(config, model, device, dtype, attention_backend, name, decoder=Non
                                    sample_rate=a.sample_rate, audio_channels=a.audio_channels))
         audio_decoder = audio_decoder.to(device=device).eval()  # fp32: audio is cheap and tones need the precision
         resampler = StreamResampler(a.sample_rate, a.output_sample_rate, a.audio_channels).to(device=device)
-    return Pipeline(config, model, decoder, HashTextEncoder(config.text_dim, config.text_len), device, dtype, name,
-                    audio_decoder, resampler, start_context)
+    text_encoder = text_encoder or HashTextEncoder(config.text_dim, config.text_len)
+    return Pipeline(config, model, decoder, text_encoder, device, dtype, name, audio_decoder, resampler, start_context,
+                    dict(notes or {}))
 
 
-def _load_folder(path: Path, device, dtype, overrides, attention_backend, name) -> Pipeline:
+def keep_time_embedding_fp32(model: CausalDiT) -> None:
+    """The time embedding and its projection stay fp32 in a bf16 / fp16 model, as Wan keeps them (the
+    sinusoid of t near 1000 and the six modulation vectors lose too much in bf16)."""
+    for module in (model.time_embedding, model.time_projection):  # shared by the audio stream (model._time)
+        module.float()
+
+
+def _load_folder(path: Path, device, dtype, overrides, attention_backend, name, *, base=None, decoder=None) -> Pipeline:
+    from streamgen.checkpoints.components import find_components
     from streamgen.checkpoints.io import load_checkpoint_dir
-
     from streamgen.decoders.trained import load_trained_decoders
+
+    comps = find_components(path, base)
+    if comps.kind != "streamgen":  # a Wan-family folder or generator file: its own VAE / umT5 / LoRA
+        from streamgen.checkpoints.parts import load_parts
+
+        parts = load_parts(comps, device, dtype, overrides, decoder=decoder)
+        return _assemble(parts.config, parts.model, device, dtype, attention_backend, name, parts.decoder,
+                         text_encoder=parts.text_encoder, notes=parts.notes)
 
     config, model = load_checkpoint_dir(path, device=device, overrides=overrides)
     decoders = load_trained_decoders(path)  # trained autoencoders shipped beside the model, if any

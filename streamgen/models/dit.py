@@ -116,7 +116,8 @@ class CausalDiT(nn.Module):
         return tokens.flatten(3).permute(0, 2, 3, 1)  # [B, F, T, C]
 
     def _time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        e = self.time_embedding(sinusoidal_embedding(self.config.freq_dim, t).to(self.patch_embedding.weight.dtype))  # [B, F, C]
+        # fp32 when the pipeline keeps the time embedding fp32 in a bf16 model (as Wan does)
+        e = self.time_embedding(sinusoidal_embedding(self.config.freq_dim, t).to(self.time_embedding[0].weight.dtype))  # [B, F, C]
         e0 = self.time_projection(e).unflatten(-1, (6, self.config.dim))  # [B, F, 6, C]
         return e, e0
 

@@ -1,0 +1,23 @@
+"""The block step through ``torch.compile``, applied from outside the model code, in this one place.
+
+``compile_block_step(pipe)`` compiles each ``DiTBlock`` of the pipeline's model with
+``mode="max-autotune-no-cudagraphs"`` (CUDA graphs stay off: the rolling cache's read length changes
+from block to block until the window is full, and a graph per length would pin their memory). The
+blocks are the whole per-step cost; the cache bookkeeping (``RollingKVCache.plan``) is host code and
+stays eager. ``dynamic=False``: shapes repeat once the window is full, so each length compiles once.
+On the CPU the same call works (inductor's C++ backend) but gains little; it is meant for CUDA.
+"""
+from __future__ import annotations
+
+import torch
+
+MODE = "max-autotune-no-cudagraphs"
+
+
+def compile_block_step(pipe, mode: str = MODE) -> None:
+    """Compile every transformer block of ``pipe.model`` in place; marks ``pipe.compiled``."""
+    if getattr(pipe, "compiled", False):
+        return
+    for block in pipe.model.blocks:
+        block.compile(mode=mode, dynamic=False)
+    pipe.compiled = True
