@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -57,9 +58,20 @@ def _load(settings: ServerSettings) -> tuple[dict, str]:
 
     device = settings.device or streamgen.pipeline.default_device()
     dtype = getattr(torch, settings.dtype) if settings.dtype else None
-    return {name: streamgen.load_pipeline(name, device=device, dtype=dtype, attention_backend=settings.attention,
-                                          compile=settings.compile, base=settings.base, decoder=settings.decoder)
-            for name in settings.model_names}, device
+    pipes = {}
+    for name in settings.model_names:
+        pipe = streamgen.load_pipeline(name, device=device, dtype=dtype, attention_backend=settings.attention,
+                                       compile=settings.compile, base=settings.base, decoder=settings.decoder)
+        pipes[served_name(name, pipe.name)] = pipe
+    return pipes, device
+
+
+def served_name(name: str, pipe_name: str) -> str:
+    """The name clients start a model by: ``name`` itself (a preset or shipped default), or for a folder /
+    file path the pipeline's name (its folder or file name), made a protocol name (``[A-Za-z0-9_.-]``, 64)."""
+    if re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", name):
+        return name
+    return re.sub(r"[^A-Za-z0-9_.\-]", "-", pipe_name)[:64] or "model"
 
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
@@ -123,7 +135,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     @app.get("/v1/models", tags=["session"], summary="Models this server streams, and its limits")
     async def models() -> dict:
         return {
-            "default": settings.model,
+            "default": next(iter(state.specs), settings.model),  # settings.model, as clients name it
             "models": [s.info().to_dict() for s in state.specs.values()],
             "max_sessions": settings.max_sessions,
             "sessions": state.manager.in_use() if state.manager else 0,

@@ -223,7 +223,7 @@ def load_pipeline(
 
 
 def _assemble(config, model, device, dtype, attention_backend, name, decoder=None, audio_decoder=None,
-              start_context=None, text_encoder=None, notes=None) -> Pipeline:
+              start_context=None, text_encoder=None, notes=None, decoder_dtype=None) -> Pipeline:
     model.attention_backend = attention_backend or ("sdpa")
     keep_time_embedding_fp32(model)
     if decoder is None:
@@ -235,7 +235,9 @@ def _assemble(config, model, device, dtype, attention_backend, name, decoder=Non
             )
         )
     # Trained decoders keep fp32 (small, and their streaming tails need the precision).
-    decoder = decoder.to(device=device, dtype=torch.float32 if getattr(decoder, "can_encode", False) else dtype).eval()
+    if decoder_dtype is None:
+        decoder_dtype = torch.float32 if getattr(decoder, "can_encode", False) else dtype
+    decoder = decoder.to(device=device, dtype=decoder_dtype).eval()
     resampler = None
     if config.audio is None:
         audio_decoder = None
@@ -270,7 +272,7 @@ def _load_folder(path: Path, device, dtype, overrides, attention_backend, name, 
 
         parts = load_parts(comps, device, dtype, overrides, decoder=decoder)
         return _assemble(parts.config, parts.model, device, dtype, attention_backend, name, parts.decoder,
-                         text_encoder=parts.text_encoder, notes=parts.notes)
+                         text_encoder=parts.text_encoder, notes=parts.notes, decoder_dtype=dtype)  # Wan decoders: the model's dtype
 
     config, model = load_checkpoint_dir(path, device=device, overrides=overrides)
     decoders = load_trained_decoders(path)  # trained autoencoders shipped beside the model, if any

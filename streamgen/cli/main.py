@@ -46,6 +46,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention", default=None,
                    help="attention backend: reference, sdpa, flex, triton or flash where installed (default sdpa; "
                         "`streamgen info` lists what this machine has)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="default: bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--compile", action="store_true", help="torch.compile the block step (CUDA)")
+    p.add_argument("--base", default=None, help="Wan2.1 folder with the VAE and umT5 for a student checkpoint")
+    p.add_argument("--decoder", default=None, choices=["vae", "tiny", "preview"], help="default: the folder's VAE")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model config field, typed by the field (repeatable): --set window_frames=9")
     p.add_argument("--seed", type=int, default=0, help="noise seed of the session (default 0)")
@@ -71,7 +75,9 @@ def _load(args, overrides: dict):
     if os.path.isdir(args.model) and model_folder(args.model) != Path(args.model):
         print(f"{args.model}: loading {model_folder(args.model)}", file=sys.stderr)
     with loading(f"--model {args.model}"):
-        return streamgen.load_pipeline(args.model, device=args.device, overrides=overrides, attention_backend=args.attention)
+        return streamgen.load_pipeline(args.model, device=args.device, overrides=overrides, attention_backend=args.attention,
+                                       dtype=getattr(torch, args.dtype) if args.dtype else None, base=args.base,
+                                       decoder=args.decoder, compile=args.compile)
 
 
 def cmd_generate(args) -> int:

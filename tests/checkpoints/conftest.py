@@ -13,3 +13,19 @@ def ref(request):
 def ref_small():
     """The first tiny shape only, for tests that need one model."""
     return make_reference("h2x12")
+
+
+@pytest.fixture(scope="session")
+def wan_base(tmp_path_factory):
+    """A Wan2.1 original folder with tiny random weights (transformer, VAE, umT5 + tokenizer)."""
+    from tests.checkpoints.folder_layouts import write_wan_original
+
+    return write_wan_original(tmp_path_factory.mktemp("wan") / "Wan2.1-T2V-tiny")
+
+
+@pytest.fixture(scope="session")
+def diffusers_base(tmp_path_factory):
+    """A diffusers Wan pipeline folder with tiny random weights."""
+    from tests.checkpoints.folder_layouts import write_diffusers
+
+    return write_diffusers(tmp_path_factory.mktemp("diffusers") / "Wan2.1-T2V-tiny-Diffusers")
