@@ -17,11 +17,12 @@ from typing import Any, Mapping
 
 import torch
 
-from streamgen.config import FAMILIES, ModelConfig
+from streamgen.config import ModelConfig
+from streamgen.families import FAMILIES
 from streamgen.checkpoints import io
 from streamgen.checkpoints.adapters import build_model, load_state_dict_any
 from streamgen.checkpoints.components import generator_file, read_spec
-from streamgen.checkpoints.families import detect_family, family_base
+from streamgen.checkpoints.family_detect import detect_family, family_base
 from streamgen.checkpoints.wan_diffusers import config_from_diffusers
 from streamgen.checkpoints.wan_original import config_from_wan_state_dict
 from streamgen.models.dit import CausalDiT
@@ -106,7 +107,7 @@ def load_checkpoint_dir(
     Shape fields come from the checkpoint; the rest of the config (latent grid, streaming window,
     sampler) from our ``config.json`` when the folder is ours, else from ``base`` (default: the
     ``wan2.1-1.3b`` preset) with the streaming settings of the checkpoint's ``family`` (None: detected,
-    ``streamgen.checkpoints.families``); ``overrides`` go on top. ``ema`` picks ``generator_ema`` over
+    ``streamgen.checkpoints.family_detect``); ``overrides`` go on top. ``ema`` picks ``generator_ema`` over
     ``generator`` in Self-Forcing / LongLive files (None: as the family's inference does). ``dtype``
     casts the weights (None keeps theirs).
     """

@@ -7,7 +7,7 @@ import torch
 
 import streamgen
 from streamgen.checkpoints import load_checkpoint_dir
-from streamgen.config import FAMILIES
+from streamgen.families import FAMILIES
 from tests.checkpoints.folder_layouts import GRID, TEXT_LEN, tiny_state_dict, write_longlive, write_self_forcing
 
 

@@ -1,4 +1,4 @@
-"""Which released model a checkpoint is, so it streams with its own settings (``streamgen.config.FAMILIES``).
+"""Which released model a checkpoint is, so it streams with its own settings (``streamgen.families.FAMILIES``).
 
 Evidence, strongest first: ``"family"`` in the folder's ``streamgen.json``; our own ``config.json`` (its
 settings are kept as they are); a Matrix-Game config (``action_config``); a Wan2.1 / diffusers base folder;
@@ -13,7 +13,8 @@ from pathlib import Path
 
 from streamgen.checkpoints import io
 from streamgen.checkpoints.components import SPEC_NAME, WEIGHT_SUFFIXES, read_spec
-from streamgen.config import FAMILIES, ModelConfig, family, preset
+from streamgen.config import ModelConfig, preset
+from streamgen.families import FAMILIES, family
 
 log = logging.getLogger("streamgen.checkpoints")
 
