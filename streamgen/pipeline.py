@@ -53,6 +53,9 @@ class Pipeline:
 
     def __post_init__(self) -> None:
         self.timesteps = warped_timesteps(self.config.denoising_steps, self.config.shift)
+        # A side CUDA stream for the video decode, overlapped with the cache refill (Session.step); None on
+        # other devices, where the two run one after the other.
+        self.decode_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self._prompt_cache: dict[str | None, list] = {}
         self._action_spec = ActionSpec.from_config(self.config) if self.config.actions is not None else None
         if self.config.audio is not None and (self.audio_decoder is None or self.resampler is None):

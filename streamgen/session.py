@@ -92,10 +92,10 @@ class Session:
             self._rebuild_cache(cfg.recompute_frames)
         x0, a0 = self._denoise_block(acts)
         t1 = time.perf_counter()
-        self._refill(x0, a0, acts)
+        frames = self._refill_and_decode(x0, a0, acts)
         t2 = time.perf_counter()
         self._remember(x0, a0, acts)
-        chunk = self.emit(x0, a0)
+        chunk = self.emit(x0, a0, frames=frames)
         chunk.timings = {"denoise": t1 - t0, "refill": t2 - t1, **chunk.timings}
         chunk.timings["total"] = time.perf_counter() - t0
         return chunk
@@ -181,12 +181,13 @@ class Session:
         return out
 
     @torch.inference_mode()
-    def emit(self, x0: torch.Tensor, audio_x0: torch.Tensor | None = None) -> Chunk:
+    def emit(self, x0: torch.Tensor, audio_x0: torch.Tensor | None = None, *, frames: torch.Tensor | None = None) -> Chunk:
         """Decode one block of clean latents into a chunk and advance the stream counters (``step`` calls
-        this after denoising; tests replay latents through it to check the audio / video bookkeeping)."""
+        this after denoising; tests replay latents through it to check the audio / video bookkeeping).
+        ``frames``: the block already decoded (``[B, T, 3, H, W]``, by ``step`` beside the refill)."""
         cfg = self.config
         t0 = time.perf_counter()
-        video = frames_to_uint8(self._decode_video(x0)[0])
+        video = frames_to_uint8((self._decode_video(x0) if frames is None else frames)[0])
         t1 = time.perf_counter()
         wave = sample_index = None
         if audio_x0 is not None:
@@ -283,6 +284,22 @@ class Session:
         ctx = add_noise(x0, self._noise(x0.shape), cfg.context_noise) if noisy else x0
         actx = add_noise(a0, self._noise(a0.shape), cfg.context_noise) if noisy and a0 is not None else a0
         self._forward(ctx, cfg.context_noise, self.next_frame, actx, acts)
+
+    def _refill_and_decode(self, x0, a0, acts) -> torch.Tensor | None:
+        """The refill, with the video decode beside it on the pipeline's side CUDA stream when it has one
+        (both only read ``x0``); returns the decoded frames, or None on other devices (``emit`` decodes)."""
+        side = self.pipe.decode_stream
+        if side is None:
+            self._refill(x0, a0, acts)
+            return None
+        main = torch.cuda.current_stream(self.pipe.device)
+        side.wait_stream(main)  # x0 is complete before the decoder reads it
+        with torch.cuda.stream(side):
+            frames = self._decode_video(x0)
+        self._refill(x0, a0, acts)  # on the main stream, while the side stream decodes
+        main.wait_stream(side)
+        frames.record_stream(main)  # made on the side stream, read on the main one
+        return frames
 
     def _remember(self, x0: torch.Tensor, a0: torch.Tensor | None = None, acts: ActionInput | None = None) -> None:
         for i in range(x0.shape[1]):
