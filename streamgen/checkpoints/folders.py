@@ -22,7 +22,7 @@ from streamgen.families import FAMILIES
 from streamgen.checkpoints import io
 from streamgen.checkpoints.adapters import build_model, load_state_dict_any
 from streamgen.checkpoints.components import generator_file, read_spec
-from streamgen.checkpoints.family_detect import detect_family, family_base
+from streamgen.checkpoints.family_detect import detect_family, family_base, matrix_game_refusal
 from streamgen.checkpoints.wan_diffusers import config_from_diffusers
 from streamgen.checkpoints.wan_original import config_from_wan_state_dict
 from streamgen.models.dit import CausalDiT
@@ -86,6 +86,8 @@ def _diffusers_style_weights(folder: Path, device) -> dict[str, torch.Tensor]:
 
 def _from_weights(sd: Mapping[str, Any], name: str, source: str, *, ema: bool, base, overrides) -> tuple[ModelConfig, dict]:
     layout, ours = load_state_dict_any(sd, ema=ema)
+    if any(".action_model." in k for k in ours):
+        raise matrix_game_refusal(source)
     if layout == "diffusers":
         raise ValueError(f"{source}: diffusers-named weights need the {io.CONFIG_NAME} of their folder")
     config = config_from_wan_state_dict(ours, base=base, overrides=overrides, name=name)

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import torch
 
 from streamgen.checkpoints.components import SPEC_NAME, Components
+from streamgen.checkpoints.family_detect import matrix_game_refusal
 from streamgen.checkpoints.folders import load_checkpoint_dir, load_weights_file
 from streamgen.checkpoints.lora import merge_lora
 from streamgen.config import ModelConfig
@@ -29,14 +30,6 @@ class Parts:
     decoder: Any | None  # None: the pipeline's preview decoder
     text_encoder: Any | None  # None: the hash text encoder
     notes: dict[str, Any] = field(default_factory=dict)  # what was loaded from where (describe())
-
-
-def matrix_game_refusal(comps: Components) -> ValueError:
-    return ValueError(
-        f"{comps.transformer}: Matrix-Game 2.0 (config.json with action_config, model_type i2v) is recognised and its "
-        "streaming settings are known (family matrix-game-2), but its action_model (mouse temporal attention with its "
-        "own cache, keyboard attention) and CLIP image conditioning (img_emb, k_img / v_img, 36 input channels) are "
-        "not mapped onto streamgen's action modules yet")
 
 
 def _choose_decoder(comps: Components, wanted: str | None) -> str:
@@ -59,7 +52,7 @@ def load_parts(comps: Components, device: torch.device, dtype: torch.dtype, over
                *, decoder: str | None = None, offload_text_encoder: bool = False) -> Parts:
     """Transformer (LoRA merged), the chosen video decoder and umT5 of ``comps`` on ``device``."""
     if comps.kind == "matrix_game":
-        raise matrix_game_refusal(comps)
+        raise matrix_game_refusal(str(comps.transformer))
     spec = comps.spec
     over = dict(spec.get("overrides") or {})
     heads = spec.get("num_heads", comps.num_heads)

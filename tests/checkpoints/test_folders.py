@@ -97,7 +97,11 @@ def test_a_student_with_a_base_given_on_the_command_line(tmp_path, wan_base):
 
 def test_matrix_game_2_is_recognised_and_what_is_not_mapped_is_named(tmp_path):
     folder = write_matrix_game(tmp_path / "Matrix-Game-2.0")
-    with pytest.raises(ValueError) as err:
-        streamgen.load_pipeline(str(folder), device="cpu")
-    message = str(err.value)
-    assert "\n" not in message and "Matrix-Game 2.0" in message and "action_model" in message and "img_emb" in message
+    bare = tmp_path / "base_distilled_model"  # the released weights without the repository's config.json
+    bare.mkdir()
+    shutil.copy(folder / "diffusion_pytorch_model.safetensors", bare / "base_distill.safetensors")
+    for path in (folder, bare):
+        with pytest.raises(ValueError) as err:
+            streamgen.load_pipeline(str(path), device="cpu")
+        message = str(err.value)
+        assert "\n" not in message and "Matrix-Game 2.0" in message and "action_model" in message and "img_emb" in message
