@@ -52,9 +52,9 @@ def _runtime(described: dict) -> dict:
 
 
 def _load(settings: ServerSettings) -> tuple[dict, str]:
-    import streamgen  # heavy (torch): imported when the app starts, not when the module is
+    import torch  # heavy: imported when the app starts, not when the module is
 
-    import torch
+    import streamgen
 
     device = settings.device or streamgen.pipeline.default_device()
     dtype = getattr(torch, settings.dtype) if settings.dtype else None
@@ -62,7 +62,10 @@ def _load(settings: ServerSettings) -> tuple[dict, str]:
     for name in settings.model_names:
         pipe = streamgen.load_pipeline(name, device=device, dtype=dtype, attention_backend=settings.attention,
                                        compile=settings.compile, base=settings.base, decoder=settings.decoder)
-        pipes[served_name(name, pipe.name)] = pipe
+        served = served_name(name, pipe.name)
+        if served in pipes:
+            raise ValueError(f"model {name!r} would be served as {served!r}, which another model already is; rename its folder")
+        pipes[served] = pipe
     return pipes, device
 
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from streamgen.cli.checks import Parser, UsageError, check_device, check_model, check_port, run_command
 
 from .cluster import config as cluster_config
-from .settings import ServerSettings, _default_model
+from .settings import DTYPES, ServerSettings, _default_model
 
 # Libraries that log every ICE candidate pair and STUN check at INFO: quiet unless --log-level debug.
 CHATTY_LOGGERS = ("aioice", "aiortc")
@@ -42,7 +42,7 @@ def build_parser(prog: str = "streamgen serve") -> argparse.ArgumentParser:
     p.add_argument("--ahead-blocks", type=int, help=f"blocks generated ahead of playback (default {d['ahead_blocks'].default})")
     # The GPU path and Wan-family folders (docs/serving.md, docs/checkpoints.md).
     p.add_argument("--attention", help="attention backend: sdpa (default), triton, flash, flex, reference")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on CUDA, float32 on CPU")
+    p.add_argument("--dtype", choices=DTYPES, help="default: bfloat16 on CUDA, float32 on CPU")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the block step (CUDA)")
     p.add_argument("--base", help="Wan2.1 folder with the VAE and umT5 for a student checkpoint")
     p.add_argument("--decoder", choices=["vae", "tiny", "preview"], help="video decoder (default: the folder's VAE)")

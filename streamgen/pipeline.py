@@ -227,7 +227,11 @@ def load_pipeline(
 
 def _assemble(config, model, device, dtype, attention_backend, name, decoder=None, audio_decoder=None,
               start_context=None, text_encoder=None, notes=None, decoder_dtype=None) -> Pipeline:
-    model.attention_backend = attention_backend or ("sdpa")
+    from streamgen.models.attention import BACKENDS
+
+    if attention_backend is not None and attention_backend not in BACKENDS:
+        raise ValueError(f"attention backend {attention_backend!r}: choose one of {BACKENDS}")
+    model.attention_backend = attention_backend or "sdpa"
     keep_time_embedding_fp32(model)
     if decoder is None:
         decoder = PreviewDecoder(
