@@ -148,7 +148,8 @@ summary = {
     "out_dir": str(out),
 }
 ok = tests.get("passed", 0) > 0 and tests.get("failed", 1) == 0 and tests.get("errors", 1) == 0 and "kernels" in bench \
-    and all("frames_per_second" in v for k, v in summary["e2e"].items() if k != "tiny_compiled")
+    and "frames_per_second" in summary["e2e"]["default"] and "frames_per_second" in summary["e2e"]["triton"]
+# The stages with a real decoder are reported, not required, like the decode stage (they need diffusers).
 summary["ok"] = bool(ok)
 log = out / "decode_bench.log"
 summary["decode"] = load_json("decode_bench.json") or {"error": log.read_text()[-800:] if log.exists() else "no output"}
