@@ -45,7 +45,8 @@ class Components:
     tiny_decoder: Path | None = None
     lora: Path | None = None
     base: Path | None = None
-    num_heads: int | None = None  # from the base folder's transformer config when the student has none
+    num_heads: int | None = None  # the base folder's transformer head count and width (see load_parts)
+    base_dim: int | None = None
     spec: dict[str, Any] = field(default_factory=dict)  # streamgen.json
 
 
@@ -84,12 +85,14 @@ def base_parts(folder: Path) -> dict[str, Any]:
         tokenizer = folder / "tokenizer"
         if not tokenizer.is_dir():
             raise _missing("umT5 tokenizer", folder, ["tokenizer/"])
-        heads = None
+        heads = dim = None
         if (folder / "transformer" / "config.json").is_file():
-            heads = io.read_json(folder / "transformer" / "config.json").get("num_attention_heads")
+            t = io.read_json(folder / "transformer" / "config.json")
+            heads = t.get("num_attention_heads")
+            dim = heads * t["attention_head_dim"] if heads and t.get("attention_head_dim") else None
         return {"vae": _diffusers_part(folder, "vae", "VAE (the video decoder)"),
                 "text_encoder": _diffusers_part(folder, "text_encoder", "umT5 text encoder"),
-                "tokenizer": tokenizer, "num_heads": heads}
+                "tokenizer": tokenizer, "num_heads": heads, "base_dim": dim}
     if (folder / io.CONFIG_NAME).is_file() or (folder / WAN_VAE).is_file() or (folder / WAN_T5).is_file():
         if not (folder / WAN_VAE).is_file():
             raise _missing(f"VAE (the video decoder) {WAN_VAE}", folder, [WAN_VAE, "vae/ (diffusers)"])
@@ -97,9 +100,9 @@ def base_parts(folder: Path) -> dict[str, Any]:
             raise _missing(f"umT5 text encoder {WAN_T5}", folder, [WAN_T5, "text_encoder/ (diffusers)"])
         if not (folder / WAN_TOKENIZER).is_dir():
             raise _missing("umT5 tokenizer", folder, [WAN_TOKENIZER + "/"])
-        heads = io.read_json(folder / io.CONFIG_NAME).get("num_heads") if (folder / io.CONFIG_NAME).is_file() else None
+        wan = io.read_json(folder / io.CONFIG_NAME) if (folder / io.CONFIG_NAME).is_file() else {}
         return {"vae": folder / WAN_VAE, "text_encoder": folder / WAN_T5, "tokenizer": folder / WAN_TOKENIZER,
-                "num_heads": heads}
+                "num_heads": wan.get("num_heads"), "base_dim": wan.get("dim")}
     raise FileNotFoundError(
         f"base folder {folder} is neither a diffusers Wan folder (model_index.json) nor a Wan2.1 original folder "
         f"(config.json, {WAN_VAE}, {WAN_T5})")

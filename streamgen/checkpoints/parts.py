@@ -16,6 +16,7 @@ from streamgen.checkpoints.components import SPEC_NAME, Components
 from streamgen.checkpoints.family_detect import matrix_game_refusal
 from streamgen.checkpoints.folders import load_checkpoint_dir, load_weights_file
 from streamgen.checkpoints.lora import merge_lora
+from streamgen.checkpoints.shapes import WAN_HEADS
 from streamgen.config import ModelConfig
 from streamgen.models.dit import CausalDiT
 
@@ -55,7 +56,12 @@ def load_parts(comps: Components, device: torch.device, dtype: torch.dtype, over
         raise matrix_game_refusal(str(comps.transformer))
     spec = comps.spec
     over = dict(spec.get("overrides") or {})
-    heads = spec.get("num_heads", comps.num_heads)
+    heads = spec.get("num_heads")
+    if heads is None and comps.base_dim not in WAN_HEADS:
+        # A base of a width no released Wan2.1 has (a custom or test model): its head count. A released base
+        # (1.3B or 14B) says nothing about the student's width: a 14B student may use the 1.3B base's VAE and
+        # umT5, and the released widths give the heads (checkpoints/shapes.py).
+        heads = comps.num_heads
     if heads is not None and comps.kind == "student":
         over.setdefault("num_heads", int(heads))
     over.update(overrides or {})

@@ -85,3 +85,23 @@ def test_overrides_go_on_top_of_the_family(tmp_path):
 def test_an_unknown_family_is_named(tmp_path):
     with pytest.raises(KeyError, match="unknown family 'selfforcing'"):
         streamgen.load_pipeline(str(_student(tmp_path / "u", family="selfforcing")), device="cpu")
+
+
+def test_a_released_base_lends_its_parts_not_its_head_count(tmp_path, wan_base):
+    """A 14B student may stream with the 1.3B folder's VAE and umT5: a base of a released width (here a
+    config saying 1536 wide, 12 heads) does not give its heads to a student of another width."""
+    import shutil
+
+    base = tmp_path / "Wan2.1-T2V-1.3B"
+    shutil.copytree(wan_base, base)
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "dim": 1536, "num_heads": 12}))
+    student = _student(tmp_path / "sf", base=str(base))
+    spec = json.loads((student / "streamgen.json").read_text())
+    del spec["num_heads"]
+    (student / "streamgen.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="num_heads for dim=64 is not recorded"):
+        streamgen.load_pipeline(str(student), device="cpu")
+    spec["num_heads"] = 4
+    (student / "streamgen.json").write_text(json.dumps(spec))
+    assert streamgen.load_pipeline(str(student), device="cpu").config.num_heads == 4
