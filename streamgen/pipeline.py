@@ -256,7 +256,8 @@ def _assemble(config, model, device, dtype, attention_backend, name, decoder=Non
                                    sample_rate=a.sample_rate, audio_channels=a.audio_channels))
         audio_decoder = audio_decoder.to(device=device).eval()  # fp32: audio is cheap and tones need the precision
         resampler = StreamResampler(a.sample_rate, a.output_sample_rate, a.audio_channels).to(device=device)
-    text_encoder = text_encoder or HashTextEncoder(config.text_dim, config.text_len)
+    if text_encoder is None:
+        text_encoder = HashTextEncoder(config.text_dim, config.text_len)
     return Pipeline(config, model, decoder, text_encoder, device, dtype, name, audio_decoder, resampler, start_context,
                     dict(notes or {}))
 
