@@ -62,15 +62,17 @@ def loading(what: str):
 
 
 def check_model(name: str) -> None:
-    """A preset, a shipped default or an existing folder; a path that does not exist is named as such."""
+    """A preset, a shipped default, an existing folder or generator checkpoint file (a Self-Forcing / LongLive
+    ``.pt``, docs/checkpoints.md); a path that does not exist is named as such."""
     from streamgen.config import PRESETS
     from streamgen.pipeline import shipped_models
 
     if name in PRESETS or name in shipped_models():
         return
     if os.path.exists(name):
-        if not os.path.isdir(name):
-            raise UsageError(f"--model {name}: a file; give the checkpoint folder that holds it")
+        if not os.path.isdir(name) and not name.endswith((".pt", ".pth", ".ckpt", ".bin", ".safetensors")):
+            raise UsageError(f"--model {name}: a file that is not a weights file (.pt, .pth, .ckpt, .bin, .safetensors); "
+                             "give the checkpoint folder or the generator checkpoint itself")
         return
     if os.sep in name or name.startswith(".") or name.startswith("~"):
         raise UsageError(f"--model {name}: the path does not exist")

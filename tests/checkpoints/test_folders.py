@@ -93,6 +93,11 @@ def test_a_student_with_a_base_given_on_the_command_line(tmp_path, wan_base):
         streamgen.load_pipeline(str(folder), device="cpu")
     pipe = streamgen.load_pipeline(str(folder / "self_forcing_dmd.pt"), device="cpu", base=wan_base)  # the file itself
     assert pipe.describe()["decoder"]["kind"] == "wan-vae"
+    out = tmp_path / "one.mp4"
+    proc = run_cli("generate", "--model", str(folder / "self_forcing_dmd.pt"), "--base", str(wan_base), "--blocks", "1",
+                   "-o", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(_mp4_frames(out)) == 9  # the VAE's first block: 1 + 4 * 2 frames
 
 
 def test_matrix_game_2_is_recognised_and_what_is_not_mapped_is_named(tmp_path):
