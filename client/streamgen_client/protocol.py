@@ -19,6 +19,7 @@ from .binary import (HEADER_SIZE, MAX_MEDIA_PAYLOAD, MEDIA_MAGIC, MediaHeader, M
 
 __all__ = [
     "PROTOCOL_VERSION", "MAX_CONTROL_BYTES", "MAX_PROMPT_CHARS", "MAX_MOUSE_DELTA", "MAX_OPTIONS",
+    "MAX_ERROR_CHARS", "MAX_REASON_CHARS",
     "ErrorCode", "ProtocolError", "Message", "Start", "KeyAction", "MouseAction", "Prompt", "Pause",
     "Resume", "Ping", "Stop", "ModelInfo", "Started", "Telemetry", "Pong", "Error", "Bye", "Offer",
     "ClientMessage", "ServerMessage", "decode_json", "parse_client_message", "parse_server_message",
@@ -32,6 +33,9 @@ MAX_PROMPT_CHARS = 2000
 # Mouse deltas are pixels per event; 4096 is more than any screen moves between two events.
 MAX_MOUSE_DELTA = 4096.0
 MAX_OPTIONS = 32
+# Longest error message and bye reason (a sender truncates to these; the parser refuses longer ones).
+MAX_ERROR_CHARS = 500
+MAX_REASON_CHARS = 200
 
 
 def _check_version(version: int) -> None:
@@ -262,7 +266,7 @@ class Pong(Message):
 @_msg
 class Error(Message):
     TYPE = "error"
-    SPEC = {"seq": _SEQ, "code": str_(32), "message": str_(500), "reply_to": opt(_SEQ),
+    SPEC = {"seq": _SEQ, "code": str_(32), "message": str_(MAX_ERROR_CHARS), "reply_to": opt(_SEQ),
             "retry_after_s": opt(num(0.0, 86400.0))}
     seq: int
     code: str
@@ -282,7 +286,7 @@ class Error(Message):
 @_msg
 class Bye(Message):
     TYPE = "bye"
-    SPEC = {"seq": _SEQ, "reason": str_(200)}
+    SPEC = {"seq": _SEQ, "reason": str_(MAX_REASON_CHARS)}
     seq: int
     reason: str = "stop"
 
@@ -291,6 +295,7 @@ ClientMessage = Union[Start, KeyAction, MouseAction, Prompt, Pause, Resume, Ping
 ServerMessage = Union[Started, Telemetry, Pong, Error, Bye]
 _CLIENT: dict[str, type[Message]] = {c.TYPE: c for c in (Start, Prompt, Pause, Resume, Ping, Stop)}
 _SERVER: dict[str, type[Message]] = {c.TYPE: c for c in (Started, Telemetry, Pong, Error, Bye)}
+_ACTIONS: dict[str, type[Message]] = {"key": KeyAction, "mouse": MouseAction}
 
 
 def _no_dupes(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -326,7 +331,8 @@ def _parse(data: str | bytes, table: dict[str, type[Message]], side: str) -> Mes
         raise ProtocolError(ErrorCode.BAD_FIELD, f"field 'type' must be a string, got {t!r:.80}", seq)
     if t == "action" and side == "client":
         kind = d.get("kind")
-        cls: type[Message] | None = {"key": KeyAction, "mouse": MouseAction}.get(kind)  # type: ignore[arg-type]
+        # kind may be any JSON value (a list or an object is unhashable): look up strings only.
+        cls: type[Message] | None = _ACTIONS.get(kind) if isinstance(kind, str) else None
         if cls is None:
             raise ProtocolError(ErrorCode.BAD_FIELD, f"action 'kind' must be 'key' or 'mouse', got {kind!r:.40}", seq)
     else:
