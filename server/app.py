@@ -3,7 +3,9 @@
 Routes: ``/`` (the web page), ``/static/*``, ``POST /v1/offer`` (WebRTC), ``/v1/ws`` (WebSocket),
 ``GET /v1/models``, ``GET /v1/stats``, ``/healthz``, ``/readyz``, ``/metrics``, and the OpenAPI docs at
 ``/docs``. The lifespan loads the pipelines, starts the engine thread and warms it up; ``/readyz``
-answers 200 only after that.
+answers 200 only after that, and the warm-up's block times seed the measured capacity
+(server/capacity.py). Middleware: HostGuard (DNS rebinding), CORS for ``allowed_origins``, and the
+token check of the ops routes when ``ops_require_token`` is set. Credentials never reach the logs.
 """
 from __future__ import annotations
 
@@ -15,13 +17,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from . import webrtc, ws
 from .engine import Engine
 from .metrics import Metrics
+from .security import HostGuard, check_token, install_log_redaction
 from .sessions import ModelSpec, SessionManager
 from .settings import ServerSettings
 
@@ -81,15 +85,22 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
     state = AppState(settings=settings)
 
+    install_log_redaction()
+
+    def block_done(model: str, info) -> None:  # engine thread
+        state.metrics.block_done(model, info.step_s)
+        if state.manager is not None:
+            state.manager.capacity.observe(model, info.step_s)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        install_log_redaction()  # again: uvicorn has configured its loggers and handlers by now
         t0 = time.perf_counter()
         pipelines, device = await asyncio.to_thread(_load, settings)
         state.load_s = time.perf_counter() - t0
         state.specs = {name: ModelSpec.from_pipeline(name, p) for name, p in pipelines.items()}
         state.runtime = {name: _runtime(p.describe()) for name, p in pipelines.items()}
-        state.engine = Engine(pipelines, device=device,
-                              on_block_metrics=lambda model, info: state.metrics.block_done(model, info.step_s))
+        state.engine = Engine(pipelines, device=device, on_block_metrics=block_done)
         state.engine.start()
         state.manager = SessionManager(settings, state.engine, state.metrics, state.specs)
         state.manager.start_reaper()
@@ -97,7 +108,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             t1 = time.perf_counter()
             for name in pipelines:
                 if settings.warmup_blocks:
-                    await asyncio.to_thread(state.engine.warmup, name, settings.warmup_blocks)
+                    times = await asyncio.to_thread(state.engine.warmup, name, settings.warmup_blocks)
+                    # The fastest block: the first ones pay lazy initialisation, not what streams will.
+                    state.manager.capacity.seed(name, min(times))
             state.warmup_s = time.perf_counter() - t1
             state.ready = True
             state.metrics.ready.set(1)
@@ -110,12 +123,26 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             await state.manager.shutdown()
             await asyncio.to_thread(state.engine.stop)
 
-    app = FastAPI(title="streamgen", version="0.1.0", lifespan=lifespan,
+    docs = {} if not settings.ops_require_token else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="streamgen", version="0.1.0", lifespan=lifespan, **docs,
                   description="Real-time streaming generation: WebRTC and WebSocket sessions (docs/protocol.md).")
     app.state.streamgen = state
+    # Starlette runs the middleware added last first: HostGuard sees every request before CORS does.
+    if settings.allowed_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
+    app.add_middleware(HostGuard, settings=settings)
     app.include_router(webrtc.router)
     app.include_router(ws.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    def ops_auth(request: Request) -> None:
+        """The ops routes' guard: a no-op unless ops_require_token is set (docs/serving.md)."""
+        if settings.ops_require_token:
+            why = check_token(request, settings)
+            if why:
+                raise HTTPException(401, why, headers={"WWW-Authenticate": "Bearer"})
+    ops = [Depends(ops_auth)]
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -131,23 +158,27 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         return JSONResponse({"ready": ok, "load_s": state.load_s, "warmup_s": state.warmup_s},
                             status_code=200 if ok else 503)
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", dependencies=ops)
     async def metrics() -> Response:
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.get("/v1/models", tags=["session"], summary="Models this server streams, and its limits")
+    @app.get("/v1/models", tags=["session"], summary="Models this server streams, and its limits", dependencies=ops)
     async def models() -> dict:
+        manager = state.manager
         return {
             "default": next(iter(state.specs), settings.model),  # settings.model, as clients name it
-            "models": [s.info().to_dict() for s in state.specs.values()],
-            "max_sessions": settings.max_sessions,
-            "sessions": state.manager.in_use() if state.manager else 0,
+            "models": [{**s.info().to_dict(), **(manager.capacity.describe(n) if manager else {})}
+                       for n, s in state.specs.items()],
+            "max_sessions": settings.max_sessions,  # None: admission by measured capacity
+            "capacity_utilization": settings.capacity_utilization,
+            "sessions": manager.in_use() if manager else 0,
             "auth": bool(settings.auth_token),
             # How each model runs: attention backend, dtype, compile, family and its streaming settings, decoder.
             "runtime": state.runtime,
         }
 
-    @app.get("/v1/stats", tags=["ops"], summary="Recent server-side timings (p50/p95) and frame rate")
+    @app.get("/v1/stats", tags=["ops"], summary="Recent server-side timings (p50/p95) and frame rate",
+             dependencies=ops)
     async def stats() -> dict:
         snap = state.metrics.snapshot()
         snap["engine_steps"] = state.engine.steps if state.engine else 0

@@ -133,12 +133,14 @@ def run_scenario(model: str, sessions: int, seconds: float, device: str | None) 
     import uvicorn
 
     from .app import create_app
+    from .httpserver import uvicorn_options
 
     settings = ServerSettings(model=model, device=device, port=_free_port(), max_sessions=sessions,
                               idle_timeout_s=seconds + 30)
     app = create_app(settings)
     state = app.state.streamgen
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning",
+                                           **uvicorn_options(settings)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{settings.port}"

@@ -100,10 +100,10 @@ def serve(argv: list[str] | None = None, prog: str = "streamgen serve") -> int:
     import uvicorn
 
     from .app import create_app
+    from .httpserver import uvicorn_options
 
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level,
-                ws_ping_interval=settings.heartbeat_interval_s * 5, ws_ping_timeout=settings.idle_timeout_s,
-                ws_max_size=max(1 << 20, settings.max_message_bytes * 4))
+                **uvicorn_options(settings))
     return 0
 
 

@@ -152,17 +152,19 @@ class Engine:
     def session_count(self) -> int:
         return len(self._sessions)
 
-    def warmup(self, model: str, blocks: int) -> float:
-        """Generate and discard ``blocks`` blocks on the engine thread; returns seconds taken."""
-        def run() -> float:
-            t0 = time.perf_counter()
+    def warmup(self, model: str, blocks: int) -> list[float]:
+        """Generate and discard ``blocks`` blocks on the engine thread; returns each block's seconds."""
+        def run() -> list[float]:
+            times = []
             s = self.pipelines[model].start(seed=0)
             try:
                 for _ in range(blocks):
+                    t0 = time.perf_counter()
                     s.step()
+                    times.append(time.perf_counter() - t0)
             finally:
                 s.close()
-            return time.perf_counter() - t0
+            return times
         return self.submit(run).result()
 
     # ----- the thread ------------------------------------------------------------------------------

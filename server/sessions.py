@@ -3,8 +3,10 @@
 A :class:`ServerSession` is one client's stream, whatever carries it: it parses control messages with
 the shared protocol module (``streamgen_client.protocol``), rate-limits them, hands input to its
 :class:`EngineSession`, answers ``pong`` / ``error`` / ``bye`` and relays per-block ``telemetry``.
-The :class:`SessionManager` admits at most ``max_sessions`` (a refused client learns when to retry),
-reaps sessions that went quiet, and closes everything at shutdown.
+The :class:`SessionManager` admits by measured capacity (server/capacity.py; ``max_sessions`` overrides)
+and by per-address limits (a refused client learns when to retry), reaps sessions that went quiet, and
+closes everything at shutdown. :func:`read_control` is the one parser of an incoming control message
+for both transports and both phases (before and after ``start``): every failure is a ProtocolError.
 """
 from __future__ import annotations
 
@@ -15,26 +17,54 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator
 
 from streamgen_client import protocol as P
 
 from .buffer import OutputBuffer
+from .capacity import Capacity, StreamShape
 from .engine import BlockInfo, Engine, EngineSession
+from .limits import AddressLimitConfig, AddressLimits, TokenBucket
 from .metrics import Metrics
 from .settings import ServerSettings
 
 log = logging.getLogger("streamgen.server.sessions")
 _TIMING_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+# A burst of rate violations this long past is forgiven; only a persistent flood closes a session.
+VIOLATION_FORGIVE_S = 5.0
+# While flooding, one rate_limited answer per this many dropped messages (never 1:1).
+VIOLATION_REPORT_EVERY = 10
 
 
 class Busy(Exception):
-    def __init__(self, in_use: int, limit: int, retry_after_s: float) -> None:
-        super().__init__(f"{in_use} of {limit} sessions in use")
-        self.retry_after_s = retry_after_s
+    """A session refused: no capacity (``busy``) or the client address opens sessions too fast
+    (``rate_limited``)."""
+
+    def __init__(self, message: str, retry_after_s: float, code: str = "busy") -> None:
+        super().__init__(message)
+        self.retry_after_s, self.code = retry_after_s, code
 
     def to_error(self, seq: int = 0, reply_to: int | None = None) -> P.Error:
-        return P.Error(seq=seq, code="busy", message=str(self), reply_to=reply_to, retry_after_s=self.retry_after_s)
+        return P.Error(seq=seq, code=self.code, message=str(self), reply_to=reply_to, retry_after_s=self.retry_after_s)
+
+
+def read_control(data: Any, max_bytes: int, checker: P.SeqChecker) -> P.Message:
+    """Parse one incoming control message and check its seq; any fault raises ProtocolError (typed)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        raise P.ProtocolError("bad_json", "binary messages are not accepted from clients; send JSON text")
+    if not isinstance(data, str):
+        raise P.ProtocolError("bad_json", f"a control message must be text, got {type(data).__name__}")
+    if len(data) > max_bytes:
+        raise P.ProtocolError("too_large", f"message is {len(data)} chars, max {max_bytes} bytes")
+    try:
+        msg = P.parse_client_message(data)
+    except P.ProtocolError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a parser bug must still answer the client, not kill its session
+        log.warning("parser fault on a client message: %s: %s", type(e).__name__, e)
+        raise P.ProtocolError("bad_field", f"message could not be parsed ({type(e).__name__})") from None
+    checker.check(msg.seq)
+    return msg
 
 
 @dataclass(frozen=True)
@@ -64,6 +94,15 @@ class ModelSpec:
                    takes_prompt=bool(d.get("takes_prompt", False)))
 
     @property
+    def shape(self) -> StreamShape:
+        return StreamShape(fps=self.fps, frames_per_block=self.frames_per_block)
+
+    def check_prompt(self, prompt: str | None, seq: int | None = None) -> None:
+        """A prompt (at start or later) for a model that takes none is refused (out_of_range)."""
+        if prompt is not None and not self.takes_prompt:
+            raise P.ProtocolError("out_of_range", f"model {self.name!r} takes no prompt", seq)
+
+    @property
     def takes_actions(self) -> bool:
         """Models that declare no action spec accept (and ignore) any well-formed action."""
         return bool(self.keys) or self.takes_mouse
@@ -75,34 +114,20 @@ class ModelSpec:
                            takes_prompt=self.takes_prompt)
 
 
-class TokenBucket:
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, float(burst)
-        self.tokens, self.t = float(burst), time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
-        self.t = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-
 class ServerSession:
     """One client's stream. ``send_text`` writes a control message; ``close_transport`` ends the carrier."""
 
     def __init__(self, manager: "SessionManager", *, sid: str, transport: str, spec: ModelSpec,
                  es: EngineSession, send_text: Callable[[str], Awaitable[None]],
-                 close_transport: Callable[[int, str], Awaitable[None]], accepts_start: bool = False) -> None:
+                 close_transport: Callable[[int, str], Awaitable[None]], address: str = "",
+                 seq_checker: P.SeqChecker | None = None, seqs: Iterator[int] | None = None) -> None:
         self.manager, self.id, self.transport, self.spec, self.es = manager, sid, transport, spec, es
+        self.address = address
         self._send_text, self._close_transport = send_text, close_transport
-        self.accepts_start = accepts_start
         s = manager.settings
         self.bucket = TokenBucket(s.max_messages_per_s, s.message_burst)
-        self.seq_checker = P.SeqChecker()
-        self._seq = itertools.count()
+        self.seq_checker = seq_checker or P.SeqChecker()  # WebSocket: continues the pre-start checker
+        self._seq = seqs or itertools.count()  # WebSocket: one counter per connection
         self.last_seen = time.monotonic()
         self.created = self.last_seen
         self.rate_violations = 0
@@ -128,7 +153,8 @@ class ServerSession:
 
     async def send_error(self, code: str, message: str, reply_to: int | None = None, **kw: Any) -> None:
         self.manager.metrics.error(code)
-        await self.send(P.Error(seq=self.next_seq(), code=code, message=message[:500], reply_to=reply_to, **kw))
+        await self.send(P.Error(seq=self.next_seq(), code=code, message=message[:P.MAX_ERROR_CHARS],
+                                reply_to=reply_to, **kw))
 
     def started(self, reply_to: int | None = None) -> P.Started:
         return P.Started(seq=self.next_seq(), session_id=self.id, model=self.spec.info(), reply_to=reply_to)
@@ -157,16 +183,17 @@ class ServerSession:
         now = self.last_seen = time.monotonic()
         if self.closed:
             return False
-        if self.bucket.take():
-            if self.rate_violations and now - self._last_violation > 5.0:
-                self.rate_violations = 0  # a burst long past is forgiven; only a persistent flood closes
+        # Both buckets are charged: the session's own, and its address's (which reconnecting cannot reset).
+        if self.bucket.take() and self.manager.limits.message(self.address):
+            if self.rate_violations and now - self._last_violation > VIOLATION_FORGIVE_S:
+                self.rate_violations = 0
             return True
         self.rate_violations += 1
         self._last_violation = now
         if self.rate_violations == self.manager.settings.max_rate_violations + 1:
             asyncio.ensure_future(self._flood_close())
         elif self.rate_violations <= self.manager.settings.max_rate_violations and (
-                self.rate_violations == 1 or self.rate_violations % 10 == 0):
+                self.rate_violations == 1 or self.rate_violations % VIOLATION_REPORT_EVERY == 0):
             asyncio.ensure_future(self.send_error(
                 "rate_limited", f"over {self.manager.settings.max_messages_per_s:g} messages per second; "
                 "message dropped", retry_after_s=1.0))
@@ -182,19 +209,15 @@ class ServerSession:
             return None
         if self.closed:
             return None
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            await self.send_error("bad_json", "binary messages are not accepted from clients; send JSON text")
-            return None
-        if len(data) > self.manager.settings.max_message_bytes:
-            await self.send_error("too_large", f"message is {len(data)} chars, max "
-                                  f"{self.manager.settings.max_message_bytes} bytes")
-            return None
         try:
-            msg = P.parse_client_message(data)
-            self.seq_checker.check(msg.seq)
+            msg = read_control(data, self.manager.settings.max_message_bytes, self.seq_checker)
             await self._apply(msg)
         except P.ProtocolError as e:
             await self.send_error(e.code.value, e.message, reply_to=e.seq)
+            return None
+        except Exception as e:  # noqa: BLE001 - nothing a client sends may raise out of its input path
+            log.error("session %s: fault handling a message: %s: %s", self.id, type(e).__name__, e)
+            await self.send_error("internal", f"the message could not be handled ({type(e).__name__})")
             return None
         return msg
 
@@ -211,8 +234,7 @@ class ServerSession:
             es.add_action({"kind": "mouse", "dx": float(msg.dx), "dy": float(msg.dy), "t_ms": float(msg.t_ms)},
                           msg.seq)
         elif isinstance(msg, P.Prompt):
-            if not spec.takes_prompt:
-                raise P.ProtocolError("out_of_range", f"model {spec.name!r} takes no prompt", msg.seq)
+            spec.check_prompt(msg.prompt, msg.seq)
             es.set_prompt(msg.prompt)
         elif isinstance(msg, P.Pause):
             es.paused = True
@@ -233,7 +255,7 @@ class ServerSession:
         self.closed = True
         self.close_reason = reason
         if send_bye:
-            await self.send(P.Bye(seq=self.next_seq(), reason=reason[:200]))
+            await self.send(P.Bye(seq=self.next_seq(), reason=reason[:P.MAX_REASON_CHARS]))
         self.manager._remove(self, reason)
         try:
             await self._close_transport(code, reason)
@@ -245,28 +267,47 @@ class SessionManager:
     def __init__(self, settings: ServerSettings, engine: Engine, metrics: Metrics, specs: dict[str, ModelSpec]) -> None:
         self.settings, self.engine, self.metrics, self.specs = settings, engine, metrics, specs
         self.sessions: dict[str, ServerSession] = {}
-        self._pending = 0
+        self._pending: list[str] = []  # models of reserved slots not yet registered
         self._reaper: asyncio.Task | None = None
+        self.capacity = Capacity({n: sp.shape for n, sp in specs.items()},
+                                 utilization=settings.capacity_utilization, override=settings.max_sessions)
+        self.limits = AddressLimits(AddressLimitConfig(
+            sessions_per_min=settings.client_sessions_per_min, session_burst=settings.client_session_burst,
+            messages_per_s=settings.client_messages_per_s, message_burst=settings.client_message_burst,
+            max_clients=settings.max_tracked_clients))
 
     # ----- admission ---------------------------------------------------------------------------------
     def in_use(self) -> int:
-        return len(self.sessions) + self._pending
+        return len(self.sessions) + len(self._pending)
 
-    def reserve(self, transport: str) -> None:
-        """Take a slot now (on the loop, so it is atomic) or raise Busy; pair with open() or release()."""
-        if self.in_use() >= self.settings.max_sessions:
+    def reserve(self, transport: str, model: str, address: str) -> None:
+        """Take a slot now (on the loop, so it is atomic) or raise Busy; pair with register() or
+        release(). The caller answers the refusal (and counts it in the error metric, once)."""
+        if not self.limits.new_session(address):
             self.metrics.refused.labels(transport).inc()
-            self.metrics.error("busy")
-            raise Busy(self.in_use(), self.settings.max_sessions, self.settings.retry_after_s)
-        self._pending += 1
+            per_s = self.settings.client_sessions_per_min / 60.0
+            raise Busy(f"address {address} opens sessions too fast (max {self.settings.client_sessions_per_min:g}"
+                       f" per minute)", retry_after_s=round(1.0 / per_s, 3), code="rate_limited")
+        running = [s.spec.name for s in self.sessions.values()] + self._pending
+        if not self.capacity.admits(running, model):
+            self.metrics.refused.labels(transport).inc()
+            raise Busy(f"{len(running)} sessions in use; {self.capacity_note(model)}", self.settings.retry_after_s)
+        self._pending.append(model)
 
-    def release(self) -> None:
-        self._pending -= 1
+    def capacity_note(self, model: str) -> str:
+        n = self.capacity.sessions_for(model)
+        how = "set by max_sessions" if self.settings.max_sessions is not None else "measured"
+        return f"capacity for {model!r}: {n if n is not None else 'not measured yet'} ({how})"
 
-    def spec(self, model: str, seq: int | None = None) -> ModelSpec:
+    def release(self, model: str) -> None:
+        self._pending.remove(model)
+
+    def spec(self, model: str, seq: int | None = None, prompt: str | None = None) -> ModelSpec:
+        """The loaded model named ``model``, checked against the start's ``prompt``; else ProtocolError."""
         spec = self.specs.get(model)
         if spec is None:
             raise P.ProtocolError("out_of_range", f"unknown model {model!r}; this server streams {sorted(self.specs)}", seq)
+        spec.check_prompt(prompt, seq)
         return spec
 
     async def open_engine_session(self, spec: ModelSpec, *, seed: int, prompt: str | None,
@@ -282,7 +323,7 @@ class SessionManager:
 
     def register(self, s: ServerSession) -> None:
         """Turn the reservation into a live session."""
-        self._pending -= 1
+        self._pending.remove(s.spec.name)
         self.sessions[s.id] = s
         self.metrics.sessions_total.labels(s.transport).inc()
         self.metrics.sessions.labels(s.transport).inc()

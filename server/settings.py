@@ -55,9 +55,13 @@ class ServerSettings(BaseSettings):
     port: int = 8000
 
     # --- admission and liveness
-    # One engine thread steps all sessions of a device round-robin; 4 keeps the tiny preset real-time
-    # on a 2-core CPU. Raise it on a GPU after measuring (docs/serving.md).
-    max_sessions: int = 4
+    # None: admit by measured capacity (server/capacity.py): after warm-up the server knows each model's
+    # block time on its device and admits only as many sessions as keep every stream at its frame rate.
+    # A number overrides the measurement (an operator who measured, or a test that pins its count).
+    max_sessions: int | None = None
+    # Share of the engine thread's time that admitted streams may use; the rest absorbs jitter and other
+    # work on the machine (a stream needing 100 % would fall behind at the first hiccup).
+    capacity_utilization: float = 0.8
     retry_after_s: float = 5.0  # what a refused client is told to wait; one typical session turnover
     # A session that sends nothing (not even ping) this long is reclaimed; clients ping every 2 s.
     idle_timeout_s: float = 30.0
@@ -73,8 +77,15 @@ class ServerSettings(BaseSettings):
 
     # --- security
     auth_token: str | None = None  # None: no auth (fine on loopback; set it when exposing the server)
-    # Empty: only same-origin browser requests (and non-browser clients, which send no Origin).
+    # Whether /metrics, /v1/models, /v1/stats and /docs need the token too. Public by default: they hold
+    # no secrets and monitoring scrapes them without credentials; /healthz and /readyz are always public.
+    ops_require_token: bool = False
+    # Empty: only same-origin browser requests (and non-browser clients, which send no Origin). Origins
+    # listed here get CORS answers (preflight included), so a page served elsewhere can stream.
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Host header names accepted besides the bound address, localhost names and IP literals ("*": any).
+    # A DNS-rebinding page reaches the server under its own domain name, which this refuses.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- limits
     # Control messages: the protocol's own ceiling is 16 KiB (streamgen_client.protocol.MAX_CONTROL_BYTES).
@@ -89,6 +100,38 @@ class ServerSettings(BaseSettings):
     max_rate_violations: int = 50
     # Key / mouse events kept between two blocks; older ones are dropped (counted) beyond it.
     max_pending_actions: int = 512
+
+    # Per client address (reconnecting must not reset the limits): new sessions per minute (burst
+    # allowed) and control messages per second over all of that address's sessions. Twice one session's
+    # rate: a user with two tabs is fine, a reconnect loop is not.
+    client_sessions_per_min: float = 30.0
+    client_session_burst: int = 10
+    client_messages_per_s: float = 400.0
+    client_message_burst: int = 800
+    # Addresses whose buckets are remembered; the least recently seen are forgotten beyond this.
+    max_tracked_clients: int = 4096
+
+    # --- timeouts (client-paced steps may never hold a slot or a connection for long)
+    # WebSocket: a write that cannot leave this long (the client stopped reading) reclaims the session,
+    # and so do more than send_queue_max writes waiting. Frames alone outrun 10 s of TCP buffers.
+    write_timeout_s: float = 10.0
+    send_queue_max: int = 64
+    # POST /v1/offer: the whole body must arrive within this (slow-body clients hold no slot for long).
+    body_timeout_s: float = 10.0
+    # aiortc's setRemoteDescription (SDP parsing) and createAnswer + setLocalDescription (gathers the
+    # server's candidates; host candidates take milliseconds, a STUN server up to a few seconds).
+    sdp_timeout_s: float = 10.0
+    answer_timeout_s: float = 15.0
+
+    # --- HTTP server (uvicorn; server/http.py)
+    # A request head larger than this is refused (431): browsers send a few KiB.
+    max_header_bytes: int = 16 * 1024
+    # An idle keep-alive connection is closed after this; a new connection must send its request head
+    # within handshake_timeout_s (half-open and silent connections otherwise pile up until fds run out).
+    keepalive_timeout_s: float = 5.0
+    handshake_timeout_s: float = 10.0
+    # Concurrent connections; beyond it uvicorn answers 503. Far above max_sessions (page loads, polling).
+    max_connections: int = 512
 
     # --- streaming
     # Generate the next block once fewer than this many blocks of frames wait to be sent: 1 keeps
@@ -105,18 +148,29 @@ class ServerSettings(BaseSettings):
             raise ValueError(f"dtype={v!r}: choose one of {sorted(DTYPES)}")
         return v
 
-    @field_validator("extra_models", "allowed_origins", "ice_servers", mode="before")
+    @field_validator("extra_models", "allowed_origins", "allowed_hosts", "ice_servers", mode="before")
     @classmethod
     def _split_csv(cls, v):
         if isinstance(v, str):
             return [p.strip() for p in v.split(",") if p.strip()]
         return v
 
-    @field_validator("max_sessions", "warmup_blocks", "ahead_blocks")
+    @field_validator("max_sessions", "warmup_blocks", "ahead_blocks", "send_queue_max", "max_header_bytes",
+                     "max_connections", "client_session_burst", "client_message_burst", "max_tracked_clients")
     @classmethod
     def _positive(cls, v, info):
-        if v < (0 if info.field_name == "warmup_blocks" else 1):
-            raise ValueError(f"{info.field_name}={v} must be >= {0 if info.field_name == 'warmup_blocks' else 1}")
+        low = 0 if info.field_name == "warmup_blocks" else 1
+        if v is not None and v < low:
+            raise ValueError(f"{info.field_name}={v} must be >= {low}")
+        return v
+
+    @field_validator("capacity_utilization", "write_timeout_s", "body_timeout_s", "sdp_timeout_s",
+                     "answer_timeout_s", "keepalive_timeout_s", "handshake_timeout_s", "client_sessions_per_min",
+                     "client_messages_per_s")
+    @classmethod
+    def _above_zero(cls, v, info):
+        if not v > 0:
+            raise ValueError(f"{info.field_name}={v} must be > 0")
         return v
 
     @property

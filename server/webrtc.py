@@ -20,6 +20,7 @@ from aiortc.sdp import SessionDescription
 from av import AudioFrame
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 from streamgen_client import protocol as P
 
 from .buffer import WEBRTC_RATE, BufferClosed, OutputBuffer
@@ -97,11 +98,15 @@ class PacedAudioTrack(MediaStreamTrack):
 
 def _error(status: int, code: str, message: str, metrics, headers: dict | None = None, **kw) -> JSONResponse:
     metrics.error(code)
-    body = P.Error(seq=0, code=code, message=message[:500], **kw).to_dict()
+    body = P.Error(seq=0, code=code, message=message[:P.MAX_ERROR_CHARS], **kw).to_dict()
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _check_sdp(sdp: str) -> None:
+def check_sdp(sdp: str) -> None:
+    """Refuse (ProtocolError, answered 400) what aiortc would choke on later with a 500: the checks
+    that need no peer connection. Browsers' and aiortc's own offers always pass."""
+    if "\x00" in sdp:
+        raise P.ProtocolError("bad_field", "the SDP contains a NUL character")
     try:
         desc = SessionDescription.parse(sdp)
     except Exception as e:  # noqa: BLE001 - any parse failure is the client's bad SDP
@@ -111,6 +116,33 @@ def _check_sdp(sdp: str) -> None:
         raise P.ProtocolError("bad_field", f"the offer has no video m-line (media: {kinds})")
     if "application" not in kinds:
         raise P.ProtocolError("bad_field", "the offer has no data channel; create the 'control' channel before the offer")
+    for i, m in enumerate(desc.media):
+        if not m.rtp.muxId:
+            raise P.ProtocolError("bad_field", f"m-line {i} ({m.kind}) has no a=mid")
+        for c in m.ice_candidates:
+            if c.protocol.lower() != "udp":
+                raise P.ProtocolError("bad_field", f"candidate {c.foundation} uses {c.protocol!r}; only udp is served")
+
+
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The request body, read as it streams in: refused (too_large) as soon as it passes ``limit`` (or
+    announces more), and (bad_field) when it does not arrive within ``timeout_s`` or the client leaves."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise P.ProtocolError("too_large", f"offer is {declared} bytes, max {limit}")
+    chunks, size = [], 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise P.ProtocolError("too_large", f"offer is over {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise P.ProtocolError("bad_field", f"the offer body did not arrive within {timeout_s:g} s") from None
+    except ClientDisconnect:
+        raise P.ProtocolError("bad_field", "the client left while sending the offer") from None
+    return b"".join(chunks)
 
 
 @router.post("/v1/offer", tags=["webrtc"], summary="WebRTC signalling: an SDP offer in, an SDP answer out")
@@ -126,46 +158,49 @@ async def offer(request: Request) -> JSONResponse:
     if not app.ready:
         return _error(503, "busy", "the server is still warming up", metrics,
                       headers={"Retry-After": "1"}, retry_after_s=1.0)
-    body = await request.body()
-    if len(body) > settings.max_offer_bytes:
-        return _error(413, "too_large", f"offer is {len(body)} bytes, max {settings.max_offer_bytes}", metrics)
     try:
+        body = await read_body(request, settings.max_offer_bytes, settings.body_timeout_s)
         o = P.parse_offer(P.decode_json(body) if len(body) <= P.MAX_CONTROL_BYTES else _loads(body))
-        spec = manager.spec(o.model)
-        if o.prompt is not None and not spec.takes_prompt:
-            raise P.ProtocolError("out_of_range", f"model {spec.name!r} takes no prompt")
-        _check_sdp(o.sdp)
+        spec = manager.spec(o.model, prompt=o.prompt)
+        check_sdp(o.sdp)
     except P.ProtocolError as e:
-        return _error(400, e.code.value, e.message, metrics)
+        return _error(413 if e.code == P.ErrorCode.TOO_LARGE else 400, e.code.value, e.message, metrics)
+    address = request.client.host if request.client else "?"
     try:
-        manager.reserve("webrtc")
+        manager.reserve("webrtc", spec.name, address)
     except Busy as b:
-        return _error(503, "busy", str(b), metrics, headers={"Retry-After": str(math.ceil(b.retry_after_s))},
-                      retry_after_s=b.retry_after_s)
+        return _error(429 if b.code == "rate_limited" else 503, b.code, str(b), metrics,
+                      headers={"Retry-After": str(math.ceil(b.retry_after_s))}, retry_after_s=b.retry_after_s)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[RTCIceServer(u) for u in settings.ice_servers]))
     es = session = None
     answered = False
     try:
         try:
-            await asyncio.wait_for(pc.setRemoteDescription(RTCSessionDescription(sdp=o.sdp, type="offer")), 10)
+            await asyncio.wait_for(pc.setRemoteDescription(RTCSessionDescription(sdp=o.sdp, type="offer")),
+                                   settings.sdp_timeout_s)
         except Exception as e:  # noqa: BLE001 - whatever aiortc makes of a bad SDP is the client's fault
             return _error(400, "bad_field", f"SDP rejected: {type(e).__name__}: {e}", metrics)
         es = await manager.open_engine_session(spec, seed=o.seed, prompt=o.prompt, webrtc=True)
-        session = _attach(app, pc, spec, es)
-        await asyncio.wait_for(pc.setLocalDescription(await pc.createAnswer()), 15)  # gathers our candidates
+        session = _attach(app, pc, spec, es, address)
+        try:
+            # Gathers our candidates. What fails here after a parsed offer is still the offer's fault
+            # (codecs or transports we cannot answer); our own faults surface before (engine) or not at all.
+            await asyncio.wait_for(pc.setLocalDescription(await pc.createAnswer()), settings.answer_timeout_s)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+            return _error(400, "bad_field", f"offer cannot be answered: {type(e).__name__}: {e}", metrics)
         if session.closed:
             return _error(500, "internal", "the session closed while answering", metrics)
         answered = True
         return JSONResponse({"sdp": pc.localDescription.sdp, "type": "answer", "session_id": es.id})
     except Exception as e:  # noqa: BLE001
-        log.exception("offer failed")
+        log.error("offer failed: %s: %s", type(e).__name__, e)
         return _error(500, "internal", f"could not answer: {type(e).__name__}: {e}", metrics)
     finally:
         if not answered:  # every failure (and a cancelled request) gives the slot and the session back
             if session is not None:
                 await session.close("error", send_bye=False)
             else:
-                manager.release()
+                manager.release(spec.name)
                 if es is not None:
                     manager.engine.close(es)
                 await _close_pc(pc)
@@ -191,7 +226,7 @@ async def _close_pc(pc: RTCPeerConnection) -> None:
         pc.remove_all_listeners()  # the handlers reference the session
 
 
-def _attach(app, pc: RTCPeerConnection, spec, es) -> ServerSession:
+def _attach(app, pc: RTCPeerConnection, spec, es, address: str) -> ServerSession:
     """Wire the tracks, the control channel and the connection state to a new ServerSession."""
     manager = app.manager
     loop = asyncio.get_running_loop()
@@ -220,18 +255,21 @@ def _attach(app, pc: RTCPeerConnection, spec, es) -> ServerSession:
             while ch.bufferedAmount > 0 and loop.time() < deadline:
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.1)
-        if consumer is not asyncio.current_task():  # a 'stop' arrives through the consumer itself
-            consumer.cancel()
         # Shielded: a cancelled caller must not leave the peer connection half closed (and alive).
         await asyncio.shield(_close_pc(pc))
+        # The consumer ends with the session: cancelled and awaited (a 'stop' arrives through the consumer
+        # itself; it then returns on its own as the session is closed).
+        if consumer is not asyncio.current_task():
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
 
     session = ServerSession(manager, sid=es.id, transport="webrtc", spec=spec, es=es, send_text=send_text,
-                            close_transport=close_transport)
+                            close_transport=close_transport, address=address)
     session.tracks = (video, audio)  # type: ignore[attr-defined]
     manager.register(session)
 
     async def consume() -> None:
-        while True:
+        while not session.closed:
             data = await inbox.get()
             await session.handle(data, admitted=True)
 

@@ -14,6 +14,7 @@ import pytest
 import uvicorn
 
 from streamgen.server.app import create_app
+from streamgen.server.httpserver import uvicorn_options
 from streamgen.server.settings import ServerSettings
 
 
@@ -24,15 +25,16 @@ def free_port() -> int:
 
 
 class RunningServer:
-    def __init__(self, **overrides) -> None:
+    def __init__(self, log_level: str = "warning", **overrides) -> None:
         overrides.setdefault("model", "tiny")  # the tests pin their model; the default follows what ships
         overrides.setdefault("port", free_port())  # a given port: e.g. a server restarted where the last one ran
         self.settings = ServerSettings(host="127.0.0.1", warmup_blocks=1, **overrides)
         self.app = create_app(self.settings)
         self.state = self.app.state.streamgen
         self.url = f"http://127.0.0.1:{self.settings.port}"
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.settings.port, log_level="warning",
-                                ws_ping_interval=None, lifespan="on")
+        options = {**uvicorn_options(self.settings), "ws_ping_interval": None}  # the server's own limits
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.settings.port, log_level=log_level,
+                                lifespan="on", **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="test-uvicorn", daemon=True)
 

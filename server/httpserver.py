@@ -1,0 +1,57 @@
+"""The HTTP server's own limits: uvicorn options built from the settings, and a guarded HTTP/1.1 protocol.
+
+uvicorn alone accepts request heads of any size (httptools has no limit), never closes a connection
+that has not sent a request yet, and admits any number of connections. ``uvicorn_options(settings)``
+sets all three from the settings; ``streamgen serve``, the benchmark and the tests all use it.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .settings import ServerSettings
+
+# WebSocket frames the server accepts: control messages are small, but a margin above their limit
+# lets an oversized one arrive whole and get a typed too_large answer instead of a dropped socket.
+WS_MAX_SIZE_FLOOR = 1 << 20
+
+
+def guarded_h11(handshake_timeout_s: float) -> type[H11Protocol]:
+    """h11 (whose head-size limit uvicorn passes through) with a deadline for the first request head:
+    a connection that has not sent a complete request within ``handshake_timeout_s`` is closed."""
+
+    class GuardedH11Protocol(H11Protocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self.head_deadline = self.loop.call_later(handshake_timeout_s, self.head_timeout)
+
+        def head_timeout(self) -> None:
+            # Still no request on this protocol (a WebSocket upgrade hands the transport to another one).
+            if self.cycle is None and self.transport.get_protocol() is self and not self.transport.is_closing():
+                self.transport.close()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not None or self.transport.get_protocol() is not self:
+                self.head_deadline.cancel()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.head_deadline.cancel()
+            super().connection_lost(exc)
+
+    return GuardedH11Protocol
+
+
+def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.run`` / ``uvicorn.Config`` (besides the app, host and port)."""
+    return {
+        "http": guarded_h11(settings.handshake_timeout_s),
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+        "timeout_keep_alive": settings.keepalive_timeout_s,
+        "limit_concurrency": settings.max_connections,
+        "ws_ping_interval": settings.heartbeat_interval_s * 5,
+        "ws_ping_timeout": settings.idle_timeout_s,
+        "ws_max_size": max(WS_MAX_SIZE_FLOOR, settings.max_message_bytes * 4),
+    }
