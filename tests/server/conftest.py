@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
+import logging
 import socket
 import threading
 import time
@@ -77,6 +79,36 @@ class RunningServer:
 
 async def _call(fn):
     return fn()
+
+
+# What an unhandled fault leaves in the server log (uvicorn's, asyncio's and logging's own wording).
+UNHANDLED_MARKERS = ("Traceback", "Exception in ASGI application", "Task was destroyed but it is pending",
+                     "Task exception was never retrieved", "Exception in callback", "Unhandled exception")
+
+
+@contextlib.contextmanager
+def captured_log(level: int = logging.INFO):
+    """Everything the server logs (root, uvicorn, uvicorn.access, asyncio) into a StringIO while inside."""
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger(n) for n in ("", "uvicorn", "uvicorn.access")]
+    root = logging.getLogger()
+    old_level = root.level
+    root.setLevel(level)
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        yield buf
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+        root.setLevel(old_level)
+
+
+def unhandled(log_text: str) -> list[str]:
+    """The log lines that show an exception nothing handled."""
+    return [line for line in log_text.splitlines() if any(m in line for m in UNHANDLED_MARKERS)]
 
 
 @pytest.fixture
