@@ -1,12 +1,14 @@
 """The HTTP server's own limits: uvicorn options built from the settings, and a guarded HTTP/1.1 protocol.
 
 uvicorn alone accepts request heads of any size (httptools has no limit), never closes a connection
-that has not sent a request yet, and admits any number of connections. ``uvicorn_options(settings)``
-sets all three from the settings; ``streamgen serve``, the benchmark and the tests all use it.
+that has not sent a request yet, admits any number of connections, and lets the kernel grow a socket's
+send buffer to megabytes for a client that stopped reading. ``uvicorn_options(settings)`` bounds all
+four from the settings; ``streamgen serve``, the benchmark and the tests all use it.
 """
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -18,13 +20,19 @@ from .settings import ServerSettings
 WS_MAX_SIZE_FLOOR = 1 << 20
 
 
-def guarded_h11(handshake_timeout_s: float) -> type[H11Protocol]:
-    """h11 (whose head-size limit uvicorn passes through) with a deadline for the first request head:
-    a connection that has not sent a complete request within ``handshake_timeout_s`` is closed."""
+def guarded_h11(handshake_timeout_s: float, send_buffer_bytes: int) -> type[H11Protocol]:
+    """h11 (whose head-size limit uvicorn passes through) with a deadline for the first request head (a
+    connection that has not sent a complete request within ``handshake_timeout_s`` is closed) and a fixed
+    send buffer: ``send_buffer_bytes`` in the kernel and as the transport's high-water mark, so writes
+    to a client that stops reading block soon (and time out, server/ws.py) instead of queueing on."""
 
     class GuardedH11Protocol(H11Protocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
+            transport.set_write_buffer_limits(high=send_buffer_bytes)
             self.head_deadline = self.loop.call_later(handshake_timeout_s, self.head_timeout)
 
         def head_timeout(self) -> None:
@@ -47,7 +55,7 @@ def guarded_h11(handshake_timeout_s: float) -> type[H11Protocol]:
 def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
     """Keyword arguments for ``uvicorn.run`` / ``uvicorn.Config`` (besides the app, host and port)."""
     return {
-        "http": guarded_h11(settings.handshake_timeout_s),
+        "http": guarded_h11(settings.handshake_timeout_s, settings.send_buffer_bytes),
         "h11_max_incomplete_event_size": settings.max_header_bytes,
         "timeout_keep_alive": settings.keepalive_timeout_s,
         "limit_concurrency": settings.max_connections,

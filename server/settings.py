@@ -116,6 +116,10 @@ class ServerSettings(BaseSettings):
     # and so do more than send_queue_max writes waiting. Frames alone outrun 10 s of TCP buffers.
     write_timeout_s: float = 10.0
     send_queue_max: int = 64
+    # Per-connection send buffer, in the kernel and in the transport: what a client that stops reading can
+    # make the server hold. 256 KiB carries 1 s of the largest shipped stream; a reader on a 100 ms
+    # path still gets 2.5 MB/s through it.
+    send_buffer_bytes: int = 256 * 1024
     # POST /v1/offer: the whole body must arrive within this (slow-body clients hold no slot for long).
     body_timeout_s: float = 10.0
     # aiortc's setRemoteDescription (SDP parsing) and createAnswer + setLocalDescription (gathers the
@@ -155,7 +159,8 @@ class ServerSettings(BaseSettings):
             return [p.strip() for p in v.split(",") if p.strip()]
         return v
 
-    @field_validator("max_sessions", "warmup_blocks", "ahead_blocks", "send_queue_max", "max_header_bytes",
+    @field_validator("max_sessions", "warmup_blocks", "ahead_blocks", "send_queue_max", "send_buffer_bytes",
+                     "max_header_bytes",
                      "max_connections", "client_session_burst", "client_message_burst", "max_tracked_clients")
     @classmethod
     def _positive(cls, v, info):
