@@ -39,6 +39,10 @@ class RunningServer:
                                 lifespan="on", **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="test-uvicorn", daemon=True)
+        # The server's log, captured once uvicorn.Config has configured its loggers (that drops handlers
+        # added before): ``server.log.getvalue()``, scanned by the tests for unhandled exceptions.
+        self._capture = captured_log()
+        self.log = self._capture.__enter__()
 
     def __enter__(self) -> "RunningServer":
         self.thread.start()
@@ -58,6 +62,7 @@ class RunningServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(15)
+        self._capture.__exit__(None, None, None)
 
     def get_json(self, path: str) -> dict:
         with urllib.request.urlopen(self.url + path, timeout=5) as r:

@@ -15,7 +15,7 @@ import httpx
 import websockets
 from streamgen_client import protocol as P
 
-from .conftest import captured_log, running_server, unhandled
+from .conftest import running_server, unhandled
 from .rtc_client import RtcClient
 from .ws_client import WsClient
 
@@ -54,7 +54,7 @@ def test_a_websocket_client_that_never_reads_loses_its_slot():
 
 def test_webrtc_sessions_ended_by_stop_leave_no_task_behind():
     """Defect 3: each stopped WebRTC session left its control consumer pending ('Task was destroyed')."""
-    with captured_log() as log, running_server(max_sessions=2, client_sessions_per_min=1e6,
+    with running_server(max_sessions=2, client_sessions_per_min=1e6,
                                                client_session_burst=1000) as server:
         def tasks() -> int:
             return server.run_on_loop(lambda: len(asyncio.all_tasks()))
@@ -77,7 +77,7 @@ def test_webrtc_sessions_ended_by_stop_leave_no_task_behind():
         after = tasks()
         gc.collect()
     assert after <= before, (before, after)
-    assert not unhandled(log.getvalue()), unhandled(log.getvalue())
+    assert not unhandled(server.log.getvalue()), unhandled(server.log.getvalue())
 
 
 def test_admission_follows_measured_capacity_and_models_reports_it():

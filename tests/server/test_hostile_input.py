@@ -16,7 +16,7 @@ import websockets
 from aiortc import RTCPeerConnection
 from streamgen_client import protocol as P
 
-from .conftest import captured_log, running_server, unhandled
+from .conftest import running_server, unhandled
 from .rtc_client import RtcClient
 from .ws_client import WsClient
 
@@ -25,7 +25,7 @@ UNHASHABLE_KINDS = ([], {}, [["key"]], {"key": 1})
 
 def test_unhashable_action_kind_is_a_typed_error_on_both_transports():
     """Defect 1: the parser raised TypeError; the WebSocket dropped and the WebRTC consumer died."""
-    with captured_log() as log, running_server(max_sessions=3) as server:
+    with running_server(max_sessions=3) as server:
         async def run():
             async with WsClient(server.url) as ws:
                 assert (await ws.start("tiny"))["type"] == "started"
@@ -52,7 +52,7 @@ def test_unhashable_action_kind_is_a_typed_error_on_both_transports():
     assert [a["code"] for a in ws_answers] == ["bad_field"] * len(UNHASHABLE_KINDS), ws_answers
     assert ws_pong["type"] == "pong"
     assert [e["code"] for e in rtc_errors] == ["bad_field"] * len(UNHASHABLE_KINDS), rtc_errors
-    assert not unhandled(log.getvalue()), unhandled(log.getvalue())
+    assert not unhandled(server.log.getvalue()), unhandled(server.log.getvalue())
 
 
 def _raw_post(url: str, head: str, body: bytes, *, close_after: bool = False, read_timeout: float = 8.0) -> bytes:
@@ -86,7 +86,7 @@ def _head(n: int | None, chunked: bool = False) -> str:
 def test_offer_body_limit_is_enforced_while_streaming_with_a_timeout():
     """Defect 4: the whole body was read before the size check; slow bodies never timed out; an aborted
     upload logged a ClientDisconnect traceback."""
-    with captured_log() as log, running_server(max_sessions=2, body_timeout_s=1.5) as server:
+    with running_server(max_sessions=2, body_timeout_s=1.5) as server:
         limit = server.settings.max_offer_bytes
         t0 = time.monotonic()
         announced = _raw_post(server.url, _head(500_000_000), b"{" * 1000)  # 500 MB announced, 1 KB sent
@@ -107,8 +107,8 @@ def test_offer_body_limit_is_enforced_while_streaming_with_a_timeout():
     assert slow.startswith(b"HTTP/1.1 400") and b"did not arrive" in slow, slow[:300]
     assert 1.0 < t_slow < 6, t_slow
     assert in_use == 0
-    assert not unhandled(log.getvalue()), unhandled(log.getvalue())
-    assert "ClientDisconnect" not in log.getvalue()
+    assert not unhandled(server.log.getvalue()), unhandled(server.log.getvalue())
+    assert "ClientDisconnect" not in server.log.getvalue()
 
 
 def test_busy_refusals_are_counted_once():
@@ -132,7 +132,7 @@ def test_busy_refusals_are_counted_once():
 
 def test_errors_to_a_client_that_already_left_raise_nothing():
     """Defect 10: answering an error to a WebSocket whose client had left raised out of the endpoint."""
-    with captured_log() as log, running_server(max_sessions=2, auth_token="s3cret") as server:
+    with running_server(max_sessions=2, auth_token="s3cret") as server:
         async def run():
             url = server.url.replace("http://", "ws://") + "/v1/ws"
             for i in range(20):
@@ -148,7 +148,7 @@ def test_errors_to_a_client_that_already_left_raise_nothing():
         asyncio.run(run())
         in_use = server.state.manager.in_use()
     assert in_use == 0
-    assert not unhandled(log.getvalue()), unhandled(log.getvalue())
+    assert not unhandled(server.log.getvalue()), unhandled(server.log.getvalue())
 
 
 async def _real_offer() -> str:
@@ -174,7 +174,7 @@ def _sdp_faults(sdp: str) -> dict[str, str]:
 
 def test_client_sdp_faults_answer_400_with_a_typed_error():
     """Defect 11: an offer without a=mid, with NUL bytes or with a tcp candidate answered 500 with a traceback."""
-    with captured_log() as log, running_server(max_sessions=2) as server:
+    with running_server(max_sessions=2) as server:
         sdp = asyncio.run(_real_offer())
         answers = {}
         for name, bad in _sdp_faults(sdp).items():
@@ -185,4 +185,4 @@ def test_client_sdp_faults_answer_400_with_a_typed_error():
         in_use = server.state.manager.in_use()
     assert answers == {name: (400, "bad_field") for name in answers}, answers
     assert in_use == 0
-    assert not unhandled(log.getvalue()), unhandled(log.getvalue())
+    assert not unhandled(server.log.getvalue()), unhandled(server.log.getvalue())
