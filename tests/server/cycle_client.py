@@ -17,42 +17,62 @@ from streamgen_client import protocol as P
 from .rtc_client import RtcClient
 
 FRAMES = 3  # frames received before the session counts as streaming
+TIMEOUT_S = 90.0  # generous: on a loaded machine a first frame can take many seconds
+PING_S = 0.5  # like a real client, ping all along (the server reclaims a silent session)
 
 
 async def _ws(url: str, ending: str, ready) -> None:
-    async with websockets.connect(url.replace("http://", "ws://") + "/v1/ws", max_size=None) as ws:
-        await ws.send(P.Start(seq=1, model="tiny").to_json())
-        frames, seq = 0, 2
-        while frames < FRAMES:
-            m = await asyncio.wait_for(ws.recv(), 20)
-            frames += isinstance(m, bytes)
-        ready.set()
-        if ending == "stop":
-            await ws.send(P.Stop(seq=seq).to_json())
-            while True:  # until the server's bye and close
-                m = await asyncio.wait_for(ws.recv(), 20)
-                if isinstance(m, str) and json.loads(m).get("type") == "bye":
-                    break
-        elif ending == "hang":
+    async with websockets.connect(url.replace("http://", "ws://") + "/v1/ws", max_size=None,
+                                  open_timeout=TIMEOUT_S) as ws:
+        seqs = iter(range(1, 1 << 30))
+        await ws.send(P.Start(seq=next(seqs), model="tiny").to_json())
+
+        async def pinger():
             while True:
-                await ws.send(P.Ping(seq=seq, t_ms=1.0).to_json())
-                seq += 1
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(PING_S)
+                await ws.send(P.Ping(seq=next(seqs), t_ms=1.0).to_json())
+
+        ping = asyncio.ensure_future(pinger())
+        try:
+            frames = 0
+            while frames < FRAMES:
+                m = await asyncio.wait_for(ws.recv(), TIMEOUT_S)
+                frames += isinstance(m, bytes)
+            ready.set()
+            if ending == "stop":
+                ping.cancel()
+                await ws.send(P.Stop(seq=next(seqs)).to_json())
+                while True:  # until the server's bye and close
+                    m = await asyncio.wait_for(ws.recv(), TIMEOUT_S)
+                    if isinstance(m, str) and json.loads(m).get("type") == "bye":
+                        break
+            elif ending == "hang":
+                await asyncio.sleep(3600)  # streaming (and pinging) until SIGKILLed
+        finally:
+            ping.cancel()
 
 
 async def _rtc(url: str, ending: str, ready) -> None:
     c = await RtcClient(url).connect()
+
+    async def pinger():
+        await asyncio.wait_for(c.opened.wait(), TIMEOUT_S)
+        while True:
+            c.send(P.Ping(seq=next(c.seq), t_ms=time.time() * 1000))
+            await asyncio.sleep(PING_S)
+
+    ping = asyncio.ensure_future(pinger())
     try:
-        await c.wait_for(lambda: len(c.video) >= FRAMES, timeout=20, what="frames")
+        await c.wait_for(lambda: len(c.video) >= FRAMES, timeout=TIMEOUT_S, what="frames")
         ready.set()
         if ending == "stop":
+            ping.cancel()
             c.send(P.Stop(seq=next(c.seq)))
-            await c.wait_for(lambda: c.of_type("bye"), timeout=20, what="bye")
+            await c.wait_for(lambda: c.of_type("bye"), timeout=TIMEOUT_S, what="bye")
         elif ending == "hang":
-            while True:
-                c.send(P.Ping(seq=next(c.seq), t_ms=time.time() * 1000))
-                await asyncio.sleep(0.5)
+            await asyncio.sleep(3600)  # streaming (and pinging) until SIGKILLed
     finally:
+        ping.cancel()
         await c.close()
 
 

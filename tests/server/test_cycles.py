@@ -18,7 +18,7 @@ import pytest
 
 from .conftest import running_server, unhandled
 
-CONCURRENCY = 4  # client processes at a time
+CONCURRENCY = 3  # client processes at a time
 WARMUP_CYCLES = 24  # pools and caches fill up before the baseline is taken
 
 
@@ -56,7 +56,7 @@ def _run_cycles(ctx, url: str, plan: list[tuple[str, str]]) -> int:
             if ending == "hang" and ready.is_set():
                 p.kill()  # SIGKILL mid-stream: no close, no stop, nothing
                 p.join()
-            elif time.monotonic() - t0 > 60:
+            elif time.monotonic() - t0 > 240:
                 p.kill()
                 p.join()
                 failed += 1
@@ -75,7 +75,7 @@ def _state(server) -> dict:
             "fds": _fds(), "rss_mb": round(_rss_mb(), 1)}
 
 
-def _settle(server, base: dict, timeout: float = 40.0) -> dict:
+def _settle(server, base: dict, timeout: float = 60.0) -> dict:
     """Wait until sessions, tasks, threads and fds are back at ``base`` (killed peers take an idle timeout)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -87,10 +87,12 @@ def _settle(server, base: dict, timeout: float = 40.0) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_300_webrtc_and_300_websocket_cycles_leave_nothing_behind():
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["tests.server.cycle_client"])
-    settings = dict(max_sessions=16, idle_timeout_s=3.0, client_sessions_per_min=1e6, client_session_burst=10_000)
+    # Killed WebRTC peers are found by the idle timeout (their clients pinged every 0.5 s until killed).
+    settings = dict(max_sessions=16, idle_timeout_s=5.0, client_sessions_per_min=1e6, client_session_burst=10_000)
     with running_server(**settings) as server:
         failed_warm = _run_cycles(ctx, server.url, _plan(WARMUP_CYCLES // 2))
         base = _settle(server, {"sessions": 0, "engine": 0, "tasks": 10**6, "threads": 10**6, "fds": 10**6})
