@@ -32,12 +32,18 @@ def build_parser(prog: str = "streamgen serve") -> argparse.ArgumentParser:
     p.add_argument("--extra-model", dest="extra_models", action="append",
                    help="another model served next to --model (repeatable)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when present)")
-    p.add_argument("--max-sessions", type=int, help=f"sessions per device (default {d['max_sessions'].default})")
+    p.add_argument("--max-sessions", type=int, help="sessions per device (default: as many as the measured block "
+                   "time keeps at frame rate)")
     p.add_argument("--idle-timeout", dest="idle_timeout_s", type=float,
                    help=f"seconds of client silence before a session is reclaimed (default {d['idle_timeout_s'].default})")
     p.add_argument("--auth-token", help="require 'Authorization: Bearer TOKEN' (or ?token= on the WebSocket)")
     p.add_argument("--allowed-origin", dest="allowed_origins", action="append",
                    help="browser origin allowed besides the same origin (repeatable; '*' for any)")
+    # Hardening (issue 14): the other limits are STREAMGEN_* settings, listed in docs/serving.md.
+    p.add_argument("--allowed-host", dest="allowed_hosts", action="append",
+                   help="Host name the server answers to besides localhost and IP addresses (repeatable; '*' for any)")
+    p.add_argument("--ops-require-token", action="store_true", default=None,
+                   help="/metrics, /v1/models, /v1/stats and /docs need the token too (default: public)")
     p.add_argument("--warmup-blocks", type=int, help=f"blocks generated at start-up (default {d['warmup_blocks'].default})")
     p.add_argument("--ahead-blocks", type=int, help=f"blocks generated ahead of playback (default {d['ahead_blocks'].default})")
     # The GPU path and Wan-family folders (docs/serving.md, docs/checkpoints.md).
