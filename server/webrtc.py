@@ -31,6 +31,10 @@ from .sessions import Busy, ServerSession
 log = logging.getLogger("streamgen.server.webrtc")
 VIDEO_CLOCK = 90_000
 AUDIO_SAMPLES = WEBRTC_RATE // 50  # 20 ms
+# Closing: wait up to BYE_FLUSH_S for SCTP to take the last messages (error, bye), then BYE_LINGER_S more
+# for them to reach the wire, before the peer connection goes.
+BYE_FLUSH_S = 1.0
+BYE_LINGER_S = 0.1
 router = APIRouter()
 
 
@@ -251,10 +255,10 @@ def _attach(app, pc: RTCPeerConnection, spec, es, address: str) -> ServerSession
         if ch is not None and ch.readyState == "open" and reason != "disconnected":
             # Let the last messages (error, bye) leave before the transport goes: bufferedAmount drops when
             # SCTP takes the data, and a moment more lets SCTP put it on the wire.
-            deadline = loop.time() + 1.0
+            deadline = loop.time() + BYE_FLUSH_S
             while ch.bufferedAmount > 0 and loop.time() < deadline:
                 await asyncio.sleep(0.01)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(BYE_LINGER_S)
         # Shielded: a cancelled caller must not leave the peer connection half closed (and alive).
         await asyncio.shield(_close_pc(pc))
         # The consumer ends with the session: cancelled and awaited (a 'stop' arrives through the consumer
