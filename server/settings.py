@@ -24,6 +24,11 @@ def _default_model() -> str:
     return "tiny"
 
 
+# Sessions per server a router (server/cluster) plans with when neither it nor max_sessions says: the fixed
+# default max_sessions had before admission by measured capacity; a router may read measured_capacity instead.
+UNMEASURED_SESSIONS = 4
+
+
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMGEN_", extra="ignore")
 

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from ray import serve
 from streamgen_client import protocol as P
 
-from ..settings import ServerSettings
+from ..settings import UNMEASURED_SESSIONS, ServerSettings
 from .config import ClusterConfig
 from .waitqueue import QueueFull, QueueTimeout, WaitQueue
 
@@ -57,7 +57,7 @@ class GatewayCore:
     def __init__(self, replicas: Any, config: ClusterConfig) -> None:
         self.handle, self.config = replicas, config
         self.settings = ServerSettings(**config.server)
-        self.per_replica = config.sessions_per_replica or self.settings.max_sessions
+        self.per_replica = config.sessions_per_replica or self.settings.max_sessions or UNMEASURED_SESSIONS
         self.leases: dict[int, Lease] = {}
         self.metrics = ClusterMetrics()
         self.queue = WaitQueue(config.max_queued, self.capacity, lambda: len(self.leases))

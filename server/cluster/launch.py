@@ -15,7 +15,7 @@ from typing import Any
 import ray
 from ray import serve
 
-from ..settings import ServerSettings
+from ..settings import UNMEASURED_SESSIONS, ServerSettings
 from .config import ClusterConfig
 from .core import REPLICA_DEPLOYMENT
 from .gateway import Gateway
@@ -29,7 +29,7 @@ OBJECT_STORE_BYTES = 200 * 1024 * 1024  # leases and answers are small; Ray's de
 
 
 def build_app(config: ClusterConfig):
-    per_replica = config.sessions_per_replica or ServerSettings(**config.server).max_sessions
+    per_replica = config.sessions_per_replica or ServerSettings(**config.server).max_sessions or UNMEASURED_SESSIONS
     server = {**config.server, "max_sessions": per_replica}
     options: dict[str, Any] = {
         "name": REPLICA_DEPLOYMENT,

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from streamgen_client import protocol as P
 
 from ..security import check_origin, check_token
-from ..sessions import TokenBucket
+from ..limits import TokenBucket
 from .core import GatewayCore, Lease
 from .waitqueue import QueueFull, QueueTimeout
 
