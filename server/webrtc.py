@@ -123,9 +123,6 @@ def check_sdp(sdp: str) -> None:
     for i, m in enumerate(desc.media):
         if not m.rtp.muxId:
             raise P.ProtocolError("bad_field", f"m-line {i} ({m.kind}) has no a=mid")
-        for c in m.ice_candidates:
-            if c.protocol.lower() != "udp":
-                raise P.ProtocolError("bad_field", f"candidate {c.foundation} uses {c.protocol!r}; only udp is served")
 
 
 async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
