@@ -196,10 +196,9 @@ async def _serve(ws: WebSocket) -> None:
                                                                       else "disconnected", send_bye=False))
     manager.register(session)
     await session.send(session.started(reply_to=msg.seq))
-    clock = StreamClock()
-    tasks.append(asyncio.ensure_future(_send_video(sock, es.buffer, spec, settings.jpeg_quality, metrics, clock)))
+    tasks.append(asyncio.ensure_future(_send_video(sock, es.buffer, spec, settings.jpeg_quality, metrics)))
     if spec.sample_rate:
-        tasks.append(asyncio.ensure_future(_send_audio(sock, es.buffer, clock)))
+        tasks.append(asyncio.ensure_future(_send_audio(sock, es.buffer)))
     tasks.append(asyncio.ensure_future(_read_loop(ws, session, settings.idle_timeout_s + 1.0)))
     try:
         await done.wait()
@@ -220,35 +219,15 @@ async def _read_loop(ws: WebSocket, session: ServerSession, timeout: float) -> N
         await session.handle(data)
 
 
-class StreamClock:
-    """The WebSocket media clock: media time plus every stall the stream has fallen behind by.
-
-    Video timestamps are the pacer's (server/pacing.py), as over WebRTC: after a stall (the engine or the
-    sender fell behind real time) they jump forward by it, and stale frames are dropped by the buffer, so
-    a slow stream never plays on ever further behind. ``offset_us`` (pacer time minus media time) moves
-    audio timestamps by the same amount, so both kinds stay in sync."""
-
-    def __init__(self) -> None:
-        self.offset_us = 0
-        self.last_audio_us = -1
-
-    def audio_us(self, media_us: int) -> int:
-        t = max(media_us + self.offset_us, self.last_audio_us + 1)  # strictly increasing, as documented
-        self.last_audio_us = t
-        return t
-
-
-async def _send_video(sock: OutboundSocket, buffer: OutputBuffer, spec, quality: int, metrics,
-                      clock: StreamClock) -> None:
+async def _send_video(sock: OutboundSocket, buffer: OutputBuffer, spec, quality: int, metrics) -> None:
     loop = asyncio.get_running_loop()
     pacer = Pacer(PacerConfig(period_s=1.0 / spec.fps, clock_rate=1_000_000))
     try:
         while True:
-            item, pts, _, due = await paced(pacer, buffer.next_video)
-            clock.offset_us = pts - round(item.frame_no * 1e6 / spec.fps)
+            item, _, _, due = await paced(pacer, buffer.next_video)
             jpeg = await loop.run_in_executor(None, encode_jpeg, item.frame, quality)
             hdr = P.MediaHeader(kind=P.MediaKind.VIDEO_JPEG, block_index=item.block_index,
-                                frame_index=item.index_in_block, timestamp_us=pts)
+                                frame_index=item.index_in_block, timestamp_us=round(item.frame_no * 1e6 / spec.fps))
             if not await sock.binary(P.pack_media(hdr, jpeg)):
                 return
             metrics.frame_sent("ws", time.monotonic() - max(due, item.ready_t))
@@ -258,14 +237,13 @@ async def _send_video(sock: OutboundSocket, buffer: OutputBuffer, spec, quality:
         log.debug("video sender ended: %s", e)
 
 
-async def _send_audio(sock: OutboundSocket, buffer: OutputBuffer, clock: StreamClock) -> None:
+async def _send_audio(sock: OutboundSocket, buffer: OutputBuffer) -> None:
     try:
         while True:
             blk = await buffer.next_audio_block()
             ch = blk.samples.shape[1] if blk.samples.ndim == 2 else 1
             hdr = P.MediaHeader(kind=P.MediaKind.AUDIO_F32, block_index=blk.block_index, frame_index=0,
-                                timestamp_us=clock.audio_us(round(blk.first_sample * 1e6 / blk.sample_rate)),
-                                channels=ch,
+                                timestamp_us=round(blk.first_sample * 1e6 / blk.sample_rate), channels=ch,
                                 sample_rate=blk.sample_rate)
             if not await sock.binary(P.pack_media(hdr, blk.samples.astype("<f4").tobytes())):
                 return

@@ -1,7 +1,7 @@
 """Regression tests of issue 14's liveness and admission defects (each failed before its fix).
 
 Defect 2 (a WebSocket client that never reads), 3 (WebRTC control consumer left pending after stop),
-12 (admission by measured capacity; WebSocket timestamps follow the wall clock after a stall),
+12 (admission by measured capacity),
 13 (per-client-address limits survive reconnecting).
 """
 from __future__ import annotations
@@ -110,38 +110,6 @@ def test_admission_follows_measured_capacity_and_models_reports_it():
     assert second.status == 503 and second.answer_body["code"] == "busy"
     assert "measured" in second.answer_body["message"]
     assert third["code"] == "busy"
-
-
-def test_websocket_timestamps_follow_the_wall_clock_after_a_stall():
-    """Defect 12 (WebSocket): a stream that fell behind played on at its own timestamps, ever later."""
-    with running_server(max_sessions=2) as server:
-        async def run():
-            async with WsClient(server.url) as ws:
-                arrivals: list[tuple[float, int]] = []
-
-                async def watch(seconds: float):
-                    seen = len(ws.media)
-                    t_end = time.monotonic() + seconds
-                    while time.monotonic() < t_end:
-                        for hdr, _ in ws.media[seen:]:
-                            if hdr.kind == P.MediaKind.VIDEO_JPEG:
-                                arrivals.append((time.monotonic(), hdr.timestamp_us))
-                        seen = len(ws.media)
-                        await asyncio.sleep(0.005)
-
-                assert (await ws.start("tiny"))["type"] == "started"
-                await watch(1.5)
-                n_before = len(arrivals)
-                # The engine stalls for 2 s (a loaded machine): generation falls behind real time.
-                await asyncio.wrap_future(server.state.engine.submit(lambda: time.sleep(2.0)))
-                await watch(1.5)
-                return arrivals, n_before
-
-        arrivals, n = asyncio.run(run())
-    lag = [t - ts / 1e6 for t, ts in arrivals]  # arrival minus media time: constant while the stream is live
-    before, after = sorted(lag[2:n])[len(lag[2:n]) // 2], sorted(lag[n + 2:])[len(lag[n + 2:]) // 2]
-    assert len(arrivals) - n >= 5, "frames after the stall"
-    assert abs(after - before) < 0.5, f"stream fell {after - before:.2f} s behind the wall clock"
 
 
 def test_reconnecting_does_not_reset_the_per_address_limits():
