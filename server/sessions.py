@@ -24,6 +24,7 @@ from streamgen_client import protocol as P
 from .buffer import OutputBuffer
 from .capacity import Capacity, StreamShape
 from .engine import BlockInfo, Engine, EngineSession
+from .lag import StreamLag
 from .limits import AddressLimitConfig, AddressLimits, TokenBucket
 from .metrics import Metrics
 from .settings import ServerSettings
@@ -133,6 +134,7 @@ class ServerSession:
         self.rate_violations = 0
         self._last_violation = 0.0
         self.closed = False
+        self.lag = StreamLag(spec.fps)  # how far behind real time, reported in every telemetry
         self.close_reason: str | None = None
         self.connected = transport == "ws"  # WebRTC: set once the peer connection is up
         loop = asyncio.get_running_loop()
@@ -166,7 +168,8 @@ class ServerSession:
         timings["step"] = round(info.step_s * 1000.0, 3)
         msg = P.Telemetry(seq=self.next_seq(), block_index=info.block_index, frames=info.frames,
                           timings_ms=dict(list(timings.items())[: P.MAX_OPTIONS]), queue_depth=info.queue_depth,
-                          dropped_frames=info.dropped_frames, applied_seq=info.applied_seq)
+                          dropped_frames=info.dropped_frames, applied_seq=info.applied_seq,
+                          behind_ms=round(self.lag.block(info.ready_t, info.frames) * 1000.0, 1))
         asyncio.ensure_future(self.send(msg))
 
     def _on_engine_error(self, exc: BaseException) -> None:
@@ -240,6 +243,7 @@ class ServerSession:
             es.paused = True
         elif isinstance(msg, P.Resume):
             es.paused = False
+            self.lag.reanchor()
             self.manager.engine.wake()
         elif isinstance(msg, P.Ping):
             await self.send(P.Pong(seq=self.next_seq(), reply_to=msg.seq, t_ms=msg.t_ms, server_ms=time.time() * 1000.0))

@@ -243,7 +243,7 @@ class Telemetry(Message):
     TYPE = "telemetry"
     SPEC = {"seq": _SEQ, "block_index": int_(), "frames": int_(0, 4096),
             "timings_ms": dict_(num(0.0, 1e9), MAX_OPTIONS), "queue_depth": int_(0, 1_000_000),
-            "dropped_frames": int_(), "applied_seq": opt(_SEQ)}
+            "dropped_frames": int_(), "applied_seq": opt(_SEQ), "behind_ms": num(0.0, 1e12)}
     seq: int
     block_index: int
     frames: int = 0  # frames in this block
@@ -251,6 +251,7 @@ class Telemetry(Message):
     queue_depth: int = 0  # output frames waiting to be sent
     dropped_frames: int = 0  # cumulative stale frames dropped in this session
     applied_seq: int | None = None  # seq of the last client action applied at this block's start
+    behind_ms: float = 0.0  # how far the stream runs behind real time at this block (pauses excluded)
 
 
 @_msg
