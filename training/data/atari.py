@@ -28,6 +28,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -41,7 +42,9 @@ SAMPLES_PER_FRAME = 512
 EMULATOR_FPS = 60
 SAMPLE_RATE = SAMPLES_PER_FRAME * EMULATOR_FPS
 FORMAT_VERSION = 1
-SPLIT_IDS = {"train": 0, "eval": 1}
+# "val" and "test" episodes are recorded by the counterfactual evaluation (training/counterfactual_data.py),
+# never stored for training: their own seeds, so none is a replay of a training or "eval" episode.
+SPLIT_IDS = {"train": 0, "eval": 1, "val": 2, "test": 3}
 
 
 @dataclass(kw_only=True)
@@ -100,7 +103,7 @@ def preprocess(screen: np.ndarray, spec: GameSpec, cfg: RecordConfig) -> np.ndar
     return small.transpose(2, 0, 1)  # [H, W, 3] -> [3, H, W]
 
 
-def _step(ale, action, frame_skip: int) -> np.ndarray:
+def step_frames(ale, action, frame_skip: int) -> np.ndarray:
     """Repeat ``action`` for ``frame_skip`` emulator frames; returns their audio concatenated."""
     chunks = []
     for _ in range(frame_skip):
@@ -110,11 +113,14 @@ def _step(ale, action, frame_skip: int) -> np.ndarray:
 
 
 def record_episode(
-    cfg: RecordConfig, steps: int, seed_seq: np.random.SeedSequence, *, keep_native: bool = False
+    cfg: RecordConfig, steps: int, seed_seq: np.random.SeedSequence, *, keep_native: bool = False,
+    on_frame: Callable | None = None,
 ) -> dict[str, np.ndarray | str]:
     """Play one episode of ``steps`` steps and return its arrays (see module docstring).
 
     ``keep_native`` also returns the native playfield crops ([T, h, w, 3], for measurements).
+    ``on_frame(ale, legal, t)`` is called after frame ``t`` is read and before its action is taken (the
+    counterfactual evaluation branches the emulator there); it must leave the emulator's state as it found it.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -130,7 +136,7 @@ def record_episode(
     noop = legal[0]
     for _ in range(int(rng.integers(0, cfg.max_start_noops + 1))):
         ale.act(noop)
-    audio_now = _step(ale, noop, cfg.frame_skip)  # the sound that led to the first recorded frame
+    audio_now = step_frames(ale, noop, cfg.frame_skip)  # the sound that led to the first recorded frame
 
     spp = cfg.frame_skip * SAMPLES_PER_FRAME
     frames = np.zeros((steps, 3, cfg.height, cfg.width), np.uint8)
@@ -147,13 +153,15 @@ def record_episode(
             native.append(crop_native(screen, spec).copy())
         audio[t] = audio_now
         ram[t] = ale.getRAM()
+        if on_frame is not None:
+            on_frame(ale, legal, t)
         a = player.act(screen)
         actions[t] = a
         if t + 1 < steps:
-            audio_now = _step(ale, legal[a], cfg.frame_skip)
+            audio_now = step_frames(ale, legal[a], cfg.frame_skip)
             if ale.game_over():
                 ale.reset_game()
-                audio_now = _step(ale, noop, cfg.frame_skip)
+                audio_now = step_frames(ale, noop, cfg.frame_skip)
                 first[t + 1] = True
     out: dict[str, np.ndarray | str] = dict(
         frames=frames, audio=audio, actions=actions, ram=ram, first=first,
