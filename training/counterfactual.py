@@ -69,16 +69,17 @@ def splits(data: str | Path, split: str, *, episodes: int, steps: int, context: 
     seen = training_hashes(data, meta)
     kw = dict(episodes=episodes, steps=steps, context=context, frames=frames, per_episode=per_episode, key_seed=key_seed)
     val = [b for b in record_split(meta, "val", **kw) if context_ok(b, context)]
-    val_kept, val_dropped = dedup(val, seen)
-    info = {"training_frames": len(seen), "val_branches": len(val), "val_dropped": val_dropped}
+    val_kept, val_dropped, val_repeats = dedup(val, seen)
+    info = {"training_frames": len(seen), "val_branches": len(val), "val_dropped": val_dropped,
+            "val_repeated_frames": val_repeats}
     if split == "val":
         return val_kept, info
-    for b in val_kept:  # the test split must not score what validation scored or primed
+    for b in val:  # the test split must not score what validation showed or primed
         seen.update(frame_hashes(b.frames))
         seen.update(frame_hashes(b.episode_data["frames"][b.end - context + 1 : b.end + 1]))
     test = [b for b in record_split(meta, "test", **kw) if context_ok(b, context)]
-    test_kept, test_dropped = dedup(test, seen)
-    info.update(test_branches=len(test), test_dropped=test_dropped)
+    test_kept, test_dropped, test_repeats = dedup(test, seen)
+    info.update(test_branches=len(test), test_dropped=test_dropped, test_repeated_frames=test_repeats)
     return test_kept, info
 
 
@@ -127,7 +128,7 @@ def measure_model(pipe, branches: list[Branch], meta: dict, *, context: int, tol
         phase = int(phases[b.end])
         signs = np.concatenate([signs_ep[s : b.end], commanded_signs(spec, names, b.actions)])
         ctx_pos = locate_many(ctx, spec.player)[:, axis]
-        recs.append(dict(gen=gen, real=real, last=np.repeat(ctx[-1:], len(real), 0), phase=phase, parity=b.parity,
+        recs.append(dict(gen=gen, real=real, last=np.repeat(ctx[-1:], len(real), 0), phase=phase, parity=b.parity, new=b.new,
                          ref=predict_track(phased, ctx_pos, signs, len(real), phase),
                          old_ref=predict_track(old_table, ctx_pos, signs, len(real))))
         if progress:
@@ -149,9 +150,10 @@ def summarise(recs: list[dict], spec, tol: float, extremes: tuple[float, float])
     err = np.abs(np.nan_to_num(gen_pos, nan=1e9) - real_pos)
     n = len(recs[0]["real"])
     early = np.tile(np.arange(n) < SHORT, len(recs))
-    open_, at_wall = found & ~wall, found & wall
+    new = np.concatenate([r["new"] for r in recs])  # scored: target frames not seen in training (or validation)
+    open_, at_wall = found & ~wall & new, found & wall & new
     real_valid = np.concatenate([s.valid(ref) for s in real_sh])
-    out = {"contexts": len(recs), "frames_per_context": n, "tolerance_px": tol,
+    out = {"contexts": len(recs), "frames_per_context": n, "tolerance_px": tol, "frames_scored": int(new.sum()),
            "shape_ref": {"mass": ref.mass, "extent": ref.extent, "emulator_shape_valid_open": float(real_valid[open_].mean())},
            "paddle": {"open": _paddle_block(err[open_], valid[open_], tol),
                       "open_first_16": _paddle_block(err[open_ & early], valid[open_ & early], tol),
@@ -186,7 +188,7 @@ def _ball_summary(recs: list[dict], spec, tol: float, n: int) -> dict:
     real_rows = Shapes(*(np.concatenate([getattr(p[2][0], f) for p in per]) for f in ("position", "mass", "extent", "runs")))
     real_cols = Shapes(*(np.concatenate([getattr(p[2][1], f) for p in per]) for f in ("position", "mass", "extent", "runs")))
     ref = (calibrate(real_rows), calibrate(real_cols))
-    shown = np.concatenate([p[0] for p in per])
+    shown = np.concatenate([p[0] for p in per]) & np.concatenate([r["new"] for r in recs])
     drawn = np.concatenate([_ball_valid(*p[1], ref) for p in per])
     gen_xy = np.concatenate([np.stack([p[1][0].position, p[1][1].position], 1) for p in per])  # [N, 2]
     real_xy = np.stack([real_rows.position, real_cols.position], 1)  # [N, 2]
@@ -204,7 +206,7 @@ def _ball_summary(recs: list[dict], spec, tol: float, n: int) -> dict:
 
 
 def _old(recs: list[dict], spec, tol: float) -> dict:
-    """The earlier measures (``evaluate.py``) on the same frames."""
+    """The earlier measures (``evaluate.py``) on the same frames, repeats of training frames included (as before)."""
     p = [psnr(r["gen"], r["real"]) for r in recs]
     c = [psnr(r["last"], r["real"]) for r in recs]
     errs = [object_error(locate_many(r["gen"], spec.player)[:, spec.player_axis],

@@ -9,9 +9,11 @@ branches leave the recording's frames, actions and RAM unchanged, but not its so
 not restore the sound chip's output buffer), so the episode the model is primed from is recorded a second
 time without branches (tests check both).
 
-De-duplication: every frame is hashed (``frame_hashes``); a context whose branch shows any frame that
-occurs in the training episodes (or, for the test split, in the kept validation contexts) is dropped,
-so the measure never scores a frame the model was trained on.
+De-duplication: every frame is hashed (``frame_hashes``); a target frame that occurs in the training episodes
+(or, for the test split, among the validation split's frames) is never scored (``Branch.new``), and a
+context with no new target frame is dropped. Frames, not whole contexts: Pong repeats itself so much that
+20-94 % of the 64 target frames of a context occur among the 60,000 training frames (16 validation
+contexts), so dropping every context with one repeat would drop them all.
 """
 from __future__ import annotations
 
@@ -77,6 +79,7 @@ class Branch:
     frames: np.ndarray  # [F, 3, H, W] uint8: what the emulator showed after each counterfactual action
     parity: int  # the emulator's frame counter mod 2 at the branch (the frame-skip phase, for checks)
     episode_data: dict = field(repr=False, default_factory=dict)
+    new: np.ndarray | None = None  # [F] bool: target frames seen in neither training nor (test) validation
 
 
 def record_split(meta: dict, split: str, episodes: int, steps: int, *, context: int, frames: int,
@@ -121,10 +124,16 @@ def record_split(meta: dict, split: str, episodes: int, steps: int, *, context: 
     return out
 
 
-def dedup(branches: list[Branch], seen: set[bytes]) -> tuple[list[Branch], int]:
-    """Drop branches showing any frame in ``seen``; returns the kept ones and how many were dropped."""
-    kept = [b for b in branches if not any(h in seen for h in frame_hashes(b.frames))]
-    return kept, len(branches) - len(kept)
+def dedup(branches: list[Branch], seen: set[bytes]) -> tuple[list[Branch], int, int]:
+    """Mark each branch's target frames not in ``seen`` (``Branch.new``, ANDed with an earlier mark) and drop
+    branches without one; returns the kept branches, how many were dropped and how many frames were repeats."""
+    repeats = 0
+    for b in branches:
+        mark = np.array([h not in seen for h in frame_hashes(b.frames)])
+        b.new = mark if b.new is None else b.new & mark
+        repeats += int((~b.new).sum())
+    kept = [b for b in branches if b.new.any()]
+    return kept, len(branches) - len(kept), repeats
 
 
 def context_ok(b: Branch, context: int) -> bool:

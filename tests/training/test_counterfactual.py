@@ -84,13 +84,16 @@ def test_splits_are_deduplicated_against_training_and_each_other(data):
     test, info = splits(data, "test", episodes=1, steps=120, context=12, frames=16, per_episode=4)
     assert info["val_branches"] >= 1 and info["test_branches"] >= 1
     val_frames = {h for b in val for h in frame_hashes(b.frames)}
+    scored = lambda b: {h for h, new in zip(frame_hashes(b.frames), b.new) if new}  # noqa: E731
     for b in test:
-        assert not set(frame_hashes(b.frames)) & (seen | val_frames)
+        assert not scored(b) & (seen | val_frames)
     for b in val:
-        assert not set(frame_hashes(b.frames)) & seen
-    # dedup itself: a branch showing one training frame is dropped, the others kept.
+        assert not scored(b) & seen
+    # dedup itself: a repeated frame is not scored; a branch with nothing new is dropped.
     raw = record_split(meta, "val", 1, 120, context=12, frames=16, per_episode=3)
-    kept, dropped = dedup(raw, set(frame_hashes(raw[0].frames[5:6])))
+    kept, dropped, repeats = dedup(raw, set(frame_hashes(raw[1].frames[5:6])))
+    assert dropped == 0 and not raw[1].new[5] and repeats == sum(int((~b.new).sum()) for b in raw) >= 1
+    kept, dropped, _ = dedup(raw, set(frame_hashes(raw[0].frames)))
     assert dropped == 1 and kept == raw[1:]
 
 
