@@ -93,6 +93,8 @@ def fit_dynamics_table(tracks: list[np.ndarray], signs: list[np.ndarray], firsts
                 continue
             phase = int(phases[i][t]) if phases is not None else -1
             seen[probe.key(y, u, t, phase)].append(float(y[t + 1] - y[t]))
+            if phase >= 0:  # also under "phase not known": the fallback for unseen phased keys
+                seen[probe.key(y, u, t, -1)].append(float(y[t + 1] - y[t]))
     if not seen:
         raise ValueError("no usable steps to fit the dynamics table (every position missing or episodes too short)")
     found = np.concatenate([y[~np.isnan(y)] for y in tracks])
@@ -112,7 +114,9 @@ def predict_track(table: DynamicsTable, context: np.ndarray, signs: np.ndarray, 
     track = list(_fill_missing(np.asarray(context, np.float64)))
     for t in range(len(context) - 1, len(context) + frames - 1):
         y = np.asarray(track)
-        step = table.steps.get(table.key(y, signs, t, phase), y[t] - y[t - 1])
+        step = table.steps.get(table.key(y, signs, t, phase))
+        if step is None:  # an unseen phased key falls back to the phase-less entry, then to the last step
+            step = table.steps.get(table.key(y, signs, t, -1), y[t] - y[t - 1])
         track.append(float(np.clip(y[t] + step, table.low, table.high)))
     return np.asarray(track[len(context):])
 
