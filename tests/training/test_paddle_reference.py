@@ -77,3 +77,17 @@ def test_on_recorded_pong_the_table_beats_holding_the_paddle(tmp_path):
     hold = np.concatenate([np.abs(y[s - 1] - y[s:e]) for s, e in ok])
     assert len(ok) > 20
     assert np.median(ref) < np.median(hold)
+
+
+def test_a_phased_table_keys_on_the_phase_and_falls_back_to_the_phaseless_entry():
+    # One game: pressing moves the paddle 4 px a step in phase 1 and 2 px in phase 0 (two episodes).
+    signs = np.array([0, 0, 0, 1, 1, 1, 1, 1, 0, 0])
+    first = np.zeros(10, bool)
+    first[0] = True
+    fast = np.cumsum([0, 0, 0, 0, 4, 4, 4, 4, 4, 0]).astype(float)
+    slow = np.cumsum([0, 0, 0, 0, 2, 2, 2, 2, 2, 0]).astype(float)
+    table = fit_dynamics_table([fast, slow], [signs, signs], [first, first], phases=[np.ones(10, int), np.zeros(10, int)])
+    assert table.phased
+    ctx, u = np.zeros(4), np.array([0, 0, 0, 1, 1])
+    assert predict_track(table, ctx, u, 2, phase=1)[0] == 4.0 and predict_track(table, ctx, u, 2, phase=0)[0] == 2.0
+    assert predict_track(table, ctx, u, 2, phase=-1)[0] == 3.0  # unknown phase: the median over both
