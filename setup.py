@@ -1,4 +1,4 @@
-"""Maps the root folders into the ``streamgen`` namespace (DESIGN.md section 1).
+"""Maps the root folders into the ``streamgen`` namespace (docs/architecture.md, "Layout").
 
 ``kernels/``, ``server/`` and ``training/`` are installed as ``streamgen.kernels``,
 ``streamgen.server`` and ``streamgen.training``; ``client/streamgen_client`` is installed

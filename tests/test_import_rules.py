@@ -1,4 +1,4 @@
-"""DESIGN.md section 1 import rules, enforced with import-linter contracts (a real lint-imports run).
+"""The import rules of docs/architecture.md, enforced with import-linter contracts (a real lint-imports run).
 
 The distribution maps root folders into the ``streamgen`` namespace, which import-linter cannot see
 through an editable install; the test lays the installed layout out in a temporary folder first.

@@ -1,6 +1,6 @@
 """Recipes: each function returns the :class:`RunConfig` of one training stage.
 
-The sequence (DESIGN.md section 5): ``teacher`` -> (optional ``ar_teacher``) -> ``ode_init`` ->
+The sequence (docs/training.md): ``teacher`` -> (optional ``ar_teacher``) -> ``ode_init`` ->
 ``self_forcing`` -> (optional ``long_tuning``). Each stage names the checkpoints of the previous ones in
 ``init.*`` (``--set init.teacher=runs/teacher/checkpoints/latest``).
 """

@@ -1,4 +1,4 @@
-"""Cache invariants of DESIGN.md section 3 on the tiny preset, fp32, tolerance 1e-5."""
+"""Cache invariants of docs/architecture.md on the tiny preset, fp32, tolerance 1e-5."""
 from __future__ import annotations
 
 import pytest
