@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print(json.dumps({"error": "no CUDA device; kernel_bench needs a GPU"}))
         return 1
-    from streamgen.kernels._runtime import interpret_enabled
+    from streamgen.kernels.runtime import interpret_enabled
 
     if interpret_enabled():
         print(json.dumps({"error": "TRITON_INTERPRET=1 is set; benchmarks need compiled kernels"}))

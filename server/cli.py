@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from streamgen.cli.checks import Parser, UsageError, check_device, check_model, check_port, run_command
 
 from .cluster import config as cluster_config
-from .settings import DTYPES, ServerSettings, _default_model
+from .settings import DTYPES, ServerSettings, default_model
 
 # Libraries that log every ICE candidate pair and STUN check at INFO: quiet unless --log-level debug.
 CHATTY_LOGGERS = ("aioice", "aiortc")
@@ -28,7 +28,7 @@ def build_parser(prog: str = "streamgen serve") -> argparse.ArgumentParser:
     p.add_argument("--host", help=f"interface to bind (default {d['host'].default}; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, help=f"TCP port of the page, the API and the WebSocket (default {d['port'].default})")
     p.add_argument("--model", help=f"preset, shipped default, checkpoint folder or training run folder "
-                   f"(default {_default_model()})")
+                   f"(default {default_model()})")
     p.add_argument("--extra-model", dest="extra_models", action="append",
                    help="another model served next to --model (repeatable)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when present)")

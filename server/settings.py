@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-def _default_model() -> str:
+def default_model() -> str:
     """"world" when its weights ship inside the package, else "tiny" (found without importing torch)."""
     spec = importlib.util.find_spec("streamgen")
     for root in (spec.submodule_search_locations or []) if spec else []:
@@ -36,7 +36,7 @@ class ServerSettings(BaseSettings):
     # "world": the shipped Atari Pong world with sound (streamgen/weights/world, MODEL_CARD.md), trained by
     # this project and streaming faster than real time on a 2-core CPU; keys ArrowUp / ArrowDown / Space.
     # "tiny" while the package ships no "world" weights (a source tree before training has run).
-    model: str = Field(default_factory=lambda: _default_model())
+    model: str = Field(default_factory=lambda: default_model())
     # Further models loaded next to ``model`` on the same device (the page offers each of them).
     extra_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # None: CUDA when present, else CPU (streamgen.pipeline.default_device).

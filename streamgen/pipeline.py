@@ -204,7 +204,7 @@ def load_pipeline(
     elif name in PRESETS:
         config = preset(name).with_(**overrides) if overrides else preset(name)
         model = _random_model(config, device, dtype)
-        pipe = _assemble(config, model, device, dtype, attention_backend, name)
+        pipe = build_pipeline(config, model, device, dtype, attention_backend, name)
     elif os.path.exists(name):
         path = Path(name)
         if path.is_dir():
@@ -225,8 +225,9 @@ def load_pipeline(
     return pipe
 
 
-def _assemble(config, model, device, dtype, attention_backend, name, decoder=None, audio_decoder=None,
-              start_context=None, text_encoder=None, notes=None, decoder_dtype=None) -> Pipeline:
+def build_pipeline(config, model, device, dtype, attention_backend, name, decoder=None, audio_decoder=None,
+                   start_context=None, text_encoder=None, notes=None, decoder_dtype=None) -> Pipeline:
+    """A pipeline around a built ``model``: the given decoders, else the preview decoders its config pairs with."""
     from streamgen.models.attention import BACKENDS
 
     if attention_backend is not None and attention_backend not in BACKENDS:
@@ -279,7 +280,7 @@ def _load_folder(path: Path, device, dtype, overrides, attention_backend, name, 
         from streamgen.checkpoints.parts import load_parts
 
         parts = load_parts(comps, device, dtype, overrides, decoder=decoder)
-        return _assemble(parts.config, parts.model, device, dtype, attention_backend, name, parts.decoder,
+        return build_pipeline(parts.config, parts.model, device, dtype, attention_backend, name, parts.decoder,
                          text_encoder=parts.text_encoder, notes=parts.notes, decoder_dtype=dtype)  # Wan decoders: the model's dtype
 
     config, model = load_checkpoint_dir(path, device=device, overrides=overrides)
@@ -289,7 +290,7 @@ def _load_folder(path: Path, device, dtype, overrides, attention_backend, name, 
         raise ValueError(f"{path}: model {config.name!r} generates audio but the folder has a video autoencoder "
                          "and no audio_ae.safetensors")
     context = load_start_context(path / START_CONTEXT_FILE) if (path / START_CONTEXT_FILE).is_file() else None
-    return _assemble(config, model.to(device=device, dtype=dtype).eval(), device, dtype, attention_backend, name,
+    return build_pipeline(config, model.to(device=device, dtype=dtype).eval(), device, dtype, attention_backend, name,
                      video_dec, audio_dec, context)
 
 

@@ -217,7 +217,17 @@ class Session:
         prompt. ``recompute`` (Krea): the cache is rebuilt before every block anyway.
         """
         self.prompt = prompt
-        self.text_kv = self.pipe.encode_prompt(prompt)
+        self._condition_on(self.pipe.encode_prompt(prompt))
+
+    @torch.inference_mode()
+    def set_text(self, text: torch.Tensor) -> None:
+        """Condition on text embeddings ``[1, L, text_dim]`` encoded elsewhere (a training set's), like
+        a prompt switch."""
+        self.prompt = None
+        self._condition_on(self.pipe.model.encode_text(text.to(self.pipe.device, self.pipe.dtype)))
+
+    def _condition_on(self, text_kv: list) -> None:
+        self.text_kv = text_kv
         if self.config.audio is not None:
             self.sink_kv = self.pipe.model.sink_kv(self.text_kv)
         if self.config.prompt_switch == "recache" and self.next_frame > 0:

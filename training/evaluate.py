@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torchaudio
 
+from streamgen.decoders.audio_autoencoder import console_to_unit
 from streamgen.world_actions import events_for_rows, keys_for_action, split_by_block
 
 from .data.games import game_spec
@@ -80,9 +81,10 @@ def key_rows(spec, action_names: list[str], actions: np.ndarray) -> np.ndarray:
     return rows
 
 
-def _unit_audio(audio_u8: np.ndarray) -> np.ndarray:
+def unit_audio(audio_u8: np.ndarray) -> np.ndarray:
     """uint8 console samples ``[T, spp]`` -> float32 ``[T * spp, 1]`` in [-1, 1]."""
-    return ((audio_u8.reshape(-1).astype(np.float32) - 128.0) / 128.0)[:, None]
+    samples = torch.from_numpy(np.ascontiguousarray(audio_u8)).reshape(-1, 1)  # [T, spp] -> [T * spp, 1]
+    return console_to_unit(samples).numpy()
 
 
 def _to_console(wave48: np.ndarray, out_rate: int, native_rate: int) -> np.ndarray:
@@ -96,7 +98,7 @@ def rollout(pipe, ep: dict, start: int, context: int, frames: int, rows: np.ndar
     (``[context + frames, K]``); returns generated video uint8 ``[frames, H, W, 3]`` and audio ``[S, C]``."""
     session = pipe.start(seed=seed, action_clock="stream", prime=False)
     sl = slice(start, start + context)
-    session.prime(ep["frames"][sl], _unit_audio(ep["audio"][sl]) if pipe.config.audio is not None else None, rows[:context])
+    session.prime(ep["frames"][sl], unit_audio(ep["audio"][sl]) if pipe.config.audio is not None else None, rows[:context])
     per_block = pipe.frames_per_chunk
     blocks = frames // per_block
     st = session.action_state
@@ -265,7 +267,7 @@ def stability(pipe, ep: dict, meta: dict, *, frames: int, context: int, drift_bo
     rng = np.random.default_rng(seed)
     session = pipe.start(seed=seed, action_clock="stream", prime=False)
     rows = key_rows(pipe.action_spec, meta["action_names"], ep["actions"][:context])
-    audio = _unit_audio(ep["audio"][:context]) if pipe.config.audio is not None else None
+    audio = unit_audio(ep["audio"][:context]) if pipe.config.audio is not None else None
     session.prime(ep["frames"][:context], audio, rows)
     means, contrast, found, t0 = [], [], [], time.perf_counter()
     keys, held_for = [], 0

@@ -22,7 +22,7 @@ from streamgen.decoders.trained import AUDIO_FILE, VIDEO_FILE
 
 from .data.games import game_spec
 from .data.locate import locate_many
-from .evaluate import _unit_audio, key_rows, load_episodes
+from .evaluate import key_rows, load_episodes, unit_audio
 from .state import resolve_weights
 
 
@@ -45,7 +45,7 @@ def start_context(config: ModelConfig, data: str | Path, *, episode: int = 0, co
     spec = ActionSpec.from_config(config)
     per_block = config.frames_per_block * config.temporal_upsample
     s = pick_start(ep, meta["game"], context, per_block)
-    return {"video": ep["frames"][s : s + context], "audio": _unit_audio(ep["audio"][s : s + context]),
+    return {"video": ep["frames"][s : s + context], "audio": unit_audio(ep["audio"][s : s + context]),
             "keys": key_rows(spec, meta["action_names"], ep["actions"][s : s + context]),
             "source": np.array(f"{meta['game']} eval episode {episode} frames {s}..{s + context - 1}")}
 

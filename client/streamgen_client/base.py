@@ -5,7 +5,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import AsyncIterator, Callable, TypeVar
+from typing import Any, AsyncIterator, Callable, Coroutine, TypeVar
 
 from . import protocol as p
 from .media import AudioChunk, VideoFrame
@@ -120,6 +120,14 @@ class StreamClient:
 
     async def ping(self) -> int:
         return await self.send(lambda s: p.Ping(seq=s, t_ms=time.time() * 1000.0))
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coro`` as a task of this client (``close`` cancels it)."""
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    def start_keepalive(self, name: str) -> None:
+        """Ping every PING_INTERVAL_S until the client closes."""
+        self.spawn(self._keepalive(), name)
 
     async def _keepalive(self) -> None:
         while not self._closed.is_set():

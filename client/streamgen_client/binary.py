@@ -5,7 +5,7 @@ import struct
 from dataclasses import dataclass
 from enum import Enum
 
-from ._fields import PROTOCOL_VERSION, ErrorCode, ProtocolError
+from .fields import PROTOCOL_VERSION, ErrorCode, ProtocolError
 MEDIA_MAGIC = b"SGMB"
 # little-endian: magic, version, kind, channels, flags, block_index, frame_index, timestamp_us,
 # sample_rate, payload_length  -> 4+1+1+1+1+4+4+8+4+4 = 32 bytes

@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
-from ._fields import (_KEY, _NAME, _SEQ, _TIME_MS, MAX_SAFE_INT, PROTOCOL_VERSION, Check, ErrorCode,
-                      ProtocolError, _bad, bool_, dict_, int_, list_, num, opt, scalar, str_)
+from .fields import (KEY, MAX_SAFE_INT, NAME, PROTOCOL_VERSION, SEQ, TIME_MS, Check, ErrorCode, ProtocolError,
+                     bad_field, bool_, dict_, int_, list_, num, opt, scalar, str_)
 from .binary import (HEADER_SIZE, MAX_MEDIA_PAYLOAD, MEDIA_MAGIC, MediaHeader, MediaKind, pack_media,
                      unpack_media)
 
@@ -101,7 +101,7 @@ _msg = dataclass(frozen=True, kw_only=True)
 class Start(Message):
     """Open a session (WebSocket only; over WebRTC the offer carries these fields)."""
     TYPE = "start"
-    SPEC = {"seq": _SEQ, "version": int_(1, 255), "model": _NAME, "seed": int_(),
+    SPEC = {"seq": SEQ, "version": int_(1, 255), "model": NAME, "seed": int_(),
             "prompt": opt(str_(MAX_PROMPT_CHARS)), "options": dict_(scalar(), MAX_OPTIONS)}
     seq: int
     model: str
@@ -118,7 +118,7 @@ class Start(Message):
 class KeyAction(Message):
     """A key edge: ``down`` true on press, false on release. ``t_ms``: client clock, milliseconds."""
     TYPE = "action"
-    SPEC = {"seq": _SEQ, "kind": str_(8, "key"), "key": _KEY, "down": bool_(), "t_ms": _TIME_MS}
+    SPEC = {"seq": SEQ, "kind": str_(8, "key"), "key": KEY, "down": bool_(), "t_ms": TIME_MS}
     seq: int
     key: str
     down: bool
@@ -130,8 +130,8 @@ class KeyAction(Message):
 class MouseAction(Message):
     """A relative mouse move in pixels since the previous mouse action."""
     TYPE = "action"
-    SPEC = {"seq": _SEQ, "kind": str_(8, "mouse"), "dx": num(-MAX_MOUSE_DELTA, MAX_MOUSE_DELTA),
-            "dy": num(-MAX_MOUSE_DELTA, MAX_MOUSE_DELTA), "t_ms": _TIME_MS}
+    SPEC = {"seq": SEQ, "kind": str_(8, "mouse"), "dx": num(-MAX_MOUSE_DELTA, MAX_MOUSE_DELTA),
+            "dy": num(-MAX_MOUSE_DELTA, MAX_MOUSE_DELTA), "t_ms": TIME_MS}
     seq: int
     dx: float
     dy: float
@@ -142,7 +142,7 @@ class MouseAction(Message):
 @_msg
 class Prompt(Message):
     TYPE = "prompt"
-    SPEC = {"seq": _SEQ, "prompt": str_(MAX_PROMPT_CHARS)}
+    SPEC = {"seq": SEQ, "prompt": str_(MAX_PROMPT_CHARS)}
     seq: int
     prompt: str
 
@@ -150,21 +150,21 @@ class Prompt(Message):
 @_msg
 class Pause(Message):
     TYPE = "pause"
-    SPEC = {"seq": _SEQ}
+    SPEC = {"seq": SEQ}
     seq: int
 
 
 @_msg
 class Resume(Message):
     TYPE = "resume"
-    SPEC = {"seq": _SEQ}
+    SPEC = {"seq": SEQ}
     seq: int
 
 
 @_msg
 class Ping(Message):
     TYPE = "ping"
-    SPEC = {"seq": _SEQ, "t_ms": _TIME_MS}
+    SPEC = {"seq": SEQ, "t_ms": TIME_MS}
     seq: int
     t_ms: float = 0.0
 
@@ -172,7 +172,7 @@ class Ping(Message):
 @_msg
 class Stop(Message):
     TYPE = "stop"
-    SPEC = {"seq": _SEQ}
+    SPEC = {"seq": SEQ}
     seq: int
 
 
@@ -181,9 +181,9 @@ class Stop(Message):
 class ModelInfo(Message):
     """What the session streams and accepts (nested inside ``started``; not a message of its own)."""
     TYPE = "model_info"
-    SPEC = {"name": _NAME, "fps": num(0.1, 1000.0), "width": int_(1, 16384), "height": int_(1, 16384),
+    SPEC = {"name": NAME, "fps": num(0.1, 1000.0), "width": int_(1, 16384), "height": int_(1, 16384),
             "frames_per_block": int_(1, 4096), "sample_rate": opt(int_(1000, 384000)),
-            "channels": int_(0, 8), "keys": list_(_KEY, 256), "takes_mouse": bool_(),
+            "channels": int_(0, 8), "keys": list_(KEY, 256), "takes_mouse": bool_(),
             "takes_prompt": bool_()}
     name: str
     fps: float
@@ -210,7 +210,7 @@ class ModelInfo(Message):
 @_msg
 class Started(Message):
     TYPE = "started"
-    SPEC = {"seq": _SEQ, "reply_to": opt(_SEQ), "version": int_(1, 255),
+    SPEC = {"seq": SEQ, "reply_to": opt(SEQ), "version": int_(1, 255),
             "session_id": str_(64, r"[A-Za-z0-9_\-]+"), "model": lambda n, v: None}
     seq: int
     session_id: str
@@ -221,7 +221,7 @@ class Started(Message):
     def _validate(self) -> None:
         _check_version(self.version)
         if not isinstance(self.model, ModelInfo):
-            raise _bad("model", self.model, "a ModelInfo object")
+            raise bad_field("model", self.model, "a ModelInfo object")
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
@@ -241,9 +241,9 @@ class Started(Message):
 class Telemetry(Message):
     """Sent once per generated block. ``timings_ms``: named stage durations of that block."""
     TYPE = "telemetry"
-    SPEC = {"seq": _SEQ, "block_index": int_(), "frames": int_(0, 4096),
+    SPEC = {"seq": SEQ, "block_index": int_(), "frames": int_(0, 4096),
             "timings_ms": dict_(num(0.0, 1e9), MAX_OPTIONS), "queue_depth": int_(0, 1_000_000),
-            "dropped_frames": int_(), "applied_seq": opt(_SEQ), "behind_ms": num(0.0, 1e12)}
+            "dropped_frames": int_(), "applied_seq": opt(SEQ), "behind_ms": num(0.0, 1e12)}
     seq: int
     block_index: int
     frames: int = 0  # frames in this block
@@ -257,7 +257,7 @@ class Telemetry(Message):
 @_msg
 class Pong(Message):
     TYPE = "pong"
-    SPEC = {"seq": _SEQ, "reply_to": opt(_SEQ), "t_ms": _TIME_MS, "server_ms": _TIME_MS}
+    SPEC = {"seq": SEQ, "reply_to": opt(SEQ), "t_ms": TIME_MS, "server_ms": TIME_MS}
     seq: int
     reply_to: int | None = None
     t_ms: float = 0.0  # the ping's t_ms echoed, for round-trip time
@@ -267,13 +267,18 @@ class Pong(Message):
 @_msg
 class Error(Message):
     TYPE = "error"
-    SPEC = {"seq": _SEQ, "code": str_(32), "message": str_(MAX_ERROR_CHARS), "reply_to": opt(_SEQ),
+    SPEC = {"seq": SEQ, "code": str_(32), "message": str_(MAX_ERROR_CHARS), "reply_to": opt(SEQ),
             "retry_after_s": opt(num(0.0, 86400.0))}
     seq: int
     code: str
     message: str = ""
     reply_to: int | None = None  # seq of the message this answers, when known
     retry_after_s: float | None = None  # set with code "busy" (and "rate_limited")
+
+    @classmethod
+    def answering(cls, fault: ProtocolError, seq: int) -> "Error":
+        """The server's answer to a fault, sent with the server's own ``seq``."""
+        return cls(seq=seq, code=fault.code.value, message=fault.message[:500], reply_to=fault.seq)
 
     def _validate(self) -> None:
         try:
@@ -287,7 +292,7 @@ class Error(Message):
 @_msg
 class Bye(Message):
     TYPE = "bye"
-    SPEC = {"seq": _SEQ, "reason": str_(MAX_REASON_CHARS)}
+    SPEC = {"seq": SEQ, "reason": str_(MAX_REASON_CHARS)}
     seq: int
     reason: str = "stop"
 
@@ -371,7 +376,7 @@ class SeqChecker:
 class Offer(Message):
     """Body of ``POST /v1/offer``. The answer body is ``{"sdp", "type": "answer", "session_id"}``."""
     TYPE = "offer"
-    SPEC = {"sdp": str_(65536), "type_": str_(8, "offer"), "model": _NAME, "seed": int_(),
+    SPEC = {"sdp": str_(65536), "type_": str_(8, "offer"), "model": NAME, "seed": int_(),
             "prompt": opt(str_(MAX_PROMPT_CHARS)), "options": dict_(scalar(), MAX_OPTIONS),
             "version": int_(1, 255)}
     sdp: str

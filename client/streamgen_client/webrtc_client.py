@@ -92,7 +92,7 @@ class WebRTCClient(StreamClient):
         except BaseException:
             await client.close()
             raise
-        client._tasks.append(asyncio.create_task(client._keepalive(), name="streamgen-rtc-keepalive"))
+        client.start_keepalive("streamgen-rtc-keepalive")
         return client
 
     async def _send_text(self, text: str) -> None:

@@ -63,7 +63,7 @@ class WSClient(StreamClient):
         except InvalidStatus as e:
             raise _http_error(e) from None
         client = cls(ws, **kw)
-        client._tasks.append(asyncio.create_task(client._read_loop(), name="streamgen-ws-reader"))
+        client.spawn(client._read_loop(), "streamgen-ws-reader")
         try:
             await client.send(lambda s: p.Start(seq=s, model=model, seed=seed, prompt=prompt,
                                                 options=dict(options or {})))
@@ -71,7 +71,7 @@ class WSClient(StreamClient):
         except BaseException:
             await client.close()
             raise
-        client._tasks.append(asyncio.create_task(client._keepalive(), name="streamgen-ws-keepalive"))
+        client.start_keepalive("streamgen-ws-keepalive")
         return client
 
     async def _send_text(self, text: str) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from streamgen.kernels._runtime import use_triton
+from streamgen.kernels.runtime import use_triton
 from streamgen.kernels.adaln.reference import (
     gated_residual_backward,
     gated_residual_reference,

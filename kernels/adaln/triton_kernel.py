@@ -8,7 +8,7 @@ reference makes ~6 passes over the row: cast, mean, var, normalise, scale, shift
 import torch
 import triton.language as tl
 
-from streamgen.kernels._runtime import LazyKernel, interpret_enabled, next_pow2
+from streamgen.kernels.runtime import LazyKernel, interpret_enabled, next_pow2
 
 
 def _ln_modulate_kernel(

@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-from streamgen.kernels._runtime import use_triton
+from streamgen.kernels.runtime import use_triton
 from streamgen.kernels.cache_attention.reference import cache_attention_reference
 
 

@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from streamgen.kernels._runtime import LazyKernel, interpret_enabled, next_pow2
+from streamgen.kernels.runtime import LazyKernel, interpret_enabled, next_pow2
 
 
 def _attn_kernel(

@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 
-from streamgen.kernels._runtime import use_triton
+from streamgen.kernels.runtime import use_triton
 from streamgen.kernels.qk_norm_rope.reference import qk_norm_rope_cache_write_reference
 
 

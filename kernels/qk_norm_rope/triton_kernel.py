@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from streamgen.kernels._runtime import LazyKernel, interpret_enabled, next_pow2
+from streamgen.kernels.runtime import LazyKernel, interpret_enabled, next_pow2
 
 
 def _qk_norm_rope_kernel(

@@ -124,7 +124,7 @@ def test_malformed_client_input(text, code, seq):
     err = _code(text)
     assert err.code is code, err
     assert err.seq == seq
-    answer = err.to_error(seq=99)  # what the server sends back, itself a valid message
+    answer = p.Error.answering(err, seq=99)  # what the server sends back, itself a valid message
     back = p.parse_server_message(answer.to_json())
     assert back.code == code.value and back.reply_to == seq and back.seq == 99
 

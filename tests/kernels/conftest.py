@@ -2,7 +2,7 @@
 
 Triton reads ``TRITON_INTERPRET`` whenever a kernel is decorated; ``streamgen.kernels`` decorates
 lazily at launch and lends the interpreter interpreted copies of ``tl.sum`` & co. when ``triton`` was
-imported earlier in compiled mode (``kernels/_runtime.py``; other test folders import it through
+imported earlier in compiled mode (``kernels/runtime.py``; other test folders import it through
 ``torch._dynamo``), so setting it here, at collection, is early enough for every test of the session.
 ``setdefault`` keeps an explicit ``TRITON_INTERPRET=0``, which ``benchmarks/gpu_check.sh`` sets to run
 the ``gpu``-marked tests compiled on CUDA.
@@ -14,7 +14,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from streamgen.kernels._runtime import interpret_enabled, triton_available  # noqa: E402
+from streamgen.kernels.runtime import interpret_enabled, triton_available  # noqa: E402
 
 # Tolerances by dtype: >= 1-2 ulp of the output (the interpreter truncates bf16 instead of rounding).
 TOL = {

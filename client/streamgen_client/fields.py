@@ -32,18 +32,12 @@ class ProtocolError(Exception):
         self.message = message
         self.seq = seq
 
-    def to_error(self, seq: int) -> Any:
-        """The server's answer to this fault (an ``Error`` message) sent with the server's own ``seq``."""
-        from .protocol import Error
-
-        return Error(seq=seq, code=self.code.value, message=self.message[:500], reply_to=self.seq)
-
 
 # ----------------------------------------------------------------------------- field checks
 Check = Callable[[str, Any], None]
 
 
-def _bad(name: str, value: Any, want: str) -> ProtocolError:
+def bad_field(name: str, value: Any, want: str) -> ProtocolError:
     return ProtocolError(ErrorCode.BAD_FIELD, f"field {name!r} must be {want}, got {value!r:.80}")
 
 
@@ -55,7 +49,7 @@ def _range(name: str, value: Any, lo: float, hi: float) -> None:
 def int_(lo: int = 0, hi: int = MAX_SAFE_INT) -> Check:
     def check(name: str, v: Any) -> None:
         if isinstance(v, bool) or not isinstance(v, int):
-            raise _bad(name, v, "an integer")
+            raise bad_field(name, v, "an integer")
         _range(name, v, lo, hi)
     return check
 
@@ -63,7 +57,7 @@ def int_(lo: int = 0, hi: int = MAX_SAFE_INT) -> Check:
 def num(lo: float, hi: float) -> Check:
     def check(name: str, v: Any) -> None:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise _bad(name, v, "a finite number")
+            raise bad_field(name, v, "a finite number")
         _range(name, v, lo, hi)
     return check
 
@@ -71,7 +65,7 @@ def num(lo: float, hi: float) -> Check:
 def bool_() -> Check:
     def check(name: str, v: Any) -> None:
         if not isinstance(v, bool):
-            raise _bad(name, v, "true or false")
+            raise bad_field(name, v, "true or false")
     return check
 
 
@@ -80,11 +74,11 @@ def str_(max_len: int, pattern: str | None = None) -> Check:
 
     def check(name: str, v: Any) -> None:
         if not isinstance(v, str):
-            raise _bad(name, v, "a string")
+            raise bad_field(name, v, "a string")
         if len(v) > max_len:
             raise ProtocolError(ErrorCode.OUT_OF_RANGE, f"field {name!r} is {len(v)} chars, max {max_len}")
         if rx is not None and not rx.fullmatch(v):
-            raise _bad(name, v, f"a string matching {pattern}")
+            raise bad_field(name, v, f"a string matching {pattern}")
     return check
 
 
@@ -98,7 +92,7 @@ def opt(inner: Check) -> Check:
 def list_(inner: Check, max_items: int) -> Check:
     def check(name: str, v: Any) -> None:
         if not isinstance(v, list):
-            raise _bad(name, v, "a list")
+            raise bad_field(name, v, "a list")
         if len(v) > max_items:
             raise ProtocolError(ErrorCode.OUT_OF_RANGE, f"field {name!r} has {len(v)} items, max {max_items}")
         for i, item in enumerate(v):
@@ -109,11 +103,11 @@ def list_(inner: Check, max_items: int) -> Check:
 def dict_(inner: Check, max_items: int) -> Check:
     def check(name: str, v: Any) -> None:
         if not isinstance(v, dict):
-            raise _bad(name, v, "an object")
+            raise bad_field(name, v, "an object")
         if len(v) > max_items:
             raise ProtocolError(ErrorCode.OUT_OF_RANGE, f"field {name!r} has {len(v)} entries, max {max_items}")
         for k, item in v.items():
-            _NAME(f"{name} key", k)
+            NAME(f"{name} key", k)
             inner(f"{name}.{k}", item)
     return check
 
@@ -121,15 +115,15 @@ def dict_(inner: Check, max_items: int) -> Check:
 def scalar() -> Check:
     def check(name: str, v: Any) -> None:
         if isinstance(v, float) and not math.isfinite(v):
-            raise _bad(name, v, "finite")
+            raise bad_field(name, v, "finite")
         if v is not None and not isinstance(v, (str, int, float, bool)):
-            raise _bad(name, v, "a string, number, boolean or null")
+            raise bad_field(name, v, "a string, number, boolean or null")
         if isinstance(v, str) and len(v) > 256:
             raise ProtocolError(ErrorCode.OUT_OF_RANGE, f"field {name!r} is {len(v)} chars, max 256")
     return check
 
 
-_NAME = str_(64, r"[A-Za-z0-9_.\-]+")  # model names, option keys, timing names
-_KEY = str_(32, r"[A-Za-z0-9_+\-.]+")  # key names, e.g. "KeyW", "ArrowUp", "Space", "fire"
-_SEQ = int_()
-_TIME_MS = num(0.0, float(MAX_SAFE_INT))
+NAME = str_(64, r"[A-Za-z0-9_.\-]+")  # model names, option keys, timing names
+KEY = str_(32, r"[A-Za-z0-9_+\-.]+")  # key names, e.g. "KeyW", "ArrowUp", "Space", "fire"
+SEQ = int_()
+TIME_MS = num(0.0, float(MAX_SAFE_INT))
