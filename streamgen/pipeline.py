@@ -266,7 +266,7 @@ def build_pipeline(config, model, device, dtype, attention_backend, name, decode
 def keep_time_embedding_fp32(model: CausalDiT) -> None:
     """The time embedding and its projection stay fp32 in a bf16 / fp16 model, as Wan keeps them (the
     sinusoid of t near 1000 and the six modulation vectors lose too much in bf16)."""
-    for module in (model.time_embedding, model.time_projection):  # shared by the audio stream (model._time)
+    for module in (model.time_embedding, model.time_projection):  # shared by the audio stream (model.embed_time)
         module.float()
 
 

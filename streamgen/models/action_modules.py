@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from streamgen.config import ModelConfig
-from streamgen.models.attention import attention
+from streamgen.models.attention import DEFAULT_BACKEND, AttentionBackend
 from streamgen.models.norms import rms_norm
 
 
@@ -64,6 +64,7 @@ class ActionModule(nn.Module):
             self.norm_q_weight = nn.Parameter(torch.ones(dim))
             self.norm_k_weight = nn.Parameter(torch.ones(dim))
             self.proj_keyboard = nn.Linear(dim, dim)
+        self.backend: AttentionBackend = DEFAULT_BACKEND  # replaced by CausalDiT.set_attention_backend
         self.zero_outputs()
 
     def zero_outputs(self) -> None:
@@ -74,7 +75,7 @@ class ActionModule(nn.Module):
                 nn.init.zeros_(proj.weight)
                 nn.init.zeros_(proj.bias)
 
-    def forward(self, x: torch.Tensor, actions: ActionInput, backend: str) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, actions: ActionInput) -> torch.Tensor:
         """x ``[B, F, T, C]`` -> ``[B, F, T, C]``."""
         b, f, t, c = x.shape
         if actions.keyboard.shape[1] != f or actions.keyboard.shape[2] != self.window_rows:
@@ -92,6 +93,6 @@ class ActionModule(nn.Module):
             q = rms_norm(self.q(normed), self.norm_q_weight, self.eps).reshape(b * f, t, self.num_heads, self.head_dim)  # [B*F, T, H, D]
             k = rms_norm(self.k(tokens), self.norm_k_weight, self.eps).reshape(b * f, r, self.num_heads, self.head_dim)  # [B*F, R, H, D]
             v = self.v(tokens).reshape(b * f, r, self.num_heads, self.head_dim)  # [B*F, R, H, D]
-            out = attention(q, k, v, mask=None, backend=backend)  # [B*F, T, H, D]
+            out = self.backend(q, k, v)  # [B*F, T, H, D]
             x = x + self.proj_keyboard(out.reshape(b, f, t, c))  # [B, F, T, C]
         return x

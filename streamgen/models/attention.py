@@ -1,26 +1,34 @@
-"""Attention dispatch: one call site, several backends.
+"""Attention backends, resolved once when the model is built.
+
+A backend is chosen by name (``CausalDiT(config, attention_backend=...)``, ``load_pipeline(...,
+attention_backend=...)``, ``streamgen ... --attention``) and resolved once by :func:`resolve_backend`
+into an :class:`AttentionBackend`; the model hands that object to every layer, so a block calls
+functions and never sees the name.
 
 Backends:
 - ``reference``: plain matmul + softmax in fp32 (the ground truth of the tests);
 - ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` (CPU default, GPU fallback);
-- ``flex``: FlexAttention with a block mask built from a frame mask (training on GPU);
-- ``triton``: the rolling-cache kernel of ``streamgen.kernels`` (imported lazily);
+- ``triton``: the Triton kernels of ``streamgen.kernels`` (imported on resolution): fused qk-norm /
+  RoPE / cache write and cache attention for streaming self-attention, fused adaLN ops everywhere;
+  masked calls go through sdpa;
 - ``flash``: flash-attn when installed (unmasked calls only).
 """
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-BACKENDS = ("reference", "sdpa", "flex", "triton", "flash")
+from streamgen.models.norms import gated_residual, layer_norm_modulate
+
+BACKENDS = ("reference", "sdpa", "triton", "flash")
 
 
 def available_backends() -> list[str]:
     names = ["reference", "sdpa"]
-    if hasattr(torch.nn.attention, "flex_attention") or importlib.util.find_spec("torch.nn.attention.flex_attention"):
-        names.append("flex")
     if importlib.util.find_spec("triton") is not None:
         names.append("triton")
     if importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available():
@@ -45,21 +53,6 @@ def _sdpa(q, k, v, mask):
     return out.transpose(1, 2)  # [B, Lq, H, D]
 
 
-def _flex(q, k, v, mask):
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-
-    if mask is None:
-        return _sdpa(q, k, v, None)
-    dense = mask
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        return dense[q_idx, kv_idx]
-
-    block_mask = create_block_mask(mask_mod, None, None, q.shape[1], k.shape[1], device=q.device)
-    out = flex_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), block_mask=block_mask)
-    return out.transpose(1, 2)  # [B, Lq, H, D]
-
-
 def _triton(q, k, v, mask):
     if mask is not None:
         return _sdpa(q, k, v, mask)
@@ -76,15 +69,34 @@ def _flash(q, k, v, mask):
     return flash_attn_func(q, k, v)
 
 
-_DISPATCH = {"reference": attention_reference, "sdpa": _sdpa, "flex": _flex, "triton": _triton, "flash": _flash}
+_ATTEND = {"reference": attention_reference, "sdpa": _sdpa, "triton": _triton, "flash": _flash}
 
 
-def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: torch.Tensor | None = None, backend: str = "sdpa"
-) -> torch.Tensor:
-    """Scaled dot-product attention ``[B, Lq, H, D]`` through the named backend."""
-    try:
-        fn = _DISPATCH[backend]
-    except KeyError:
-        raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}") from None
-    return fn(q, k, v, mask)
+@dataclass(frozen=True, kw_only=True)
+class AttentionBackend:
+    """What a named backend does, resolved once: the attention call and the block's adaLN ops."""
+
+    name: str
+    attend: Callable[..., torch.Tensor]  # (q, k, v, mask) -> out, all ``[B, L, H, D]``
+    layer_norm_modulate: Callable[..., torch.Tensor]  # norms.layer_norm_modulate or its fused kernel
+    gated_residual: Callable[..., torch.Tensor]  # norms.gated_residual or its fused kernel
+    fused_cache: bool  # streaming self-attention runs the Triton cache kernels (norm, RoPE, write, attend)
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Scaled dot-product attention ``[B, Lq, H, D]``; ``mask`` ``[Lq, Lk]`` bool or None."""
+        return self.attend(q, k, v, mask)
+
+
+def resolve_backend(name: str) -> AttentionBackend:
+    """The backend called ``name`` (one of ``BACKENDS``)."""
+    if name not in _ATTEND:
+        raise ValueError(f"unknown attention backend {name!r}; choose one of {BACKENDS}")
+    norm, residual = layer_norm_modulate, gated_residual
+    if name == "triton":
+        from streamgen.kernels.adaln import gated_residual as residual
+        from streamgen.kernels.adaln import layer_norm_modulate as norm
+    return AttentionBackend(name=name, attend=_ATTEND[name], layer_norm_modulate=norm, gated_residual=residual,
+                            fused_cache=name == "triton")
+
+
+DEFAULT_BACKEND = resolve_backend("sdpa")  # what a layer holds until its model sets the backend

@@ -12,24 +12,24 @@ read ``[video cache | audio cache]`` and audio queries ``[sinks | video cache | 
 each cache holds exactly what its modality's window rule allows, no mask is needed. The learnable audio
 sink tokens (identity RoPE, timestep 0) attend only to themselves, so their per-layer K/V depend on the
 weights and the prompt only: :func:`sink_kv` computes them once per prompt.
+
+The functions here take the video model (a ``CausalDiT``, which owns the :class:`AudioStream`) and use
+only its public pieces (``embed_video``, ``embed_time``, ``unpatchify``, ``blocks``, ``head``,
+``backend``); ``dit.py`` imports this module, never the other way round.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 import torch.nn as nn
 
 from streamgen.config import ModelConfig
-from streamgen.models.attention import attention
 from streamgen.models.av_rope import relative_shift_blocks, shifted
 from streamgen.models.kv_cache import RollingKVCache
 from streamgen.models.layers import DiTBlock
 from streamgen.models.norms import layer_norm_modulate
 from streamgen.models.rope import apply_rope
-
-if TYPE_CHECKING:
-    from streamgen.models.dit import CausalDiT
 
 KV = tuple[torch.Tensor, torch.Tensor]
 
@@ -67,7 +67,7 @@ def new_audio_cache(config: ModelConfig, *, batch: int = 1, dtype=torch.float32,
     return RollingKVCache(audio_view, batch=batch, dtype=dtype, device=device)
 
 
-def _joint_layer(model: "CausalDiT", i: int, hv, ha, mv, ma, text_kv, attend: Callable, actions):
+def joint_layer(model: nn.Module, i: int, hv, ha, mv, ma, text_kv, attend: Callable, actions):
     """One layer over both streams: hv ``[B, Fv, T, C]``, ha ``[B, Fa, 1, C]``."""
     vblk, ablk = model.blocks[i], model.audio.blocks[i]
     b, fv, tv, c = hv.shape
@@ -77,28 +77,27 @@ def _joint_layer(model: "CausalDiT", i: int, hv, ha, mv, ma, text_kv, attend: Ca
     ov, oa = attend(i, qv, kv, vv, qa, ka, va)
     yv = vblk.self_attn.o(ov.reshape(b, fv * tv, c)).view(b, fv, tv, c)  # [B, Fv, T, C]
     ya = ablk.self_attn.o(oa.reshape(b, fa, c)).view(b, fa, 1, c)  # [B, Fa, 1, C]
-    backend = model.attention_backend
     num_layers = model.config.num_layers
-    hv = vblk.finish(hv, yv, mv, text_kv[i], backend, actions)
-    ha = ablk.finish(ha, ya, ma, text_kv[num_layers + i], backend)
+    hv = vblk.finish(hv, yv, mv, text_kv[i], actions)
+    ha = ablk.finish(ha, ya, ma, text_kv[num_layers + i])
     return hv, ha
 
 
-def _run_joint(model: "CausalDiT", x, t, audio, audio_t, text_kv, attend, actions, sinks: int):
+def run_joint(model: nn.Module, x, t, audio, audio_t, text_kv, attend, actions, sinks: int):
     """Embed both streams (with ``sinks`` sink tokens before the audio), run all layers, apply both heads."""
-    hv = model._embed(x)  # [B, Fv, T, C]
-    ev, ev0 = model._time(t)
+    hv = model.embed_video(x)  # [B, Fv, T, C]
+    ev, ev0 = model.embed_time(t)
     ha = model.audio.embed(audio)  # [B, Fa, 1, C]
-    ea, ea0 = model._time(audio_t)
+    ea, ea0 = model.embed_time(audio_t)
     if sinks:
         b = ha.shape[0]
         sink = model.audio.sink.to(ha.dtype)[:, :, None].expand(b, sinks, 1, ha.shape[-1])  # [B, S, 1, C]
         ha = torch.cat([sink, ha], dim=1)
-        _, es0 = model._time(torch.zeros(b, sinks, device=audio_t.device))
+        _, es0 = model.embed_time(torch.zeros(b, sinks, device=audio_t.device))
         ea0 = torch.cat([es0, ea0], dim=1)
     for i in range(model.config.num_layers):
-        hv, ha = _joint_layer(model, i, hv, ha, model.blocks[i].modulations(ev0), model.audio.blocks[i].modulations(ea0), text_kv, attend, actions)
-    return model._unpatchify(model.head(hv, ev)), model.audio.out(ha[:, sinks:], ea)
+        hv, ha = joint_layer(model, i, hv, ha, model.blocks[i].modulations(ev0), model.audio.blocks[i].modulations(ea0), text_kv, attend, actions)
+    return model.unpatchify(model.head(hv, ev)), model.audio.out(ha[:, sinks:], ea)
 
 
 def joint_forward(model, x, t, audio, audio_t, text_kv, *, positions, audio_positions, mask, actions):
@@ -109,28 +108,28 @@ def joint_forward(model, x, t, audio, audio_t, text_kv, *, positions, audio_posi
     sinks = model.config.audio.sink_tokens
     rope_v = model.rope.for_positions(positions)
     rope_a = model.audio_rope.for_frames(audio_positions, sinks)
-    backend = model.attention_backend
+    backend = model.backend
 
     def attend(i, qv, kv, vv, qa, ka, va):
         lv = qv.shape[1]
         q = torch.cat([apply_rope(qv, *rope_v), apply_rope(qa, *rope_a)], dim=1)  # [B, Lv+La, H, D]
         k = torch.cat([apply_rope(kv, *rope_v), apply_rope(ka, *rope_a)], dim=1)  # [B, Lv+La, H, D]
         v = torch.cat([vv, va], dim=1)  # [B, Lv+La, H, D]
-        out = attention(q, k, v, mask=mask, backend=backend)
+        out = backend(q, k, v, mask)
         return out[:, :lv], out[:, lv:]
 
-    return _run_joint(model, x, t, audio, audio_t, text_kv, attend, actions, sinks)
+    return run_joint(model, x, t, audio, audio_t, text_kv, attend, actions, sinks)
 
 
 @torch.no_grad()
-def sink_kv(model: "CausalDiT", text_kv, batch: int = 1) -> list[KV]:
+def sink_kv(model: nn.Module, text_kv, batch: int = 1) -> list[KV]:
     """Per-layer K / V ``[B, S, H, D]`` of the audio sink tokens under a prompt (they attend only to themselves)."""
     stream = model.audio
     if stream.sink is None:
         return []
     sinks = stream.sink.shape[1]
     h = stream.sink[:, :, None].expand(batch, sinks, 1, stream.sink.shape[-1])  # [B, S, 1, C]
-    _, e0 = model._time(torch.zeros(batch, sinks, device=h.device))
+    _, e0 = model.embed_time(torch.zeros(batch, sinks, device=h.device))
     out: list[KV] = []
     num_layers = model.config.num_layers
     for i, blk in enumerate(stream.blocks):
@@ -138,9 +137,9 @@ def sink_kv(model: "CausalDiT", text_kv, batch: int = 1) -> list[KV]:
         # identity RoPE on the sinks: q, k are used un-rotated
         q, k, v = blk.self_attn.qkv(blk.attn_input(h, mod).reshape(batch, sinks, -1))  # 3 x [B, S, H, D]
         out.append((k, v))
-        y = attention(q, k, v, mask=None, backend=model.attention_backend)  # [B, S, H, D]
+        y = model.backend(q, k, v)  # [B, S, H, D]
         y = blk.self_attn.o(y.reshape(batch, sinks, -1)).view(h.shape)  # [B, S, 1, C]
-        h = blk.finish(h, y, mod, text_kv[num_layers + i], model.attention_backend)
+        h = blk.finish(h, y, mod, text_kv[num_layers + i])
     return out
 
 
@@ -163,7 +162,7 @@ def joint_forward_cached(
     else:
         rope_v = model.rope.for_frames(start_frame, x.shape[1])
         rope_a = model.audio_rope.for_frames(tuple(range(audio_start, audio_start + audio.shape[1])))
-    backend = model.attention_backend
+    backend = model.backend
 
     def attend(i, qv, kv, vv, qa, ka, va):
         cache.write(i, plan_v, kv if relative else apply_rope(kv, *rope_v), vv)
@@ -173,11 +172,11 @@ def joint_forward_cached(
         if relative:
             kv_v, kv_a = apply_rope(kv_v, *key_rope_v), apply_rope(kv_a, *key_rope_a)
         keys, values = torch.cat([kv_v, kv_a], dim=1), torch.cat([vv_v, vv_a], dim=1)  # [B, Nv+Na, H, D]
-        ov = attention(apply_rope(qv, *rope_v), keys, values, mask=None, backend=backend)
+        ov = backend(apply_rope(qv, *rope_v), keys, values)
         if sinks:
             keys = torch.cat([sinks[i][0].to(keys.dtype), keys], dim=1)  # [B, S+Nv+Na, H, D]
             values = torch.cat([sinks[i][1].to(values.dtype), values], dim=1)
-        oa = attention(apply_rope(qa, *rope_a), keys, values, mask=None, backend=backend)
+        oa = backend(apply_rope(qa, *rope_a), keys, values)
         return ov, oa
 
-    return _run_joint(model, x, t, audio, audio_t, text_kv, attend, actions, 0)
+    return run_joint(model, x, t, audio, audio_t, text_kv, attend, actions, 0)

@@ -14,6 +14,7 @@ import torch.nn as nn
 from streamgen.config import ModelConfig
 from streamgen.models.action_modules import ActionInput, ActionModule
 from streamgen.models.audio_video import AudioStream, joint_forward, joint_forward_cached, sink_kv
+from streamgen.models.attention import AttentionBackend, resolve_backend
 from streamgen.models.av_rope import AudioRope
 from streamgen.models.kv_cache import RollingKVCache
 from streamgen.models.layers import AttnContext, DiTBlock
@@ -45,7 +46,10 @@ class Head(nn.Module):
 
 
 class CausalDiT(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    """The model. ``attention_backend`` (``attention.BACKENDS``) is resolved here, once, and handed to
+    every layer; reassigning ``model.attention_backend`` resolves and hands out the new one."""
+
+    def __init__(self, config: ModelConfig, *, attention_backend: str = "sdpa") -> None:
         super().__init__()
         self.config = config
         c = config
@@ -57,10 +61,26 @@ class CausalDiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(c, with_actions=i < action_layers) for i in range(c.num_layers))
         self.head = Head(c)
         self.audio = AudioStream(c) if c.audio is not None else None
-        self.attention_backend = "sdpa"
         self._rope: RopeTable | None = None
         self._audio_rope: AudioRope | None = None
+        self.backend: AttentionBackend = resolve_backend(attention_backend)
+        self.set_attention_backend(attention_backend)
         self.init_weights()
+
+    @property
+    def attention_backend(self) -> str:
+        return self.backend.name
+
+    @attention_backend.setter
+    def attention_backend(self, name: str) -> None:
+        self.set_attention_backend(name)
+
+    def set_attention_backend(self, name: str) -> None:
+        """Resolve backend ``name`` once and give it to the model and every layer that attends or modulates."""
+        backend = resolve_backend(name)
+        for module in self.modules():
+            if isinstance(getattr(module, "backend", None), AttentionBackend):
+                module.backend = backend
 
     def init_weights(self) -> None:
         """Wan's init: xavier linears, zero output head (a fresh model predicts zero velocity)."""
@@ -110,18 +130,20 @@ class CausalDiT(nn.Module):
         """Per-layer K / V of the audio sink tokens under a prompt (computed once per prompt and session)."""
         return sink_kv(self, text_kv, batch)
 
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        b, f = x.shape[:2]
+    def embed_video(self, x: torch.Tensor) -> torch.Tensor:
+        """Latents ``[B, F, C, H, W]`` -> patch tokens ``[B, F, T, C]``."""
         tokens = self.patch_embedding(x.transpose(1, 2))  # [B, C, F, gh, gw]
         return tokens.flatten(3).permute(0, 2, 3, 1)  # [B, F, T, C]
 
-    def _time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Timesteps ``[B, F]`` -> (embedding ``[B, F, C]`` for the head, block modulation ``[B, F, 6, C]``)."""
         # fp32 when the pipeline keeps the time embedding fp32 in a bf16 model (as Wan does)
         e = self.time_embedding(sinusoidal_embedding(self.config.freq_dim, t).to(self.time_embedding[0].weight.dtype))  # [B, F, C]
         e0 = self.time_projection(e).unflatten(-1, (6, self.config.dim))  # [B, F, 6, C]
         return e, e0
 
-    def _unpatchify(self, out: torch.Tensor) -> torch.Tensor:
+    def unpatchify(self, out: torch.Tensor) -> torch.Tensor:
+        """Head output ``[B, F, T, pt*ph*pw*Co]`` -> latents ``[B, F, Co, H, W]``."""
         c = self.config
         b, f = out.shape[:2]
         pt, ph, pw = c.patch
@@ -129,12 +151,13 @@ class CausalDiT(nn.Module):
         out = out.permute(0, 1, 4, 7, 2, 5, 3, 6)  # [B, F, pt, Co, gh, ph, gw, pw]
         return out.reshape(b, f * pt, c.out_channels, c.latent_height, c.latent_width)  # [B, F, Co, H, W]
 
-    def _run(self, x, t, text_kv: TextKV, ctx: AttnContext, actions: ActionInput | None = None) -> torch.Tensor:
-        h = self._embed(x)
-        e, e0 = self._time(t)
+    def run_blocks(self, x, t, text_kv: TextKV, ctx: AttnContext, actions: ActionInput | None = None) -> torch.Tensor:
+        """The block loop of the video-only model: embed, every block under ``ctx``, head, unpatchify."""
+        h = self.embed_video(x)
+        e, e0 = self.embed_time(t)
         for i, blk in enumerate(self.blocks):
             h = blk(h, e0, text_kv[i], ctx, i, actions)
-        return self._unpatchify(self.head(h, e))
+        return self.unpatchify(self.head(h, e))
 
     def _check_audio(self, audio) -> None:
         if (audio is None) != (self.audio is None):
@@ -179,8 +202,8 @@ class CausalDiT(nn.Module):
             return joint_forward(self, x, t, audio, audio_t, text_kv, positions=positions,
                                  audio_positions=audio_positions, mask=mask, actions=actions)
         rope = self.rope.for_positions(positions)
-        ctx = AttnContext(rope=rope, mask=mask, backend=self.attention_backend)
-        return self._run(x, t, text_kv, ctx, actions)
+        ctx = AttnContext(rope=rope, mask=mask)
+        return self.run_blocks(x, t, text_kv, ctx, actions)
 
     def forward_cached(
         self,
@@ -221,8 +244,8 @@ class CausalDiT(nn.Module):
         else:
             rope = self.rope.for_frames(start_frame, n)
         key_rope = self.rope.for_positions(plan.key_positions) if cache.relative else None
-        ctx = AttnContext(rope=rope, cache=cache, plan=plan, key_rope=key_rope, backend=self.attention_backend)
-        return self._run(x, t, text_kv, ctx, actions)
+        ctx = AttnContext(rope=rope, cache=cache, plan=plan, key_rope=key_rope)
+        return self.run_blocks(x, t, text_kv, ctx, actions)
 
     def forward_teacher_forcing(
         self,

@@ -12,9 +12,10 @@ import torch
 import torch.nn as nn
 
 from streamgen.config import ModelConfig
-from streamgen.models.attention import attention
+from streamgen.models.action_modules import ActionModule
+from streamgen.models.attention import DEFAULT_BACKEND, AttentionBackend
 from streamgen.models.kv_cache import CacheWrite, RollingKVCache
-from streamgen.models.norms import gated_residual, layer_norm_modulate, rms_norm
+from streamgen.models.norms import rms_norm
 from streamgen.models.rope import apply_rope
 
 
@@ -41,7 +42,6 @@ class AttnContext:
     cache: RollingKVCache | None = None
     plan: CacheWrite | None = None
     key_rope: tuple[torch.Tensor, torch.Tensor] | None = None  # relative mode: cos / sin of the cached keys
-    backend: str = "sdpa"
 
 
 class _Projections(nn.Module):
@@ -54,6 +54,7 @@ class _Projections(nn.Module):
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
         self.norm_q = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
         self.norm_k = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
+        self.backend: AttentionBackend = DEFAULT_BACKEND  # replaced by CausalDiT.set_attention_backend
 
 
 class SelfAttention(_Projections):
@@ -69,13 +70,13 @@ class SelfAttention(_Projections):
 
     def forward(self, x: torch.Tensor, ctx: AttnContext, layer: int) -> torch.Tensor:
         b, l, _ = x.shape
-        if ctx.cache is not None and ctx.backend == "triton":
+        if ctx.cache is not None and self.backend.fused_cache:
             return self._cached_triton(x, ctx, layer)
         q, k, v = self.qkv(x)
         cos, sin = ctx.rope
         q = apply_rope(q, cos, sin)
         if ctx.cache is None:
-            out = attention(q, apply_rope(k, cos, sin), v, mask=ctx.mask, backend=ctx.backend)
+            out = self.backend(q, apply_rope(k, cos, sin), v, ctx.mask)
         else:
             out = self._cached(q, k, v, ctx, layer)
         return self.o(out.reshape(b, l, self.num_heads * self.head_dim))  # [B, L, C]
@@ -112,7 +113,7 @@ class SelfAttention(_Projections):
         else:
             cache.write(layer, plan, apply_rope(k, *ctx.rope), v)
             keys, values = cache.read(layer, plan)
-        return attention(q, keys, values, mask=None, backend=ctx.backend)
+        return self.backend(q, keys, values)
 
 
 class CrossAttention(_Projections):
@@ -124,13 +125,13 @@ class CrossAttention(_Projections):
         v = self.v(context).view(b, l, self.num_heads, self.head_dim)  # [B, Lc, H, D]
         return k, v
 
-    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], backend: str) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         b, l, _ = x.shape
         q = self.norm_q(self.q(x)).view(b, l, self.num_heads, self.head_dim)  # [B, L, H, D]
         k, v = kv
         if k.shape[0] != b:
             k, v = k.expand(b, *k.shape[1:]), v.expand(b, *v.shape[1:])
-        out = attention(q, k, v, mask=None, backend=backend)
+        out = self.backend(q, k, v)
         return self.o(out.reshape(b, l, self.num_heads * self.head_dim))  # [B, L, C]
 
 
@@ -139,16 +140,6 @@ class FeedForward(nn.Sequential):
         super().__init__(
             nn.Linear(config.dim, config.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(config.ffn_dim, config.dim)
         )
-
-
-def _adaln_ops(backend: str):
-    """(layer_norm_modulate, gated_residual): the fused Triton ops for backend "triton", else the reference."""
-    if backend == "triton":
-        from streamgen.kernels.adaln import gated_residual as fused_gated_residual
-        from streamgen.kernels.adaln import layer_norm_modulate as fused_layer_norm_modulate
-
-        return fused_layer_norm_modulate, fused_gated_residual
-    return layer_norm_modulate, gated_residual
 
 
 class DiTBlock(nn.Module):
@@ -167,12 +158,8 @@ class DiTBlock(nn.Module):
         self.cross_attn = CrossAttention(config)
         self.ffn = FeedForward(config)
         self.modulation = nn.Parameter(torch.randn(1, 6, config.dim) / config.dim**0.5)
-        if with_actions:
-            from streamgen.models.action_modules import ActionModule
-
-            self.action = ActionModule(config)
-        else:
-            self.action = None
+        self.backend: AttentionBackend = DEFAULT_BACKEND  # its adaLN ops; replaced by CausalDiT.set_attention_backend
+        self.action = ActionModule(config) if with_actions else None
 
     def forward(
         self,
@@ -186,24 +173,23 @@ class DiTBlock(nn.Module):
         """x ``[B, F, T, C]`` (frames x tokens per frame), e ``[B, F, 6, C]`` (per-frame modulation)."""
         b, f, t, c = x.shape
         mod = self.modulations(e)
-        y = self.self_attn(self.attn_input(x, mod, ctx.backend).reshape(b, f * t, c), ctx, layer)  # [B, F*T, C]
-        return self.finish(x, y.view(b, f, t, c), mod, text_kv, ctx.backend, actions)
+        y = self.self_attn(self.attn_input(x, mod).reshape(b, f * t, c), ctx, layer)  # [B, F*T, C]
+        return self.finish(x, y.view(b, f, t, c), mod, text_kv, actions)
 
     def modulations(self, e: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (self.modulation.float()[:, None] + e.float()).unbind(dim=2)  # 6 x [B, F, C]
 
-    def attn_input(self, x: torch.Tensor, mod: tuple[torch.Tensor, ...], backend: str = "sdpa") -> torch.Tensor:
-        return _adaln_ops(backend)[0](x, mod[0], mod[1], self.eps)
+    def attn_input(self, x: torch.Tensor, mod: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return self.backend.layer_norm_modulate(x, mod[0], mod[1], self.eps)
 
-    def finish(self, x, y, mod, text_kv, backend: str, actions=None) -> torch.Tensor:
+    def finish(self, x, y, mod, text_kv, actions=None) -> torch.Tensor:
         """Everything after self-attention: x, y ``[B, F, T, C]`` (y = self-attention output)."""
         b, f, t, c = x.shape
-        layer_norm_modulate, gated_residual = _adaln_ops(backend)
-        x = gated_residual(x, y, mod[2])
-        y = self.cross_attn(self.norm3(x).reshape(b, f * t, c), text_kv, backend)  # [B, F*T, C]
+        x = self.backend.gated_residual(x, y, mod[2])
+        y = self.cross_attn(self.norm3(x).reshape(b, f * t, c), text_kv)  # [B, F*T, C]
         x = x + y.view(b, f, t, c)
         if self.action is not None and actions is not None:
-            x = self.action(x, actions, backend)
-        h = layer_norm_modulate(x, mod[3], mod[4], self.eps)
+            x = self.action(x, actions)
+        h = self.backend.layer_norm_modulate(x, mod[3], mod[4], self.eps)
         y = self.ffn(h)
-        return gated_residual(x, y, mod[5])
+        return self.backend.gated_residual(x, y, mod[5])

@@ -54,7 +54,7 @@ def test_compiled_block_step_does_not_recompile(interpreted, rope_mode):
     model.attention_backend = "triton"
     c = model.config
     counter = CompileCounter()
-    step = torch.compile(model._run, backend=counter)
+    step = torch.compile(model.run_blocks, backend=counter)
     cache = RollingKVCache(c)
     kv = text_kv(model)
     steps = 5  # the sink block, two ring blocks, then two evicting (wrapped) blocks
@@ -69,7 +69,7 @@ def test_compiled_block_step_does_not_recompile(interpreted, rope_mode):
                 rope, key_rope = model.rope.for_positions(plan.query_positions), model.rope.for_positions(plan.key_positions)
             else:
                 rope, key_rope = model.rope.for_frames(start, c.frames_per_block), None
-            ctx = AttnContext(rope=rope, cache=cache, plan=plan, key_rope=key_rope, backend="triton")
+            ctx = AttnContext(rope=rope, cache=cache, plan=plan, key_rope=key_rope)
             out = step(x_all[:, start : start + c.frames_per_block], t, kv, ctx)
             compiles.append(counter.frame_count)
     assert torch.isfinite(out).all()
