@@ -272,7 +272,7 @@ def keep_time_embedding_fp32(model: CausalDiT) -> None:
 
 def _load_folder(path: Path, device, dtype, overrides, attention_backend, name, *, base=None, decoder=None) -> Pipeline:
     from streamgen.checkpoints.components import find_components
-    from streamgen.checkpoints.io import load_checkpoint_dir
+    from streamgen.checkpoints.folders import load_checkpoint_dir
     from streamgen.decoders.trained import load_trained_decoders
 
     comps = find_components(path, base)

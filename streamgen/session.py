@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from streamgen.actions import ActionState
+from streamgen.config import ModelConfig
 from streamgen.decoders.preview import frames_to_uint8
 from streamgen.models.action_modules import ActionInput
 from streamgen.models.audio_video import new_audio_cache
@@ -23,8 +24,28 @@ from streamgen.models.kv_cache import RollingKVCache
 from streamgen.noise import noise_source
 from streamgen.samplers import add_noise, predict_x0, x0_and_renoise
 
-if TYPE_CHECKING:
-    from streamgen.pipeline import Pipeline
+
+class SessionSource(Protocol):
+    """What a session reads from the pipeline that starts it (``streamgen.pipeline.Pipeline`` is one;
+    the session does not import it, so the two files do not import each other)."""
+
+    config: ModelConfig
+    model: Any  # CausalDiT
+    decoder: Any  # streaming video decoder
+    audio_decoder: Any  # streaming audio decoder, None for silent models
+    resampler: Any  # to the delivery rate, None for silent models
+    device: torch.device
+    dtype: torch.dtype
+    name: str
+    timesteps: tuple[float, ...]
+
+    @property
+    def sample_rate(self) -> int | None: ...
+
+    @property
+    def action_spec(self) -> Any: ...
+
+    def encode_prompt(self, prompt: str | None) -> list: ...
 
 
 @dataclass
@@ -41,7 +62,7 @@ class Chunk:
 
 
 class Session:
-    def __init__(self, pipe: "Pipeline", *, seed: int = 0, prompt: str | None = None, action_clock: str = "client",
+    def __init__(self, pipe: SessionSource, *, seed: int = 0, prompt: str | None = None, action_clock: str = "client",
                  noise: Any = None) -> None:
         self.pipe = pipe
         cfg = pipe.config

@@ -82,5 +82,5 @@ def test_the_graph_sees_known_edges():
     # checkpoint folders inside a function.
     graph = _edges()
     assert "streamgen.session" in graph["streamgen.pipeline"]
-    assert "streamgen.checkpoints.io" in graph["streamgen.pipeline"]
+    assert "streamgen.checkpoints.folders" in graph["streamgen.pipeline"]
     assert "streamgen.models.kv_cache" in graph["streamgen.session"]

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamgen.checkpoints.io import load_checkpoint_dir, save_checkpoint
+from streamgen.checkpoints.folders import load_checkpoint_dir
+from streamgen.checkpoints.io import save_checkpoint
 from streamgen.config import ModelConfig
 from streamgen.decoders.trained import AUDIO_FILE, VIDEO_FILE
 

@@ -106,7 +106,7 @@ class Trainer:
                 if model.audio is not None:
                     torch.nn.init.normal_(model.audio.head.weight, std=0.02)
         else:
-            from streamgen.checkpoints.io import load_checkpoint_dir
+            from streamgen.checkpoints.folders import load_checkpoint_dir
 
             init = str(resolve_weights(init))
             loaded_cfg, model = load_checkpoint_dir(init, device="cpu")

@@ -151,9 +151,3 @@ def own_config(data: Mapping[str, Any], source: str, overrides: Mapping[str, Any
     fields.update(overrides or {})
     return ModelConfig.from_dict(fields)
 
-
-def load_checkpoint_dir(path, device="cpu", **kwargs):
-    """Load any supported checkpoint folder or file; see :func:`streamgen.checkpoints.folders.load_checkpoint_dir`."""
-    from streamgen.checkpoints.folders import load_checkpoint_dir as _load
-
-    return _load(path, device, **kwargs)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streamgen.checkpoints.io import load_checkpoint_dir
+from streamgen.checkpoints.folders import load_checkpoint_dir
 from streamgen.decoders.audio_autoencoder import AudioAutoencoder
 from streamgen.decoders.video_autoencoder import VideoAutoencoder
 from streamgen.training.data.atari import build_dataset

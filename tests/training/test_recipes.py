@@ -9,7 +9,7 @@ import av
 import pytest
 import torch
 
-from streamgen.checkpoints.io import load_checkpoint_dir
+from streamgen.checkpoints.folders import load_checkpoint_dir
 from streamgen.training.cli import main as train_main
 from streamgen.training.config import RunConfig, apply_overrides
 from streamgen.training.ode import euler_grid
