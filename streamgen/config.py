@@ -76,6 +76,11 @@ class AudioConfig:
             raise ValueError(f"AudioConfig: sink_tokens={self.sink_tokens!r} must be >= 0")
 
 
+# Fields older checkpoints record that no longer exist; reading such a file ignores them.
+# num_train_timesteps: the flow-matching time scale is fixed at samplers.NUM_TRAIN_TIMESTEPS (1000).
+RETIRED_FIELDS = frozenset({"num_train_timesteps"})
+
+
 @dataclass(kw_only=True)
 class ModelConfig:
     """Shapes and streaming settings of one ``CausalDiT`` and its pipeline."""
@@ -115,7 +120,6 @@ class ModelConfig:
     qk_norm: bool = True
     cross_attn_norm: bool = True
     # Sampler: nominal few-step timesteps warped by ``shift``; refill noise level for the cache.
-    num_train_timesteps: int = 1000
     shift: float = 5.0
     denoising_steps: tuple[float, ...] = (1000.0, 750.0, 500.0, 250.0)
     context_noise: float = 0.0
@@ -257,6 +261,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
         known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k not in RETIRED_FIELDS}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown ModelConfig fields {unknown}; known: {sorted(known)}")
@@ -350,9 +355,4 @@ def preset(name: str) -> ModelConfig:
         raise KeyError(f"unknown preset {name!r}; available: {sorted(PRESETS)}") from None
 
 
-def register_preset(name: str, factory) -> None:
-    """Add a preset (used by the world / audio-video extensions)."""
-    PRESETS[name] = factory
-
-
-__all__ = ["ActionConfig", "AudioConfig", "ModelConfig", "PRESETS", "preset", "register_preset", "field"]
+__all__ = ["ActionConfig", "AudioConfig", "ModelConfig", "PRESETS", "preset", "field"]

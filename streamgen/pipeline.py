@@ -23,6 +23,11 @@ from streamgen.text import HashTextEncoder
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
+# Prompts whose cross-attention K / V a pipeline keeps; a server's sessions switch among a few prompts,
+# and the whole cache is dropped when it overflows (bounded memory for any number of distinct prompts).
+PROMPT_CACHE_SIZE = 64
+
+
 def shipped_models() -> list[str]:
     """Names of the defaults shipped inside the package (folders of ``streamgen/weights``)."""
     if not WEIGHTS_DIR.is_dir():
@@ -131,7 +136,7 @@ class Pipeline:
             with torch.inference_mode():
                 text = self.text_encoder(prompt).to(self.device, self.dtype)
                 hit = self.model.encode_text(text)
-            if len(self._prompt_cache) > 64:
+            if len(self._prompt_cache) > PROMPT_CACHE_SIZE:
                 self._prompt_cache.clear()
             self._prompt_cache[prompt] = hit
         return hit

@@ -31,6 +31,7 @@ from streamgen.decoders.audio_autoencoder import AudioAEConfig, AudioAutoencoder
 from streamgen.decoders.video_autoencoder import VideoAEConfig, VideoAutoencoder, frames_to_unit
 
 from .data.clips import AtariClips
+from .seeds import autoencoder_step_seed
 
 
 @dataclass(kw_only=True)
@@ -254,7 +255,7 @@ def train(cfg: AETrainConfig, *, progress: bool = True, stop_at: int | None = No
     t0, s0, frames_per_step = time.time(), step, cfg.batch * cfg.clip_steps
     while step < cfg.steps:
         rng = np.random.default_rng([cfg.seed, step])
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        gen = torch.Generator().manual_seed(autoencoder_step_seed(cfg.seed, step))
         batch = clips.sample(cfg.batch, rng)
         batch["audio"] = loud_audio(clips, cfg.batch, cfg.loud_clips, rng)
         batch["frames"] = crop_clips(batch["frames"], cfg.train_crop, models["video"].cfg.spatial,

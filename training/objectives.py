@@ -19,6 +19,7 @@ from streamgen.training.modalities import (
     streams, teacher_forcing_token_mask,
 )
 from streamgen.training.ode import ode_regression_loss, teacher_trajectory
+from streamgen.training.seeds import ode_pool_seed
 from streamgen.training.rollout import TrainingKVCache, recache, sample_exit_index, self_forcing_rollout
 
 
@@ -133,7 +134,7 @@ class ODEObjective(Objective):
     @torch.no_grad()
     def _make_pool(self) -> dict[str, torch.Tensor]:
         tr, teacher, ode, cfg = self.trainer, self.networks["teacher"], self.cfg.ode, self.trainer.model_config
-        g = torch.Generator().manual_seed(self.cfg.train.seed * 7919 + tr.dist.rank)
+        g = torch.Generator().manual_seed(ode_pool_seed(self.cfg.train.seed, tr.dist.rank))
         rows: list[dict] = []
         i = 0
         while sum(r[VIDEO].shape[0] for r in rows) < ode.num_pairs:

@@ -24,6 +24,7 @@ from streamgen.training.config import RunConfig
 from streamgen.training.distributed import DistInfo, average_gradients, barrier, pick_device, seed_everything, wrap
 from streamgen.training.ema import EMA
 from streamgen.training.objectives import OBJECTIVES
+from streamgen.training.seeds import local_seed, role_seed, shared_seed
 from streamgen.training.sources import make_source
 from streamgen.training.state import (
     load_training_checkpoint, model_state, resolve_checkpoint, resolve_weights, save_training_checkpoint,
@@ -31,7 +32,6 @@ from streamgen.training.state import (
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 COMPILED_METHODS = ("forward", "forward_teacher_forcing")  # whole-clip forwards (train.compile)
-ROLE_SEEDS = {"student": 1, "teacher": 2, "critic": 2}  # a random critic starts as a copy of a random teacher
 
 
 def model_config_for(cfg: RunConfig) -> ModelConfig:
@@ -71,8 +71,8 @@ class Trainer:
         t = config.train
         seed_everything(t.seed)
         self.generators = {
-            "shared": torch.Generator().manual_seed(t.seed + 17),
-            "local": torch.Generator().manual_seed(t.seed * 1000 + 31 + self.dist.rank),
+            "shared": torch.Generator().manual_seed(shared_seed(t.seed)),
+            "local": torch.Generator().manual_seed(local_seed(t.seed, self.dist.rank)),
         }
         n = self.model_config.frames_per_block
         frames = config.long.rollout_frames if config.recipe == "long_tuning" else (config.data.num_frames or self.model_config.window_frames)
@@ -98,7 +98,7 @@ class Trainer:
     def build_network(self, init: str | None, *, trainable: bool, role: str = "student") -> torch.nn.Module:
         """A ``CausalDiT`` from a checkpoint folder, or randomly initialised from the run's seed."""
         if init is None:
-            torch.manual_seed(self.config.train.seed * 100 + ROLE_SEEDS.get(role, 0))
+            torch.manual_seed(role_seed(self.config.train.seed, role))
             model = CausalDiT(self.model_config)
             if self.config.recipe not in ("teacher", "ar_teacher"):
                 # Smoke runs of distillation recipes: a zero head would make every score zero.

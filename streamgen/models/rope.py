@@ -10,6 +10,10 @@ import torch
 
 from streamgen.config import ModelConfig
 
+# Position tuples whose index tensor a table keeps (teacher forcing and relative reads reuse a few per
+# model); the whole map is dropped when it overflows, so memory stays bounded on long streams.
+POSITION_INDEX_CACHE_SIZE = 512
+
 
 def axis_angles(max_positions: int, axis_dim: int, theta: float) -> torch.Tensor:
     """Angles ``[max_positions, axis_dim // 2]`` (float64) for one axis of real width ``axis_dim``."""
@@ -109,7 +113,7 @@ class RopeTable:
         self._check(max(positions))
         index = self._index.get(positions)
         if index is None:
-            if len(self._index) > 512:
+            if len(self._index) > POSITION_INDEX_CACHE_SIZE:
                 self._index.clear()
             index = self._index[positions] = torch.tensor(positions, dtype=torch.long, device=self.device)
         return self._compose(self._t[0][index], self._t[1][index])

@@ -11,7 +11,7 @@ from safetensors.torch import save as serialize
 
 import streamgen.checkpoints.io as ckio
 from streamgen.checkpoints import load_checkpoint_dir, load_safetensors, save_checkpoint, save_safetensors
-from streamgen.config import preset
+from streamgen.config import ModelConfig, preset
 from streamgen.models.dit import CausalDiT
 
 
@@ -149,3 +149,11 @@ def test_empty_folder_and_unknown_config(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"hello": 1}))
     with pytest.raises(ValueError, match="hello"):
         load_checkpoint_dir(tmp_path, "cpu")
+
+
+def test_config_of_an_older_checkpoint_with_a_retired_field_still_reads():
+    # Checkpoints written before num_train_timesteps left ModelConfig record it; reading ignores it.
+    tiny = preset("tiny")
+    assert ModelConfig.from_dict({**tiny.to_dict(), "num_train_timesteps": 1000}) == tiny
+    with pytest.raises(ValueError, match="unknown ModelConfig fields \\['no_such_field'\\]"):
+        ModelConfig.from_dict({**tiny.to_dict(), "no_such_field": 1})
