@@ -66,7 +66,7 @@ def _sdpa(q, k, v):
 
 def bench_attention(b, lq, lk, h, d, dtype, relative: bool) -> dict:
     from streamgen.kernels.cache_attention import cache_attention, cache_attention_reference
-    from streamgen.kernels.cache_attention.reference import rotate_keys
+    from streamgen.models.rope import apply_rope
 
     q = torch.randn(b, lq, h, d, device="cuda", dtype=dtype)
     kc = torch.randn(b, lk, h, d, device="cuda", dtype=dtype)
@@ -78,7 +78,7 @@ def bench_attention(b, lq, lk, h, d, dtype, relative: bool) -> dict:
     fused = lambda: cache_attention(q, kc, vc, **rel)  # noqa: E731
     eager = lambda: cache_attention_reference(q, kc, vc, **rel)  # noqa: E731
     if relative:  # the fastest alternative rotates keys in a separate pass, then runs SDPA
-        sdpa = lambda: _sdpa(q, rotate_keys(kc, rel["key_cos"], rel["key_sin"]), vc)  # noqa: E731
+        sdpa = lambda: _sdpa(q, apply_rope(kc, rel["key_cos"], rel["key_sin"]), vc)  # noqa: E731
     else:
         sdpa = lambda: _sdpa(q, kc, vc)  # noqa: E731
     entry = _entry("cache_attention_relative" if relative else "cache_attention", [b, lq, lk, h, d], fused, eager, fused, eager)
@@ -88,7 +88,7 @@ def bench_attention(b, lq, lk, h, d, dtype, relative: bool) -> dict:
         from flash_attn import flash_attn_func
 
         if relative:
-            others["flash_attn_ms"] = _bench(lambda: flash_attn_func(q, rotate_keys(kc, rel["key_cos"], rel["key_sin"]), vc))
+            others["flash_attn_ms"] = _bench(lambda: flash_attn_func(q, apply_rope(kc, rel["key_cos"], rel["key_sin"]), vc))
         else:
             others["flash_attn_ms"] = _bench(lambda: flash_attn_func(q, kc, vc))
     except ImportError:

@@ -170,15 +170,9 @@ def default_device() -> str:
 def _random_model(config: ModelConfig, device, dtype, seed: int = 0) -> CausalDiT:
     torch.manual_seed(seed)
     model = CausalDiT(config)
-    # Presets carry random weights; give the (zero-initialised) head small weights so the output depends
-    # on the model and the stream is not plain noise.
-    torch.nn.init.normal_(model.head.head.weight, std=0.02)
-    if model.audio is not None:
-        torch.nn.init.normal_(model.audio.head.weight, std=0.02)
-    for blk in model.blocks:  # the same for the zero-initialised action outputs, so keys steer the stream
-        for proj in ("proj_mouse", "proj_keyboard"):
-            if blk.action is not None and hasattr(blk.action, proj):
-                torch.nn.init.normal_(getattr(blk.action, proj).weight, std=0.02)
+    # Presets carry random weights; small weights on the zero-initialised outputs make the stream
+    # depend on the model (not plain noise) and the keys steer it.
+    model.wake_outputs(actions=True)
     return model.to(device=device, dtype=dtype).eval()
 
 

@@ -27,12 +27,7 @@ from .data.clips import AtariClips
 from .data.games import game_spec
 from .data.locate import locate_many
 from .data.survey import match_rate, onset_steps
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-frame PSNR of uint8 frames [N, 3, H, W] -> [N] (capped at 60 dB for identical frames)."""
-    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(axis=1)  # [N, 3*H*W] -> [N]
-    return np.minimum(10 * np.log10(255.0**2 / np.maximum(mse, 1e-12)), 60.0)
+from .metrics import psnr
 
 
 @torch.no_grad()

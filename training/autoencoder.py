@@ -31,6 +31,7 @@ from streamgen.decoders.audio_autoencoder import AudioAEConfig, AudioAutoencoder
 from streamgen.decoders.video_autoencoder import VideoAEConfig, VideoAutoencoder, frames_to_unit
 
 from .data.clips import AtariClips
+from .schedule import warmup_cosine
 from .seeds import autoencoder_step_seed
 
 
@@ -93,11 +94,11 @@ class AETrainConfig:
             raise ValueError(f"bad steps={self.steps} / batch={self.batch} / ckpt_every={self.ckpt_every}")
 
 
+AE_MIN_LR_RATIO = 0.1  # the cosine ends at a tenth of the base rate
+
+
 def lr_at(cfg: AETrainConfig, step: int) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+    return cfg.lr * warmup_cosine(step, warmup=cfg.warmup, steps=cfg.steps, floor=AE_MIN_LR_RATIO)
 
 
 def crop_clips(frames: torch.Tensor, size: int, multiple: int, motion_p: float, rng: np.random.Generator):

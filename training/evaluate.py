@@ -48,16 +48,11 @@ from streamgen.world_actions import events_for_rows, keys_for_action, split_by_b
 from .data.games import game_spec
 from .data.locate import locate_many
 from .data.survey import match_rate, onset_steps, reversal_events
+from .metrics import psnr
 from .paddle_reference import DynamicsTable, commanded_signs, fit_dynamics_table, predict_track
 
 SAMPLES_PER_FRAME = 512  # console samples per emulator frame (ale-py)
 REPORTED_TOLERANCES = (2.0, 3.0, 4.0, 6.0, 8.0)  # 64x64 px; Pong's paddle is about 6.4 px tall
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-frame PSNR of uint8 frames ``[N, H, W, 3]`` -> ``[N]`` (capped at 60 dB)."""
-    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(axis=1)
-    return np.minimum(10 * np.log10(255.0**2 / np.maximum(mse, 1e-12)), 60.0)
 
 
 def load_episodes(data: str | Path, split: str = "eval", limit: int | None = None) -> tuple[dict, list[dict]]:

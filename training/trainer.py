@@ -9,7 +9,6 @@ the uninterrupted run exactly.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from streamgen.training.config import RunConfig
 from streamgen.training.distributed import DistInfo, average_gradients, barrier, pick_device, seed_everything, wrap
 from streamgen.training.ema import EMA
 from streamgen.training.objectives import OBJECTIVES
+from streamgen.training.schedule import warmup_cosine
 from streamgen.training.seeds import local_seed, role_seed, shared_seed
 from streamgen.training.sources import make_source
 from streamgen.training.state import (
@@ -47,14 +47,8 @@ def model_config_for(cfg: RunConfig) -> ModelConfig:
 
 
 def lr_factor(t, step: int) -> float:
-    """The multiplier of the base learning rate at ``step`` (0-based, the update being made)."""
-    if t.warmup and step < t.warmup:
-        return (step + 1) / t.warmup
-    if t.lr_schedule == "constant":
-        return 1.0
-    span = max(t.steps - t.warmup, 1)
-    progress = min(max(step - t.warmup, 0) / span, 1.0)
-    return t.min_lr_ratio + (1.0 - t.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    """The multiplier of the base learning rate at ``step`` (0-based) under ``TrainConfig`` ``t``."""
+    return warmup_cosine(step, warmup=t.warmup, steps=t.steps, floor=t.min_lr_ratio, cosine=t.lr_schedule == "cosine")
 
 
 class Trainer:
@@ -102,9 +96,7 @@ class Trainer:
             model = CausalDiT(self.model_config)
             if self.config.recipe not in ("teacher", "ar_teacher"):
                 # Smoke runs of distillation recipes: a zero head would make every score zero.
-                torch.nn.init.normal_(model.head.head.weight, std=0.02)
-                if model.audio is not None:
-                    torch.nn.init.normal_(model.audio.head.weight, std=0.02)
+                model.wake_outputs(actions=False)
         else:
             from streamgen.checkpoints.folders import load_checkpoint_dir
 

@@ -1,22 +1,18 @@
 """Plain-torch reference of the adaLN ops (also the CPU path) and their backward formulas.
 
-Same semantics as ``streamgen.models.norms``: LayerNorm without affine in fp32, per-frame
-modulation ``* (1 + scale) + shift``; gated residual ``x + y * gate`` in fp32; results in x's dtype.
-x, y: ``[B, F, T, C]``; shift, scale, gate: ``[B, F, C]``.
+The forward ops are the model's own (``streamgen.models.norms``): LayerNorm without affine in fp32,
+per-frame modulation ``* (1 + scale) + shift``; gated residual ``x + y * gate`` in fp32; results in
+x's dtype. x, y: ``[B, F, T, C]``; shift, scale, gate: ``[B, F, C]``.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from streamgen.models.norms import gated_residual as gated_residual_reference
+from streamgen.models.norms import layer_norm_modulate as layer_norm_modulate_reference
 
-def layer_norm_modulate_reference(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
-    normed = F.layer_norm(x.float(), (x.shape[-1],), eps=eps)  # [B, F, T, C]
-    return (normed * (1 + scale.float()[:, :, None]) + shift.float()[:, :, None]).to(x.dtype)
-
-
-def gated_residual_reference(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    return (x.float() + y.float() * gate.float()[:, :, None]).to(x.dtype)
+__all__ = ["gated_residual_backward", "gated_residual_reference", "layer_norm_modulate_backward",
+           "layer_norm_modulate_reference"]
 
 
 def layer_norm_modulate_backward(

@@ -1,23 +1,15 @@
 """Plain-torch reference of attention over the valid slots of the rolling cache (also the CPU path).
 
 Unmasked softmax attention in fp32; in relative-RoPE mode the keys are first rotated by their
-slot's window position (adjacent channel pairs, per-slot ``key_cos, key_sin [Lk, D/2]``), rounded to
-the key dtype as ``apply_rope`` does.
+slot's window position (per-slot ``key_cos, key_sin [Lk, D/2]``) by the model's own ``apply_rope``.
+The softmax attention itself equals ``streamgen.models.attention.attention_reference`` unmasked (a
+test checks they agree exactly); it is written out here because that module imports this package.
 """
 from __future__ import annotations
 
 import torch
 
-
-def rotate_keys(k: torch.Tensor, key_cos: torch.Tensor, key_sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``k [B, Lk, H, D]`` pairwise by ``[Lk, D/2]`` tables in fp32; k's dtype out."""
-    b, lk, h, d = k.shape
-    pairs = k.float().reshape(b, lk, h, d // 2, 2)  # [B, Lk, H, D/2, 2]
-    k0, k1 = pairs[..., 0], pairs[..., 1]
-    c = key_cos.float()[None, :, None, :]  # [1, Lk, 1, D/2]
-    s = key_sin.float()[None, :, None, :]  # [1, Lk, 1, D/2]
-    out = torch.stack((k0 * c - k1 * s, k0 * s + k1 * c), dim=-1)  # [B, Lk, H, D/2, 2]
-    return out.reshape(b, lk, h, d).to(k.dtype)  # [B, Lk, H, D]
+from streamgen.models.rope import apply_rope
 
 
 def cache_attention_reference(
@@ -30,7 +22,7 @@ def cache_attention_reference(
 ) -> torch.Tensor:
     """q ``[B, Lq, H, D]``, k / v ``[B, Lk, H, D]`` -> ``[B, Lq, H, D]`` in q's dtype (fp32 math)."""
     if key_cos is not None:
-        k = rotate_keys(k, key_cos, key_sin)
+        k = apply_rope(k, key_cos, key_sin)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     logits = torch.einsum("bqhd,bkhd->bhqk", q.float(), k.float()) * scale  # [B, H, Lq, Lk]
     probs = logits.softmax(dim=-1)

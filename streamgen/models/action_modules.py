@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from streamgen.config import ModelConfig
 from streamgen.models.attention import DEFAULT_BACKEND, AttentionBackend
+from streamgen.models.init import INIT_STD
 from streamgen.models.norms import rms_norm
 
 
@@ -59,7 +60,7 @@ class ActionModule(nn.Module):
             self.proj_mouse = nn.Linear(dim, dim)
         if self.num_keys:
             self.keyboard_embed = nn.Sequential(nn.Linear(self.num_keys, dim), nn.SiLU(), nn.Linear(dim, dim))
-            self.keyboard_pos = nn.Parameter(torch.randn(self.window_rows, dim) * 0.02)
+            self.keyboard_pos = nn.Parameter(torch.randn(self.window_rows, dim) * INIT_STD)
             self.q, self.k, self.v = (nn.Linear(dim, dim) for _ in range(3))
             self.norm_q_weight = nn.Parameter(torch.ones(dim))
             self.norm_k_weight = nn.Parameter(torch.ones(dim))

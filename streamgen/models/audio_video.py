@@ -26,6 +26,7 @@ import torch.nn as nn
 
 from streamgen.config import ModelConfig
 from streamgen.models.av_rope import relative_shift_blocks, shifted
+from streamgen.models.init import INIT_STD
 from streamgen.models.kv_cache import RollingKVCache
 from streamgen.models.layers import DiTBlock
 from streamgen.models.norms import layer_norm_modulate
@@ -45,7 +46,7 @@ class AudioStream(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(config) for _ in range(config.num_layers))
         self.head = nn.Linear(dim, a.channels)
         self.head_modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
-        self.sink = nn.Parameter(torch.randn(1, a.sink_tokens, dim) * 0.02) if a.sink_tokens else None
+        self.sink = nn.Parameter(torch.randn(1, a.sink_tokens, dim) * INIT_STD) if a.sink_tokens else None
 
     def embed(self, audio: torch.Tensor) -> torch.Tensor:
         """audio ``[B, Fa, Ca]`` -> tokens ``[B, Fa, 1, C]`` (one token per frame)."""

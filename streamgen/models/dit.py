@@ -16,6 +16,7 @@ from streamgen.models.action_modules import ActionInput, ActionModule
 from streamgen.models.audio_video import AudioStream, joint_forward, joint_forward_cached, sink_kv
 from streamgen.models.attention import AttentionBackend, resolve_backend
 from streamgen.models.av_rope import AudioRope
+from streamgen.models.init import small_normal_
 from streamgen.models.kv_cache import RollingKVCache
 from streamgen.models.layers import AttnContext, DiTBlock
 from streamgen.models.norms import layer_norm_modulate
@@ -99,6 +100,19 @@ class CausalDiT(nn.Module):
         if self.audio is not None:
             nn.init.zeros_(self.audio.head.weight)
             nn.init.zeros_(self.audio.head.bias)
+
+    def wake_outputs(self, *, actions: bool) -> None:
+        """Small random weights (``init.INIT_STD``) for the zero-initialised output heads, and with
+        ``actions`` for the action modules' outputs: a randomly initialised model whose output then
+        depends on its input and its keys (random presets, smoke runs of distillation recipes)."""
+        small_normal_(self.head.head.weight)
+        if self.audio is not None:
+            small_normal_(self.audio.head.weight)
+        if actions:
+            for blk in self.blocks:
+                for proj in ("proj_mouse", "proj_keyboard"):
+                    if blk.action is not None and hasattr(blk.action, proj):
+                        small_normal_(getattr(blk.action, proj).weight)
 
     # ----- helpers ------------------------------------------------------------------------
     @property

@@ -124,7 +124,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     b, l, h, d = x.shape
     pairs = x.float().reshape(b, l, h, d // 2, 2)  # [B, L, H, D/2, 2]
     x0, x1 = pairs[..., 0], pairs[..., 1]
-    c = cos[None, :, None, :]
-    s = sin[None, :, None, :]
+    c = cos.float()[None, :, None, :]  # [1, L, 1, D/2]
+    s = sin.float()[None, :, None, :]  # [1, L, 1, D/2]
     out = torch.stack((x0 * c - x1 * s, x0 * s + x1 * c), dim=-1)  # [B, L, H, D/2, 2]
     return out.reshape(b, l, h, d).to(x.dtype)  # [B, L, H, D]
