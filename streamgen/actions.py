@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -224,3 +224,44 @@ class ActionState:
             self.history_mouse = np.concatenate([self.history_mouse, ms])[-keep:]
         self.next_raw += count
         return windows
+
+
+# ----------------------------------------------------------------------------- key rows -> wire events
+RELEASE_LEAD_MS = 1e-3  # a key released for frame r is released just before r starts (still down in r - 1)
+
+
+def events_for_rows(spec: ActionSpec, rows, raw_start: int = 0, held: frozenset[str] = frozenset()) -> list[dict]:
+    """Key rows ``[T, K]`` (1 = held during raw frame ``raw_start + i``, in ``spec.keys`` order) -> wire key
+    events at the stream clock, as :func:`events_for_key_sets` stamps them."""
+    names = [frozenset(k for k, v in zip(spec.keys, row) if v > 0.5) for row in rows]
+    events, _ = events_for_key_sets(spec, names, raw_start, held)
+    return events
+
+
+def events_for_key_sets(spec: ActionSpec, sets: Sequence[frozenset[str]], raw_start: int,
+                        held: frozenset[str]) -> tuple[list[dict], frozenset[str]]:
+    """Wire key events (stream clock) that hold exactly ``sets[i]`` during raw frame ``raw_start + i``,
+    given the keys ``held`` before; returns the events (time order) and the keys held after. A key is
+    down in a frame if held at its start or pressed inside it, so presses are stamped at the frame start
+    and releases just before it, in the previous frame's span: feed each block the events stamped inside
+    its span (:func:`split_by_block`)."""
+    events = []
+    for i, want in enumerate(sets):
+        t = spec.frame_start_ms(raw_start + i)
+        for key in sorted(held - want):
+            events.append({"kind": "key", "key": key, "down": False, "t_ms": t - RELEASE_LEAD_MS})
+        for key in sorted(want - held):
+            events.append({"kind": "key", "key": key, "down": True, "t_ms": t})
+        held = want
+    return events, held
+
+
+def split_by_block(spec: ActionSpec, events: list[dict], raw_per_block: int, blocks: int, raw_start: int = 0) -> list[list[dict]]:
+    """Events grouped by the block whose raw-frame span holds their stamp (earlier stamps go to the first)."""
+    out: list[list[dict]] = [[] for _ in range(blocks)]
+    for ev in events:
+        b = 0
+        while b + 1 < blocks and ev["t_ms"] >= spec.frame_start_ms(raw_start + (b + 1) * raw_per_block):
+            b += 1
+        out[b].append(ev)
+    return out

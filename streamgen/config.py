@@ -309,9 +309,8 @@ def _tiny_world() -> ModelConfig:
     return _tiny_av().with_(name="tiny-world", actions=ActionConfig(mouse_hidden=32))
 
 
-# ALE Pong's actions as browser keys (W3C KeyboardEvent.code). Pong's RIGHT moves the paddle up and LEFT
-# down; FIRE serves. ALE_ACTION_KEYS maps each ALE action name of the dataset to the keys held for it;
-# streamgen.world_actions converts both ways.
+# ALE Pong's actions as browser keys (W3C KeyboardEvent.code); streamgen.training.data.ale_keys maps the
+# dataset's ALE action names to them.
 PONG_KEYS: tuple[str, ...] = ("ArrowUp", "ArrowDown", "Space")
 
 

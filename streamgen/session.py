@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from streamgen.actions import ActionState
+from streamgen.actions import ActionState, events_for_rows, split_by_block
 from streamgen.config import ModelConfig
 from streamgen.decoders.preview import frames_to_uint8
 from streamgen.models.action_modules import ActionInput
@@ -175,8 +175,6 @@ class Session:
         if actions is None or self.action_state is None:
             return [None] * blocks
         if isinstance(actions, np.ndarray):
-            from streamgen.world_actions import events_for_rows, split_by_block
-
             spec = self.action_state.spec
             rows = actions.shape[0] if actions.ndim == 2 else -1
             if actions.shape != (rows, len(spec.keys)) or rows != blocks * self.config.frames_per_block * self.config.temporal_upsample:

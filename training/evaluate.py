@@ -4,7 +4,7 @@
 
 For each start (a few per held-out episode) the session is primed with ``context`` real frames, their
 sound and actions (``Session.prime``), then steps with the episode's own actions, as key events at the
-stream clock (``streamgen.world_actions``), for ``rollout`` frames. Measured:
+stream clock (``streamgen.actions.events_for_rows``), for ``rollout`` frames. Measured:
 
 - ``psnr``: per-frame PSNR (dB, uint8) of the first 16 and all 64 generated frames against the emulator's,
   next to the copy-last-frame baseline (the last real context frame held);
@@ -43,8 +43,9 @@ import torch
 import torchaudio
 
 from streamgen.decoders.audio_autoencoder import console_to_unit
-from streamgen.world_actions import events_for_rows, keys_for_action, split_by_block
+from streamgen.actions import events_for_rows, split_by_block
 
+from .data.ale_keys import keys_for_action
 from .data.games import game_spec
 from .data.locate import locate_many
 from .data.survey import match_rate, onset_steps, reversal_events

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from streamgen.config import preset
 from streamgen.decoders.audio_autoencoder import AudioAutoencoder
 from streamgen.decoders.video_autoencoder import VideoAutoencoder
-from streamgen.world_actions import ALE_ACTION_KEYS, action_for_keys, keys_for_action
+from streamgen.training.data.ale_keys import ALE_ACTION_KEYS, action_for_keys, keys_for_action
 from streamgen.training.data.atari import build_dataset
 from streamgen.training.data.encode_world import action_windows, encode_episode
 from streamgen.training.sources import LatentFolder

@@ -5,7 +5,7 @@
 For each episode of ``train/`` and ``eval/``: video latents ``[T/2, 4, 16, 16]`` and audio latents
 ``[T/2 * 8, 16]`` through the trained autoencoders, normalised with their stored statistics; the action
 windows ``keyboard [T/2, R, K]`` and ``mouse [T/2, R, 0]`` built by ``streamgen.actions.ActionState`` at the
-stream clock from the episode's ALE actions (``streamgen.world_actions``), exactly as a session builds them
+stream clock from the episode's ALE actions (``ale_keys.events_for_actions``), exactly as a session builds them
 from key events; ``first`` where a new game starts; and ``ale_actions`` (int16 [T], for evaluation).
 
 Action alignment: ``actions[t]`` was chosen after seeing ``frames[t]`` and produced ``frames[t + 1]``
@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from streamgen.actions import ActionSpec, ActionState
+from streamgen.actions import ActionSpec, ActionState, split_by_block
 from streamgen.config import ModelConfig, preset
 from streamgen.decoders.audio_autoencoder import AudioAutoencoder, console_to_unit
 from streamgen.decoders.video_autoencoder import VideoAutoencoder, frames_to_unit
-from streamgen.world_actions import events_for_actions, split_by_block
+
+from .ale_keys import events_for_actions
 
 CHUNK = 200  # frames encoded per call (memory)
 LEAD = 8  # frames of history given to the causal encoder before each chunk (its temporal reach is < 8)
