@@ -88,7 +88,7 @@ log "encode the episodes with $AE"
   >>"$OUT/train.log" 2>&1 || { log "encoding failed"; tail -n 20 "$OUT/train.log"; exit 1; }
 log "encoded $(ls "$RUN/latents/train" | wc -l) training episodes"
 
-COMMON=(--data "$RUN/latents/train" --set model=world-pong --set train.device="$DEVICE" --set train.log_every=50
+COMMON=(--data "$RUN/latents/train" --set model=world --set train.device="$DEVICE" --set train.log_every=50
   --set train.dtype="$TRAIN_DTYPE")
 
 TEACHER=${TEACHER_INIT:-none}

@@ -309,38 +309,10 @@ def _tiny_world() -> ModelConfig:
     return _tiny_av().with_(name="tiny-world", actions=ActionConfig(mouse_hidden=32))
 
 
-# ALE Pong's actions as browser keys (W3C KeyboardEvent.code); streamgen.training.data.ale_keys maps the
-# dataset's ALE action names to them.
-PONG_KEYS: tuple[str, ...] = ("ArrowUp", "ArrowDown", "Space")
-
-
-def _world_pong(dim: int = 96, num_layers: int = 3) -> ModelConfig:
-    # The Atari Pong world of the shipped `world` default (docs/data.md): 64x64 frames at 15 fps (frame
-    # skip 4) through the small causal video autoencoder (4 x 16 x 16 latents, x4 space, x2 time), so a
-    # latent frame is 64 tokens; console audio at 30720 Hz through the audio autoencoder (16 channels
-    # per 512 samples = 60 latents/s). A block is 2 latent frames = 4 video frames = 267 ms = 16 audio
-    # latents. Window 6 (3 blocks, 0.8 s): Pong needs only the recent motion. No sink frames: with relative
-    # RoPE a sinkless window is translation-invariant, so training on 6-frame clips matches streaming at any
-    # position (a sink would sit at a different distance from the query than in training once the ring
-    # rolls). Sessions are primed with real frames instead (Session.prime). 3 steps and width/depth measured with
-    # `streamgen bench --model world-pong` to stream at >= 2x 15 fps on the 2-core CPU (docs/world.md).
-    heads = dim // 32  # head_dim 32 (RoPE split 12/10/10)
-    return ModelConfig(
-        name="world-pong", in_channels=4, out_channels=4, dim=dim, ffn_dim=dim * 3, num_heads=heads,
-        num_layers=num_layers, freq_dim=64, text_dim=32, text_len=4, latent_height=16, latent_width=16,
-        frames_per_block=2, window_frames=6, sink_frames=0, temporal_upsample=2, spatial_upsample=4,
-        fps=15.0, rope_mode="relative", rope_max_positions=1 << 24, takes_prompt=False,
-        denoising_steps=(1000.0, 666.7, 333.3), shift=3.0,
-        actions=ActionConfig(keys=PONG_KEYS, mouse_axes=(), window_frames=2, mouse_hidden=32),
-        audio=AudioConfig(channels=16, latent_rate=60.0, sample_rate=30720, output_sample_rate=48000),
-    )
-
-
 PRESETS: dict[str, Any] = {
     "tiny": _tiny,
     "tiny-av": _tiny_av,
     "tiny-world": _tiny_world,
-    "world-pong": _world_pong,
     "wan2.1-1.3b": _wan_1_3b,
     "wan2.1-14b": _wan_14b,
 }

@@ -202,8 +202,7 @@ def load_pipeline(
         pipe = _load_folder(WEIGHTS_DIR / name, device, dtype, overrides, attention_backend, name)
     elif name in PRESETS:
         config = preset(name).with_(**overrides) if overrides else preset(name)
-        model = _random_model(config, device, dtype)
-        pipe = build_pipeline(config, model, device, dtype, attention_backend, name)
+        pipe = random_pipeline(config, device, dtype, attention_backend=attention_backend, name=name)
     elif os.path.exists(name):
         path = Path(name)
         if path.is_dir():
@@ -222,6 +221,29 @@ def load_pipeline(
 
         compile_block_step(pipe)
     return pipe
+
+
+def random_pipeline(config: ModelConfig, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                    *, attention_backend: str | None = None, name: str | None = None, seed: int = 0) -> Pipeline:
+    """A pipeline of randomly initialised weights (seeded) for ``config``, with the preview decoders."""
+    device = torch.device(device or default_device())
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    model = _random_model(config, device, dtype, seed)
+    return build_pipeline(config, model, device, dtype, attention_backend, name or config.name)
+
+
+def model_config(name: str, overrides: dict | None = None) -> ModelConfig:
+    """The architecture a name stands for, without weights: a preset, a shipped model (its folder's
+    ``config.json``) or one of our checkpoint folders; ``overrides`` on top."""
+    if name in PRESETS:
+        return preset(name).with_(**overrides) if overrides else preset(name)
+    folder = WEIGHTS_DIR / name if name in shipped_models() else Path(name)
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"model={name!r} is not a preset {sorted(PRESETS)}, not a shipped model {shipped_models()} "
+                         "and not a checkpoint folder with config.json")
+    from streamgen.checkpoints.io import own_config, read_json
+
+    return own_config(read_json(folder / "config.json"), str(folder), overrides)
 
 
 def build_pipeline(config, model, device, dtype, attention_backend, name, decoder=None, audio_decoder=None,

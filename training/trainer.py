@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from streamgen.checkpoints.io import load_safetensors, read_json, save_safetensors
-from streamgen.config import PRESETS, ModelConfig, preset
+from streamgen.checkpoints.io import load_safetensors, save_safetensors
+from streamgen.config import ModelConfig
 from streamgen.models.dit import CausalDiT
+from streamgen.pipeline import model_config
 from streamgen.samplers import warped_timesteps
 from streamgen.training.config import RunConfig
 from streamgen.training.distributed import DistInfo, average_gradients, barrier, pick_device, seed_everything, wrap
@@ -35,15 +36,8 @@ COMPILED_METHODS = ("forward", "forward_teacher_forcing")  # whole-clip forwards
 
 
 def model_config_for(cfg: RunConfig) -> ModelConfig:
-    """The architecture: a preset, or the config of a checkpoint folder, with ``model_overrides`` on top."""
-    if cfg.model in PRESETS:
-        return preset(cfg.model).with_(**cfg.model_overrides) if cfg.model_overrides else preset(cfg.model)
-    path = Path(cfg.model)
-    if (path / "config.json").is_file():
-        from streamgen.checkpoints.io import own_config
-
-        return own_config(read_json(path / "config.json"), str(path), cfg.model_overrides)
-    raise ValueError(f"model={cfg.model!r} is neither a preset {sorted(PRESETS)} nor a checkpoint folder with config.json")
+    """The architecture: a preset, a shipped model's or a checkpoint folder's config, with ``model_overrides`` on top."""
+    return model_config(cfg.model, cfg.model_overrides)
 
 
 def lr_factor(t, step: int) -> float:

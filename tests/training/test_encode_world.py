@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from safetensors.torch import save_file
 
-from streamgen.config import preset
+from streamgen.pipeline import model_config
 from streamgen.decoders.audio_autoencoder import AudioAutoencoder
 from streamgen.decoders.video_autoencoder import VideoAutoencoder
 from streamgen.training.data.ale_keys import ALE_ACTION_KEYS, action_for_keys, keys_for_action
@@ -30,7 +30,7 @@ def test_ale_actions_and_keys_round_trip():
 
 
 def test_action_windows_hold_the_keys_of_each_raw_frame():
-    cfg = preset("world-pong")
+    cfg = model_config("world")
     rng = np.random.default_rng(0)
     rows = [NAMES[i] for i in rng.integers(0, 6, 48)]  # raw frame r's action
     kb, ms = action_windows(cfg, rows)
@@ -44,7 +44,7 @@ def test_action_windows_hold_the_keys_of_each_raw_frame():
 
 
 def test_encoded_episode_feeds_the_latent_folder(tmp_path):
-    cfg = preset("world-pong")
+    cfg = model_config("world")
     data = build_dataset("pong", tmp_path / "pong", episodes=1, steps_per_episode=40, seed=2, eval_episodes=0, progress=False)
     meta = json.loads((data / "meta.json").read_text())
     item = encode_episode(data / meta["episodes"]["train"][0], cfg, VideoAutoencoder().eval(), AudioAutoencoder().eval(),

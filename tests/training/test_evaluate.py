@@ -1,4 +1,4 @@
-"""`streamgen evaluate` on a tiny real Pong dataset and an untrained world-pong pipeline (behaviour, not
+"""`streamgen evaluate` on a tiny real Pong dataset and an untrained pipeline of the shipped world's architecture (behaviour, not
 quality): priming, rollouts under the episode's actions, the copy-last baseline, action following, the
 audio-visual measure, teacher comparison and the stability run all produce consistent numbers."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from streamgen.checkpoints.io import save_checkpoint
 from streamgen.decoders.audio_autoencoder import AudioAutoencoder
 from streamgen.decoders.video_autoencoder import VideoAutoencoder
-from streamgen.pipeline import load_pipeline
+from streamgen.pipeline import load_pipeline, model_config, random_pipeline
 from streamgen.training.data.atari import build_dataset
 from streamgen.training.data.games import game_spec
 from streamgen.training.data.locate import locate_many
@@ -25,7 +25,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     data = build_dataset("pong", root / "pong", episodes=1, steps_per_episode=96, seed=5, eval_episodes=1, progress=False)
     torch.manual_seed(0)
-    pipe = load_pipeline("world-pong", device="cpu")  # random weights
+    pipe = random_pipeline(model_config("world"), device="cpu")  # the shipped architecture, random weights
     save_checkpoint(root / "net", pipe.config, pipe.model)
     (root / "ae").mkdir()
     VideoAutoencoder().save(root / "ae" / "video_ae.safetensors")  # untrained autoencoders
@@ -46,7 +46,7 @@ def test_world_folder_pipeline_primes_from_its_start_context(world):
     with pytest.raises(ValueError, match="whole|multiple"):
         s.prime(np.zeros((3, 64, 64, 3), np.uint8))
     with pytest.raises(ValueError, match="no video encoder"):
-        load_pipeline("world-pong", device="cpu").start(prime=False).prime(np.zeros((4, 64, 64, 3), np.uint8))
+        random_pipeline(model_config("world"), device="cpu").start(prime=False).prime(np.zeros((4, 64, 64, 3), np.uint8))
 
 
 def test_evaluate_reports_consistent_numbers(world):

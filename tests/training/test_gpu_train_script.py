@@ -55,10 +55,10 @@ def test_gpu_script_spends_the_budget_on_rollout_regression_from_a_given_student
     import torch
 
     from streamgen.checkpoints.io import save_checkpoint
-    from streamgen.pipeline import load_pipeline
+    from streamgen.pipeline import model_config, random_pipeline
 
     torch.manual_seed(0)
-    pipe = load_pipeline("world-pong", device="cpu")
+    pipe = random_pipeline(model_config("world"), device="cpu")
     save_checkpoint(tmp_path / "student", pipe.config, pipe.model)
     out = _run_script(tmp_path, BUDGET_S="45", RR_BATCH="1", SF_CKPT_EVERY="2", START_STUDENT=str(tmp_path / "student"),
                       FINAL_STAGE="rollout_regression", RR_FOCUS="8", RR_AUDIO_CHANGE="1")

@@ -23,9 +23,10 @@ import torch
 from safetensors.torch import save_file
 
 from streamgen.actions import ActionSpec, ActionState, split_by_block
-from streamgen.config import ModelConfig, preset
+from streamgen.config import ModelConfig
 from streamgen.decoders.audio_autoencoder import AudioAutoencoder, console_to_unit
 from streamgen.decoders.video_autoencoder import VideoAutoencoder, frames_to_unit
+from streamgen.pipeline import model_config
 
 from .ale_keys import events_for_actions
 
@@ -100,14 +101,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default="data/atari/pong")
     p.add_argument("--ae", default="runs/world/ae", help="folder with video_ae.safetensors / audio_ae.safetensors")
     p.add_argument("--out", default="runs/world/latents")
-    p.add_argument("--model", default="world-pong")
+    p.add_argument("--model", default="world", help="preset, shipped model or checkpoint folder: the architecture")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="where the encoders run (cpu, cuda)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     data, out = Path(a.data), Path(a.out)
     meta = json.loads((data / "meta.json").read_text())
-    config = preset(a.model)
+    config = model_config(a.model)
     video = VideoAutoencoder.load(Path(a.ae) / "video_ae.safetensors").eval().to(a.device)
     audio = AudioAutoencoder.load(Path(a.ae) / "audio_ae.safetensors").eval().to(a.device)
     for split in ("train", "eval"):
