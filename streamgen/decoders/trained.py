@@ -1,8 +1,10 @@
-"""The trained Atari autoencoders behind the pipeline's decoder interface.
+"""Trained autoencoders shipped in a weights folder, behind the pipeline's decoder interface.
 
-The world model generates *normalised* latents (the autoencoders' stored per-channel statistics); these
-adapters denormalise, decode with the streaming causal decoders (explicit state, returned and passed
-back), and also encode real frames / sound for ``Session.prime``:
+A folder with ``video_ae.safetensors`` (and, for a model with sound, ``audio_ae.safetensors``) beside
+its ``model.safetensors`` is decoded by them; each file records its own architecture, so a new world
+brings its autoencoders in its folder. A world model generates *normalised* latents (the autoencoders'
+stored per-channel statistics); these adapters denormalise, decode with the streaming causal decoders
+(explicit state, returned and passed back), and also encode real frames / sound for ``Session.prime``:
 
 - :class:`TrainedVideoDecoder`: ``decode(latents [B, F, C, h, w], state) -> (frames [B, F * tu, 3, H, W]
   in [0, 1], state)``; ``encode(frames uint8 [T, H, W, 3]) -> latents [1, T / tu, C, h, w]``.
