@@ -354,14 +354,3 @@ def evaluate(pipe, data: str | Path, *, teacher=None, episodes: int | None = Non
                                                        drift_bound=drift_bound, seed=seed, bar=bar))
     out["seconds"] = time.perf_counter() - t0
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``streamgen evaluate`` (its argument checks and progress live in ``evaluate_cli``)."""
-    from .evaluate_cli import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -96,3 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.out:
         Path(a.out).write_text(text + "\n")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

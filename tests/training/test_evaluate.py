@@ -16,7 +16,8 @@ from streamgen.pipeline import load_pipeline, model_config, random_pipeline
 from streamgen.training.data.atari import build_dataset
 from streamgen.training.data.games import game_spec
 from streamgen.training.data.locate import locate_many
-from streamgen.training.evaluate import evaluate, load_episodes, main, psnr, starts_of
+from streamgen.training.evaluate import evaluate, load_episodes, psnr, starts_of
+from streamgen.training.evaluate_cli import main
 from streamgen.training.ship_world import write_world_folder
 
 
