@@ -15,7 +15,7 @@ def test_time_embedding_stays_fp32_in_a_bf16_model():
     assert {p.dtype for p in model.time_projection.parameters()} == {torch.float32}
     assert model.blocks[0].self_attn.q.weight.dtype == torch.bfloat16 and pipe.describe()["dtype"] == "bfloat16"
     t = torch.tensor([[999.0, 937.5, 3.0]])
-    e, e0 = model._time(t)
+    e, e0 = model.embed_time(t)
     assert e.dtype == e0.dtype == torch.float32
     with torch.no_grad():  # the same (fp32) weights in fp32 math: no bf16 rounding of the sinusoid or the MLP
         want = model.time_embedding(sinusoidal_embedding(pipe.config.freq_dim, t))
