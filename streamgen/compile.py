@@ -14,10 +14,16 @@ import torch
 MODE = "max-autotune-no-cudagraphs"
 
 
-def compile_block_step(pipe, mode: str = MODE) -> None:
-    """Compile every transformer block of ``pipe.model`` in place; marks ``pipe.compiled``."""
+def compile_block_step(pipe, mode: str | None = None) -> None:
+    """Compile every transformer block of ``pipe.model`` in place; marks ``pipe.compiled``.
+
+    ``mode``: default ``MODE`` on CUDA, inductor's default on the CPU (its max-autotune benchmarks C++
+    GEMM templates for minutes and the matrix products stay oneDNN's anyway).
+    """
     if getattr(pipe, "compiled", False):
         return
+    if mode is None:
+        mode = MODE if pipe.device.type == "cuda" else "default"
     for block in pipe.model.blocks:
         block.compile(mode=mode, dynamic=False)
     pipe.compiled = True
