@@ -22,8 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-DTYPES = ("float32", "bfloat16")
-QUANTIZE = ("int8",)
+from streamgen.config import MATMUL_DTYPES as DTYPES
+from streamgen.config import QUANTIZE_MODES as QUANTIZE
 
 
 @dataclass(kw_only=True)
@@ -91,6 +91,8 @@ def accelerate(pipe, *, dtype: str | None = None, compile: bool = False, quantiz
     Call once per pipeline, before its first session (a second call raises).
     """
     settings = Acceleration(dtype=dtype, compile=compile, quantize=quantize)
+    if dtype is not None and next(pipe.model.parameters()).dtype == getattr(torch, dtype):
+        dtype = None  # the model already multiplies in that dtype (a bf16 CUDA pipeline)
     if getattr(pipe, "acceleration", None) is not None:
         raise ValueError(f"pipeline {pipe.name!r} is already accelerated ({pipe.acceleration.describe()})")
     model = pipe.model

@@ -266,6 +266,11 @@ class ModelConfig:
         return replace(self, **changes)
 
 
+# Speed settings of the transformer blocks (streamgen.acceleration; `streamgen bench --dtype / --quantize`).
+MATMUL_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
+QUANTIZE_MODES: tuple[str, ...] = ("int8",)
+
+
 def _tiny() -> ModelConfig:
     # The smallest config that keeps Wan's constraints (head_dim 16 -> RoPE split 8/4/4); for tests.
     return ModelConfig(
