@@ -1,11 +1,13 @@
-"""The block step through ``torch.compile``, applied from outside the model code, in this one place.
+"""The block step through ``torch.compile``: the one compile of the speed settings that
+``streamgen.acceleration.accelerate`` applies from outside the model code.
 
-``compile_block_step(pipe)`` compiles each ``DiTBlock`` of the pipeline's model with
+``compile_block_step(pipe)`` compiles each ``DiTBlock`` of the pipeline's model, on CUDA with
 ``mode="max-autotune-no-cudagraphs"`` (CUDA graphs stay off: the rolling cache's read length changes
 from block to block until the window is full, and a graph per length would pin their memory). The
 blocks are the whole per-step cost; the cache bookkeeping (``RollingKVCache.plan``) is host code and
 stays eager. ``dynamic=False``: shapes repeat once the window is full, so each length compiles once.
-On the CPU the same call works (inductor's C++ backend) but gains little; it is meant for CUDA.
+On the CPU the same call uses inductor's default mode (C++ backend); what it gains there is measured
+in docs/benchmarks.md.
 """
 from __future__ import annotations
 
