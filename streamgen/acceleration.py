@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from streamgen.compile import compile_block_step
 from streamgen.config import MATMUL_DTYPES as DTYPES
 from streamgen.config import QUANTIZE_MODES as QUANTIZE
 
