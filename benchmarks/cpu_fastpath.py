@@ -5,7 +5,7 @@
 Every setting streams the same model (same weights, seed and noise) in its own session; the sessions
 step one block each in turn, so load changes on a shared machine hit all settings alike. Prints JSON:
 per setting the median wall ms per block (warm-up excluded), the ratio to fp32 eager, and the PSNR of
-its decoded frames against fp32 eager's over all blocks; ``fastest_above_40db`` names the winner.
+its decoded frames against fp32 eager's over all blocks (null: identical); ``fastest_above_40db`` names the winner.
 """
 from __future__ import annotations
 
@@ -34,6 +34,11 @@ SETTINGS = {
 def psnr(ref: np.ndarray, out: np.ndarray) -> float:
     mse = float(np.mean((ref.astype(np.float64) - out.astype(np.float64)) ** 2))
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def _finite(db: float) -> float | None:
+    """PSNR for JSON: None when the frames are identical (infinite PSNR is not JSON)."""
+    return None if math.isinf(db) else round(db, 2)
 
 
 def main(argv=None) -> dict:
@@ -68,8 +73,8 @@ def main(argv=None) -> dict:
     for n in names:
         ms = 1000 * statistics.median(times[n])
         rows[n] = {"block_ms_median": round(ms, 1), "speedup_vs_fp32_eager": round(ref_ms / ms, 3),
-                   "psnr_db_vs_fp32_eager": round(psnr(ref_frames, np.concatenate(frames[n])), 2)}
-    good = [n for n in names[1:] if rows[n]["psnr_db_vs_fp32_eager"] > 40.0]
+                   "psnr_db_vs_fp32_eager": _finite(psnr(ref_frames, np.concatenate(frames[n])))}
+    good = [n for n in names[1:] if (rows[n]["psnr_db_vs_fp32_eager"] or math.inf) > 40.0]
     result = {"model": args.model, "threads": args.threads, "blocks": args.blocks, "warmup": args.warmup,
               "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)], "settings": rows,
               "fastest_above_40db": min(good, key=lambda n: rows[n]["block_ms_median"]) if good else None}

@@ -9,9 +9,9 @@ pipeline compute, never what the model code says:
   (measured in docs/benchmarks.md).
 - ``quantize="int8"``: each block's linear layers become dynamic int8 linears (per-output-channel int8
   weights, activations quantised per call; ``torch.ao`` dynamic quantisation, CPU only).
-- ``compile=True``: ``torch.compile`` (inductor) of each transformer block (``streamgen.compile``);
-  the cache bookkeeping stays eager host code, and rolling steps do not recompile once the window is
-  full (tests/test_acceleration.py).
+- ``compile=True``: ``torch.compile`` (inductor) of the block step (``streamgen.compile``: whole blocks
+  on CUDA, each block's pure parts on the CPU); rolling steps do not recompile once the window is full
+  (tests/test_acceleration.py).
 """
 from __future__ import annotations
 
