@@ -271,6 +271,11 @@ class ModelConfig:
         return replace(self, **changes)
 
 
+# Speed settings of the transformer blocks (streamgen.acceleration; `streamgen bench --dtype / --quantize`).
+MATMUL_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
+QUANTIZE_MODES: tuple[str, ...] = ("int8",)
+
+
 def _tiny() -> ModelConfig:
     # The smallest config that keeps Wan's constraints (head_dim 16 -> RoPE split 8/4/4); for tests.
     return ModelConfig(
@@ -309,7 +314,20 @@ def _tiny_world() -> ModelConfig:
     return _tiny_av().with_(name="tiny-world", actions=ActionConfig(mouse_hidden=32))
 
 
+def _mid() -> ModelConfig:
+    # The CPU fast path's benchmark config (benchmarks/cpu_fastpath.py): big enough that the matrix
+    # products dominate a block (dim 512, 8 layers), 64 tokens per latent frame (16x16 latents, 2x2 patches),
+    # blocks of 3 latent frames in a window of 12, 4 steps + the cache refill.
+    return ModelConfig(
+        name="mid", in_channels=16, out_channels=16, dim=512, ffn_dim=1536, num_heads=8, num_layers=8,
+        text_dim=64, text_len=8, latent_height=16, latent_width=16, frames_per_block=3, window_frames=12,
+        sink_frames=3, temporal_upsample=1, spatial_upsample=4, fps=16.0, rope_mode="relative",
+        rope_max_positions=1 << 24,
+    )
+
+
 PRESETS: dict[str, Any] = {
+    "mid": _mid,
     "tiny": _tiny,
     "tiny-av": _tiny_av,
     "tiny-world": _tiny_world,

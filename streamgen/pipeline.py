@@ -55,6 +55,8 @@ class Pipeline:
     # What was loaded from where (layout, base folder, LoRA, decoder, text encoder), for describe().
     notes: dict = field(default_factory=dict)
     compiled: bool = False  # the block step runs through torch.compile (streamgen.compile)
+    # The speed settings applied to the blocks (``streamgen.acceleration``); None = the model as loaded.
+    acceleration: object | None = None
 
     def __post_init__(self) -> None:
         self.timesteps = warped_timesteps(self.config.denoising_steps, self.config.shift)
@@ -186,14 +188,26 @@ def load_pipeline(
     base: str | Path | None = None,
     decoder: str | None = None,
     compile: bool = False,
+    matmul_dtype: str | None = None,
+    quantize: str | None = None,
 ) -> Pipeline:
     """Load a pipeline by preset name, shipped default name, or checkpoint folder / generator file.
 
     ``base``: the Wan2.1 folder whose VAE and umT5 a student checkpoint uses (else ``"base"`` in its
     ``streamgen.json``). ``decoder``: "vae" (quality), "tiny" (speed) or "preview"; None = the VAE when the
-    folder has one, else the tiny decoder, else the preview. ``compile``: the block step through
-    ``torch.compile`` (``streamgen.compile``).
+    folder has one, else the tiny decoder, else the preview. ``compile`` / ``matmul_dtype`` / ``quantize``:
+    the transformer blocks' speed settings (``streamgen.acceleration.accelerate``: the block step through
+    ``torch.compile``, bf16 linears, dynamic int8 linears), applied after loading.
     """
+    pipe = _load(name, device, dtype, overrides, attention_backend, base, decoder)
+    if compile or matmul_dtype or quantize:
+        from streamgen.acceleration import accelerate
+
+        accelerate(pipe, dtype=matmul_dtype, quantize=quantize, compile=compile)
+    return pipe
+
+
+def _load(name, device, dtype, overrides, attention_backend, base, decoder) -> Pipeline:
     device = torch.device(device or default_device())
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -216,10 +230,6 @@ def load_pipeline(
             f"unknown model {name!r}: not a preset {sorted(PRESETS)}, not a shipped default {shipped_models()}, "
             "and not a checkpoint folder or file"
         )
-    if compile:
-        from streamgen.compile import compile_block_step
-
-        compile_block_step(pipe)
     return pipe
 
 

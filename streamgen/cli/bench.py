@@ -72,6 +72,7 @@ def run_bench(pipe, *, blocks: int, warmup: int = 3, seed: int = 0, progress=Non
         "device": str(device),
         "dtype": str(pipe.dtype).replace("torch.", ""),
         "attention_backend": pipe.model.attention_backend,
+        "acceleration": pipe.acceleration.describe() if pipe.acceleration is not None else None,
         "blocks": blocks,
         "frames_per_block": pipe.frames_per_chunk,
         "resolution": [pipe.width, pipe.height],

@@ -13,6 +13,7 @@ from pathlib import Path
 from streamgen.cli.checks import (Parser, UsageError, check_attention, check_device, check_model, check_output_file,
                                   loading, run_command)
 from streamgen.cli.overrides import coerce_pairs
+from streamgen.cli.speed_flags import add_speed_flags, speed_settings
 
 
 def model_overrides(pairs: list[str]) -> dict:
@@ -47,7 +48,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="attention backend: reference, sdpa, flex, triton or flash where installed (default sdpa; "
                         "`streamgen info` lists what this machine has)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="default: bf16 on CUDA, fp32 on CPU")
-    p.add_argument("--compile", action="store_true", help="torch.compile the block step (CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the block step (inductor; the warm-up pays for it)")
     p.add_argument("--base", default=None, help="Wan2.1 folder with the VAE and umT5 for a student checkpoint")
     p.add_argument("--decoder", default=None, choices=["vae", "tiny", "preview"], help="default: the folder's VAE")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -64,7 +65,7 @@ def _check(args) -> dict:
     return model_overrides(args.set)
 
 
-def _load(args, overrides: dict):
+def _load(args, overrides: dict, speed: dict | None = None):
     import torch
 
     import streamgen
@@ -77,7 +78,7 @@ def _load(args, overrides: dict):
     with loading(f"--model {args.model}"):
         return streamgen.load_pipeline(args.model, device=args.device, overrides=overrides, attention_backend=args.attention,
                                        dtype=getattr(torch, args.dtype) if args.dtype else None, base=args.base,
-                                       decoder=args.decoder, compile=args.compile)
+                                       decoder=args.decoder, compile=args.compile, **(speed or {}))
 
 
 def cmd_generate(args) -> int:
@@ -109,7 +110,7 @@ def cmd_bench(args) -> int:
 
     if args.warmup < 0:
         raise UsageError(f"--warmup {args.warmup}: must be >= 0")
-    pipe = _load(args, _check(args))
+    pipe = _load(args, _check(args), speed_settings(args))
     with tqdm(total=args.blocks - 1, desc=f"bench {args.model}", unit="block", file=sys.stderr, disable=args.quiet) as bar:
         result = run_bench(pipe, blocks=args.blocks, warmup=args.warmup, seed=args.seed, progress=bar)
     print(json.dumps(result, indent=2))
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--blocks", type=positive, default=200, help="blocks to time, the first one included (default 200)")
     b.add_argument("--warmup", type=int, default=3, help="blocks of a warm-up session before timing (default 3)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_speed_flags(b)
     b.set_defaults(func=cmd_bench)
     i = sub.add_parser("info", help="presets, shipped models, devices, attention backends (JSON)",
                        description="Presets, shipped models, devices and attention backends of this machine (JSON).")
