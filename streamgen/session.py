@@ -1,4 +1,4 @@
-"""Per-stream state and the block loop (Self-Forcing inference).
+"""Per-stream state around the one block loop (Self-Forcing inference, `streamgen.block_loop`).
 
 Each block: start from noise, run the few-step schedule (predict x0, re-noise with fresh noise to the
 next level), then one more forward of the clean block at ``context_noise`` to refill the cache; decode
