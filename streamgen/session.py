@@ -1,4 +1,4 @@
-"""Per-stream state and the block loop (Self-Forcing inference).
+"""Per-stream state around the one block loop (Self-Forcing inference, `streamgen.block_loop`).
 
 Each block: start from noise, run the few-step schedule (predict x0, re-noise with fresh noise to the
 next level), then one more forward of the clean block at ``context_noise`` to refill the cache; decode
@@ -10,11 +10,12 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
 
+from streamgen import block_loop
 from streamgen.actions import ActionState, events_for_rows, split_by_block
 from streamgen.config import ModelConfig
 from streamgen.decoders.preview import frames_to_uint8
@@ -22,7 +23,6 @@ from streamgen.models.action_modules import ActionInput
 from streamgen.models.audio_video import new_audio_cache
 from streamgen.models.kv_cache import RollingKVCache
 from streamgen.noise import noise_source
-from streamgen.samplers import add_noise, predict_x0, x0_and_renoise
 
 
 class SessionSource(Protocol):
@@ -78,11 +78,7 @@ class Session:
         self.video_frames_out = 0
         # Clean latents kept for re-caching: the sink frames and the last ring of frames.
         self.sink_latents: list[torch.Tensor] = []
-        keep = max(cfg.window_frames - cfg.sink_frames, cfg.recompute_frames)
-        if cfg.audio is not None:  # keep enough blocks to refill the audio ring too
-            window, sink = cfg.audio_cache_frames()
-            keep = max(keep, (window - sink) // cfg.audio_frames_per_block * cfg.frames_per_block)
-        self.recent_latents: deque[torch.Tensor] = deque(maxlen=keep)
+        self.recent_latents: deque[torch.Tensor] = deque(maxlen=block_loop.keep_frames(cfg))
         # Joint audio-video: the audio cache, the prompt's sink K / V, decoder and resampler states.
         self.audio_cache = new_audio_cache(cfg, dtype=pipe.dtype, device=pipe.device) if cfg.audio else None
         self.sink_kv = pipe.model.sink_kv(self.text_kv) if cfg.audio else None
@@ -111,13 +107,15 @@ class Session:
         acts = self._block_actions(actions)
         if cfg.prompt_switch == "recompute" and self.next_frame > 0:
             self._rebuild_cache(cfg.recompute_frames)
-        x0, a0 = self._denoise_block(acts)
-        t1 = time.perf_counter()
-        frames = self._refill_and_decode(x0, a0, acts)
-        t2 = time.perf_counter()
+        timings: dict[str, float] = {}
+        decoded: list[torch.Tensor | None] = []
+        out = block_loop.run_block(self._block_forward(self.next_frame, acts), self._block_noise, self.pipe.timesteps,
+                                   context_noise=cfg.context_noise, timings=timings,
+                                   around_refill=lambda x0, refill: decoded.append(self._decode_beside(x0["video"], refill)))
+        x0, a0 = out["video"], out.get("audio")
         self._remember(x0, a0, acts)
-        chunk = self.emit(x0, a0, frames=frames)
-        chunk.timings = {"denoise": t1 - t0, "refill": t2 - t1, **chunk.timings}
+        chunk = self.emit(x0, a0, frames=decoded[0])
+        chunk.timings = {**timings, **chunk.timings}
         chunk.timings["total"] = time.perf_counter() - t0
         return chunk
 
@@ -285,47 +283,39 @@ class Session:
             kw.update(audio=audio, audio_t=self._timesteps(t, audio.shape[1]), audio_cache=self.audio_cache, sink_kv=self.sink_kv)
         return self.pipe.model.forward_cached(x, self._timesteps(t, x.shape[1]), self.text_kv, self.cache, start, **kw)
 
-    def _denoise_block(self, acts: ActionInput | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _block_forward(self, start: int, acts: ActionInput | None) -> block_loop.Forward:
+        """The model over this session's caches at frame ``start``, as the block loop calls it."""
+        def forward(xs: block_loop.Streams, t: float) -> block_loop.Streams:
+            out = self._forward(xs["video"], t, start, xs.get("audio"), acts)
+            return {"video": out[0], "audio": out[1]} if "audio" in xs else {"video": out}
+        return forward
+
+    def _block_noise(self) -> block_loop.Streams:
+        """One fresh draw per stream from the session's generator, video first."""
         cfg = self.config
-        n = cfg.frames_per_block
-        shape = (1, n, cfg.in_channels, cfg.latent_height, cfg.latent_width)
-        audio_shape = (1, cfg.audio_frames_per_block, cfg.audio.channels) if cfg.audio else None
-        x = self._noise(shape)
-        a = self._noise(audio_shape) if audio_shape else None
-        steps = self.pipe.timesteps
-        x0, a0 = x, a
-        for i, t in enumerate(steps):
-            out = self._forward(x, t, self.next_frame, a, acts)
-            vx, va = (out, None) if a is None else out
-            if i + 1 == len(steps):  # the last step's x0 is the output: no re-noise is drawn for it
-                x0 = predict_x0(x, vx, t)
-                a0 = predict_x0(a, va, t) if a is not None else None
-                break
-            x0, x = x0_and_renoise(x, vx, t, steps[i + 1], self._noise(shape))
-            if a is not None:
-                a0, a = x0_and_renoise(a, va, t, steps[i + 1], self._noise(audio_shape))
-        return x0, a0
+        draw = {"video": self._noise((1, cfg.frames_per_block, cfg.in_channels, cfg.latent_height, cfg.latent_width))}
+        if cfg.audio is not None:
+            draw["audio"] = self._noise((1, cfg.audio_frames_per_block, cfg.audio.channels))
+        return draw
 
     def _refill(self, x0: torch.Tensor, a0: torch.Tensor | None = None, acts: ActionInput | None = None) -> None:
-        """Overwrite the block's K / V with those of its clean latents at ``context_noise``."""
-        cfg = self.config
-        noisy = cfg.context_noise > 0
-        ctx = add_noise(x0, self._noise(x0.shape), cfg.context_noise) if noisy else x0
-        actx = add_noise(a0, self._noise(a0.shape), cfg.context_noise) if noisy and a0 is not None else a0
-        self._forward(ctx, cfg.context_noise, self.next_frame, actx, acts)
+        """Overwrite the block's K / V with those of its clean latents at ``context_noise`` (priming)."""
+        clean = {"video": x0} if a0 is None else {"video": x0, "audio": a0}
+        block_loop.refill(self._block_forward(self.next_frame, acts), clean, self._block_noise, self.config.context_noise)
 
-    def _refill_and_decode(self, x0, a0, acts) -> torch.Tensor | None:
-        """The refill, with the video decode beside it on the pipeline's side CUDA stream when it has one
-        (both only read ``x0``); returns the decoded frames, or None on other devices (``emit`` decodes)."""
+    def _decode_beside(self, x0: torch.Tensor, refill: Callable[[], None]) -> torch.Tensor | None:
+        """The block loop's ``refill``, with the video decode beside it on the pipeline's side CUDA stream
+        when it has one (both only read ``x0``); returns the decoded frames, or None on other devices
+        (``emit`` decodes)."""
         side = self.pipe.decode_stream
         if side is None:
-            self._refill(x0, a0, acts)
+            refill()
             return None
         main = torch.cuda.current_stream(self.pipe.device)
         side.wait_stream(main)  # x0 is complete before the decoder reads it
         with torch.cuda.stream(side):
             frames = self._decode_video(x0)
-        self._refill(x0, a0, acts)  # on the main stream, while the side stream decodes
+        refill()  # on the main stream, while the side stream decodes
         main.wait_stream(side)
         frames.record_stream(main)  # made on the side stream, read on the main one
         return frames

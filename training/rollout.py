@@ -1,7 +1,8 @@
 """The Self-Forcing training rollout: the student generates block by block with its own rolling KV
-caches (one per generated stream: video, and audio for joint models), the same loop as ``streamgen.session.Session`` (noise, few-step schedule with x0 prediction and
-re-noising with fresh noise, then a clean refill of the cache at ``context_noise``), with stochastic
-gradient truncation:
+caches (one per generated stream: video, and audio for joint models) through the library's one block
+loop, ``streamgen.block_loop.run_block``, the loop ``streamgen.session.Session`` streams with (noise,
+few-step schedule with x0 prediction and re-noising with fresh noise, then a clean refill of the cache
+at ``context_noise``). The rollout adds only the gradient gating (stochastic gradient truncation):
 
 - one step index ``s`` is drawn once per rollout and shared by all blocks; the steps before ``s`` run
   without grad, step ``s`` is the only gradient-carrying forward of the block and its x0 prediction is
@@ -9,9 +10,9 @@ gradient truncation:
 - the refill runs on the detached output under ``no_grad``, so the cache only ever holds detached K / V
   and no gradient crosses blocks.
 
-Noise is drawn in the session's order (block noise, then one re-noise draw per executed step that does
-not exit, then the refill noise when ``context_noise > 0``; video before audio at each draw), so with ``s`` = the last step, batch 1 and the same seed the
-rollout produces exactly the session's latents.
+Noise is drawn in the session's order (the block loop's: block noise, then one re-noise draw per
+executed step that does not exit, then the refill noise when ``context_noise > 0``; video before audio at each draw), so
+with ``s`` = the last step, batch 1 and the same seed the rollout produces exactly the session's latents.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from streamgen import block_loop
 from streamgen.models.kv_cache import CacheWrite, RollingKVCache
-from streamgen.samplers import add_noise, predict_x0, x0_and_renoise
 from streamgen.training.conditioning import Cond
 from streamgen.training.modalities import VIDEO, new_caches, predict_cached, stream_shape, streams
 
@@ -122,26 +123,12 @@ def self_forcing_rollout(
         if switch is not None and k == switch[0] and k > 0:
             cond = switch[1]
             recache(model, caches, cond, blocks, start_frame)
-        x, x0 = noise(), None
-        for i, t in enumerate(timesteps):
-            exit_now = i == exit_index
-            with torch.set_grad_enabled(grad and exit_now and k >= grad_from_block):
-                v = predict_cached(model, x, t, cond, caches, start)
-            if exit_now:
-                x0 = {s: predict_x0(x[s], v[s], t) for s in names}
-                break
-            t_next = timesteps[i + 1]  # exit_index < len(timesteps), so a step that does not exit has a next one
-            fresh = noise()  # a re-noise draw for every step that has a next one, as the session does
-            with torch.no_grad():
-                pairs = {s: x0_and_renoise(x[s], v[s], t, t_next, fresh[s]) for s in names}
-                x0, x = {s: p[0] for s, p in pairs.items()}, {s: p[1] for s, p in pairs.items()}
-        blocks.append(x0)
-        with torch.no_grad():
-            clean = {s: x0[s].detach() for s in names}
-            if cfg.context_noise > 0:
-                ctx_noise = noise()
-                clean = {s: add_noise(clean[s], ctx_noise[s], cfg.context_noise) for s in names}
-            predict_cached(model, clean, cfg.context_noise, cond, caches, start)
+
+        def forward(xs: block_loop.Streams, t: float, start: int = start, cond: Cond = cond) -> block_loop.Streams:
+            return predict_cached(model, xs, t, cond, caches, start)
+
+        blocks.append(block_loop.run_block(forward, noise, timesteps, context_noise=cfg.context_noise,
+                                           exit_index=exit_index, grad=grad and k >= grad_from_block))
     out = {s: torch.cat([b[s] for b in blocks], dim=1) for s in names}  # video [B, F, C, H, W], audio [B, Fa, Ca]
     return Rollout(out, blocks, exit_index, caches)
 
@@ -152,10 +139,7 @@ def recache(model, caches: dict, cond: Cond, blocks: list[dict], start_frame: in
     clean, at their original positions, under ``cond``."""
     cfg = model.config
     n = cfg.frames_per_block
-    keep = max(cfg.window_frames - cfg.sink_frames, cfg.recompute_frames)
-    if cfg.audio is not None:
-        window, sink = cfg.audio_cache_frames()
-        keep = max(keep, (window - sink) // cfg.audio_frames_per_block * n)
+    keep = block_loop.keep_frames(cfg)
     end = start_frame + len(blocks) * n
     first_recent = end - (min(keep, len(blocks) * n) // n * n)
     for cache in caches.values():
