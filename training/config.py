@@ -1,8 +1,8 @@
 """Training configuration: one :class:`RunConfig` per run, built by a recipe (``training/recipes.py``)
 and edited with ``--set dotted.key=value``.
 
-Defaults follow the public Self-Forcing / CausVid settings where they exist (ANCHORS.md, "Training
-(Self-Forcing DMD)"); each states its reason. Configs are plain dataclasses, so a run's config is
+Defaults follow the public Self-Forcing / CausVid settings where they exist (docs/training.md lists
+them); each states its reason. Configs are plain dataclasses, so a run's config is
 saved as JSON beside its checkpoints and a resumed run can check it did not change.
 """
 from __future__ import annotations
