@@ -18,7 +18,10 @@ from .ws_client import WsClient
 
 def _request(port: int, head: bytes, timeout: float = 5.0) -> bytes:
     with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(head)
+        try:
+            s.sendall(head)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server refused an oversized head before reading all of it; its answer may be waiting
         s.settimeout(timeout)
         data = b""
         try:
