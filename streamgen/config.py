@@ -29,6 +29,18 @@ class ActionConfig:
     mouse_hidden: int = 256
     # Leading DiT layers carrying an action module; None = the first half (Matrix-Game 2.0: 15 of 30).
     num_layers: int | None = None
+    # "simple": streamgen's module (models/action_modules.py: mouse MLP, frame-local keyboard attention);
+    # "matrix-game-2": Matrix-Game 2.0's own (models/mg2_action.py: mouse temporal attention and keyboard
+    # attention over per-session caches, RoPE on time). The fields below are its action_config's, only read
+    # by it (defaults: the released 1.3B models).
+    module: str = "simple"
+    hidden_size: int = 128  # keyboard embedding width
+    mouse_hidden_dim: int = 1024
+    keyboard_hidden_dim: int = 1024
+    heads: int = 16
+    rope_dims: tuple[int, ...] = (8, 28, 28)  # head split (time, h, w); only time rotates (h = w = 0)
+    rope_theta: float = 256.0
+    qkv_bias: bool = False
 
     def __post_init__(self) -> None:
         self.keys = tuple(self.keys)
@@ -41,6 +53,33 @@ class ActionConfig:
             raise ValueError(f"ActionConfig: window_frames={self.window_frames!r} must be >= 1")
         if self.num_layers is not None and self.num_layers < 1:
             raise ValueError(f"ActionConfig: num_layers={self.num_layers!r} must be >= 1 or None")
+        self.rope_dims = tuple(self.rope_dims)
+        if self.module not in ("simple", "matrix-game-2"):
+            raise ValueError(f"ActionConfig: module={self.module!r} must be 'simple' or 'matrix-game-2'")
+        for name in ("mouse_hidden_dim", "keyboard_hidden_dim"):
+            if self.module != "simple" and (getattr(self, name) % self.heads or sum(self.rope_dims) != getattr(self, name) // self.heads):
+                raise ValueError(f"ActionConfig: {name}={getattr(self, name)} must be heads={self.heads} x "
+                                 f"sum(rope_dims={self.rope_dims})")
+
+
+@dataclass(kw_only=True)
+class ImageConditioning:
+    """A start image conditioning every frame, as Wan i2v / Matrix-Game 2.0 do: its CLIP tokens (through
+    ``img_emb``) are the cross-attention context, and its encoded latent with a first-frame mask is
+    concatenated to the noisy latent (16 + 4 + 16 = 36 input channels); ``streamgen.image_condition``."""
+
+    # CLIP ViT-H/14 token width and count (Wan i2v's image encoder at 224 px: 256 patches + class token).
+    clip_dim: int = 1280
+    clip_tokens: int = 257
+    # First-frame mask channels before the image latent (Wan: one per frame of the VAE's 4x time stride).
+    mask_channels: int = 4
+    # Matrix-Game 2.0 has no text: the image tokens are the whole cross-attention context.
+    with_text: bool = False
+
+    def __post_init__(self) -> None:
+        if self.with_text:
+            raise ValueError("ImageConditioning: with_text=True (Wan i2v's text + image context) is not built; "
+                             "only the image-only context of Matrix-Game 2.0 is")
 
 
 @dataclass(kw_only=True)
@@ -137,6 +176,9 @@ class ModelConfig:
     # Optional conditioning plug-ins (None = absent): keyboard / mouse actions, joint audio output.
     actions: ActionConfig | None = None
     audio: AudioConfig | None = None
+    # A start image conditioning every frame (Matrix-Game 2.0); the patch embedding then reads
+    # in_channels + cond_channels.
+    image_conditioning: ImageConditioning | None = None
 
     def __post_init__(self) -> None:
         self.patch = tuple(self.patch)
@@ -145,12 +187,20 @@ class ModelConfig:
             self.actions = ActionConfig(**self.actions)
         if isinstance(self.audio, dict):
             self.audio = AudioConfig(**self.audio)
+        if isinstance(self.image_conditioning, dict):
+            self.image_conditioning = ImageConditioning(**self.image_conditioning)
         self.validate()
 
     # ----- derived shapes -------------------------------------------------------------------
     @property
     def head_dim(self) -> int:
         return self.dim // self.num_heads
+
+    @property
+    def cond_channels(self) -> int:
+        """Channels concatenated to the noisy latent: the first-frame mask and the encoded start image."""
+        ic = self.image_conditioning
+        return 0 if ic is None else ic.mask_channels + self.out_channels
 
     @property
     def grid_height(self) -> int:
@@ -344,4 +394,4 @@ def preset(name: str) -> ModelConfig:
         raise KeyError(f"unknown preset {name!r}; available: {sorted(PRESETS)}") from None
 
 
-__all__ = ["ActionConfig", "AudioConfig", "ModelConfig", "PRESETS", "preset", "field"]
+__all__ = ["ActionConfig", "AudioConfig", "ImageConditioning", "ModelConfig", "PRESETS", "preset", "field"]

@@ -54,6 +54,10 @@ class Pipeline:
     start_context: dict | None = None
     # What was loaded from where (layout, base folder, LoRA, decoder, text encoder), for describe().
     notes: dict = field(default_factory=dict)
+    # Image-conditioned models (Matrix-Game 2.0): the start image (uint8 [H, W, 3] or a file) and CLIP tokens
+    # (array or .npy / .safetensors / .pt file) of sessions started without their own; streamgen.image_condition.
+    start_image: object | None = None
+    image_embeds: object | None = None
     compiled: bool = False  # the block step runs through torch.compile (streamgen.compile)
     # The speed settings applied to the blocks (``streamgen.acceleration``); None = the model as loaded.
     acceleration: object | None = None
@@ -149,15 +153,23 @@ class Pipeline:
         return bool(getattr(self.decoder, "can_encode", False))
 
     def start(self, seed: int = 0, prompt: str | None = None, *, action_clock: str = "client",
-              prime: bool = True, noise=None) -> Session:
+              prime: bool = True, noise=None, image=None, image_embeds=None) -> Session:
         """A new stream. ``action_clock``: how ``t_ms`` of action events is read (``streamgen.actions``):
         "client" (the wire protocol: any client clock) or "stream" (the media clock, for scripts).
         ``noise``: where the session's Gaussian draws come from (``streamgen.noise``): None = one generator
         seeded with ``seed``; a list of ints = a seed per block; or a source callable (``RecordedNoise``
         replays recorded draws), so a stream replays exactly from its inputs.
         ``prime``: start from the pipeline's ``start_context`` when it has one (shipped worlds); the
-        context's keys are its past (they stay in the action windows), so the player starts holding none."""
-        session = Session(self, seed=seed, prompt=prompt, action_clock=action_clock, noise=noise)
+        context's keys are its past (they stay in the action windows), so the player starts holding none.
+        ``image`` / ``image_embeds``: the start image (uint8 ``[H, W, 3]`` or an image file) and its CLIP tokens
+        of an image-conditioned model (``streamgen.image_condition``; default: the pipeline's own)."""
+        from streamgen.image_condition import load_image
+
+        image = self.start_image if image is None else image
+        if isinstance(image, (str, os.PathLike)):
+            image = load_image(image)
+        session = Session(self, seed=seed, prompt=prompt, action_clock=action_clock, noise=noise, image=image,
+                          image_embeds=self.image_embeds if image_embeds is None else image_embeds)
         if prime and self.start_context is not None:
             session.prime(**self.start_context)
             if session.action_state is not None:

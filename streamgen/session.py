@@ -19,6 +19,7 @@ from streamgen import block_loop
 from streamgen.actions import ActionState, events_for_rows, split_by_block
 from streamgen.config import ModelConfig
 from streamgen.decoders.preview import frames_to_uint8
+from streamgen.image_condition import stream_conditioning
 from streamgen.models.action_modules import ActionInput
 from streamgen.models.audio_video import new_audio_cache
 from streamgen.models.kv_cache import RollingKVCache
@@ -63,7 +64,7 @@ class Chunk:
 
 class Session:
     def __init__(self, pipe: SessionSource, *, seed: int = 0, prompt: str | None = None, action_clock: str = "client",
-                 noise: Any = None) -> None:
+                 noise: Any = None, image: Any = None, image_embeds: Any = None) -> None:
         self.pipe = pipe
         cfg = pipe.config
         self.config = cfg
@@ -71,7 +72,11 @@ class Session:
         self.noise_source = noise_source(seed, noise, pipe.device)
         self.cache = RollingKVCache(cfg, dtype=pipe.dtype, device=pipe.device)
         self.prompt = prompt
-        self.text_kv = pipe.encode_prompt(prompt)
+        # Image-conditioned / Matrix-Game 2.0 models: the start image's context and latent condition, and the
+        # action modules' caches (streamgen.image_condition); None for other models.
+        self.conditioning = stream_conditioning(pipe, image, image_embeds)
+        image_kv = self.conditioning.context_kv if self.conditioning is not None else None
+        self.text_kv = image_kv if image_kv is not None else pipe.encode_prompt(prompt)
         self.decoder_state = pipe.decoder.init_state()
         self.block_index = 0
         self.next_frame = 0  # next latent frame position
@@ -234,6 +239,8 @@ class Session:
         prompt. ``recompute`` (Krea): the cache is rebuilt before every block anyway.
         """
         self.prompt = prompt
+        if self.conditioning is not None and self.conditioning.context_kv is not None:
+            return  # the start image is the whole context: a prompt changes nothing
         self._condition_on(self.pipe.encode_prompt(prompt))
 
     @torch.inference_mode()
@@ -255,6 +262,7 @@ class Session:
         self.closed = True
         self.cache = None
         self.audio_cache = None
+        self.conditioning = None
         self.text_kv = None
         self.sink_kv = None
         self.block_extras.clear()
@@ -281,6 +289,8 @@ class Session:
         kw: dict[str, Any] = {"actions": acts}
         if audio is not None:
             kw.update(audio=audio, audio_t=self._timesteps(t, audio.shape[1]), audio_cache=self.audio_cache, sink_kv=self.sink_kv)
+        if self.conditioning is not None:
+            kw.update(self.conditioning.forward_kwargs(start, x.shape[1]))
         return self.pipe.model.forward_cached(x, self._timesteps(t, x.shape[1]), self.text_kv, self.cache, start, **kw)
 
     def _block_forward(self, start: int, acts: ActionInput | None) -> block_loop.Forward:
@@ -343,6 +353,8 @@ class Session:
         self.cache.reset()
         if self.audio_cache is not None:
             self.audio_cache.reset()
+        if self.conditioning is not None:
+            self.conditioning.reset()
         sink = torch.cat(self.sink_latents, dim=1) if self.sink_latents else None
         kept = list(self.recent_latents)[len(self.recent_latents) - recent :] if recent else []
         tail = torch.cat(kept, dim=1) if kept else None

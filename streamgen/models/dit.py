@@ -19,6 +19,7 @@ from streamgen.models.av_rope import AudioRope
 from streamgen.models.init import small_normal_
 from streamgen.models.kv_cache import RollingKVCache
 from streamgen.models.layers import AttnContext, DiTBlock
+from streamgen.models.mg2_action import Mg2ActionCaches, Mg2ActionModule, Mg2ActionStep, action_layers
 from streamgen.models.norms import layer_norm_modulate
 from streamgen.models.rope import RopeTable
 
@@ -46,6 +47,18 @@ class Head(nn.Module):
         return self.head(layer_norm_modulate(x, mod[0], mod[1], self.eps))
 
 
+class ImageProjection(nn.Module):
+    """Wan i2v's ``img_emb``: LayerNorm, Linear, GELU, Linear, LayerNorm from CLIP tokens to the width."""
+
+    def __init__(self, clip_dim: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Sequential(nn.LayerNorm(clip_dim), nn.Linear(clip_dim, clip_dim), nn.GELU(),
+                                  nn.Linear(clip_dim, dim), nn.LayerNorm(dim))
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.proj(clip)
+
+
 class CausalDiT(nn.Module):
     """The model. ``attention_backend`` (``attention.BACKENDS``) is resolved here, once, and handed to
     every layer; reassigning ``model.attention_backend`` resolves and hands out the new one."""
@@ -54,12 +67,17 @@ class CausalDiT(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.patch_embedding = nn.Conv3d(c.in_channels, c.dim, kernel_size=c.patch, stride=c.patch)
-        self.text_embedding = nn.Sequential(nn.Linear(c.text_dim, c.dim), nn.GELU(approximate="tanh"), nn.Linear(c.dim, c.dim))
+        # The noisy latent, then (image-conditioned models) the first-frame mask and the start image's latent.
+        self.patch_embedding = nn.Conv3d(c.in_channels + c.cond_channels, c.dim, kernel_size=c.patch, stride=c.patch)
+        ic = c.image_conditioning
+        if ic is None:
+            self.text_embedding = nn.Sequential(nn.Linear(c.text_dim, c.dim), nn.GELU(approximate="tanh"), nn.Linear(c.dim, c.dim))
+        else:  # Wan i2v's MLPProj of the CLIP tokens; Matrix-Game 2.0 has no text, so no text_embedding
+            self.img_emb = ImageProjection(ic.clip_dim, c.dim)
         self.time_embedding = nn.Sequential(nn.Linear(c.freq_dim, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(c.dim, 6 * c.dim))
-        action_layers = 0 if c.actions is None else (c.actions.num_layers or (c.num_layers + 1) // 2)
-        self.blocks = nn.ModuleList(DiTBlock(c, with_actions=i < action_layers) for i in range(c.num_layers))
+        acting = action_layers(c)
+        self.blocks = nn.ModuleList(DiTBlock(c, with_actions=i < acting, action_index=i) for i in range(c.num_layers))
         self.head = Head(c)
         self.audio = AudioStream(c) if c.audio is not None else None
         self._rope: RopeTable | None = None
@@ -90,12 +108,13 @@ class CausalDiT(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # Matrix-Game's action projections have none
+                    nn.init.zeros_(m.bias)
         nn.init.xavier_uniform_(self.patch_embedding.weight.flatten(1))
         nn.init.zeros_(self.head.head.weight)
         nn.init.zeros_(self.head.head.bias)
         for m in self.modules():
-            if isinstance(m, ActionModule):
+            if isinstance(m, (ActionModule, Mg2ActionModule)):
                 m.zero_outputs()  # a new action module leaves a pretrained video model unchanged
         if self.audio is not None:
             nn.init.zeros_(self.audio.head.weight)
@@ -140,12 +159,25 @@ class CausalDiT(nn.Module):
             kv += [blk.cross_attn.context_kv(ctx) for blk in self.audio.blocks]
         return kv
 
+    def encode_image(self, clip: torch.Tensor) -> TextKV:
+        """Per-layer cross-attention K / V of CLIP image tokens ``[B, clip_tokens, clip_dim]`` (image-conditioned
+        models: the whole context, in place of text; computed once per session)."""
+        if self.config.image_conditioning is None:
+            raise ValueError(f"model {self.config.name!r} is not image-conditioned (config.image_conditioning is None)")
+        ctx = self.img_emb(clip)  # [B, Lclip, C]
+        return [blk.cross_attn.context_kv(ctx) for blk in self.blocks]
+
     def sink_kv(self, text_kv: TextKV, batch: int = 1) -> TextKV:
         """Per-layer K / V of the audio sink tokens under a prompt (computed once per prompt and session)."""
         return sink_kv(self, text_kv, batch)
 
-    def embed_video(self, x: torch.Tensor) -> torch.Tensor:
-        """Latents ``[B, F, C, H, W]`` -> patch tokens ``[B, F, T, C]``."""
+    def embed_video(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents ``[B, F, C, H, W]`` (and the image condition ``[B, F, Cc, H, W]``) -> patch tokens ``[B, F, T, C]``."""
+        if (cond is None) != (self.config.cond_channels == 0):
+            raise ValueError(f"model {self.config.name!r} takes {self.config.cond_channels} condition channels but cond="
+                             f"{None if cond is None else tuple(cond.shape)} was given")
+        if cond is not None:
+            x = torch.cat([x, cond.to(x.dtype).expand(x.shape[0], *cond.shape[1:])], dim=2)  # [B, F, C + Cc, H, W]
         tokens = self.patch_embedding(x.transpose(1, 2))  # [B, C, F, gh, gw]
         return tokens.flatten(3).permute(0, 2, 3, 1)  # [B, F, T, C]
 
@@ -165,9 +197,9 @@ class CausalDiT(nn.Module):
         out = out.permute(0, 1, 4, 7, 2, 5, 3, 6)  # [B, F, pt, Co, gh, ph, gw, pw]
         return out.reshape(b, f * pt, c.out_channels, c.latent_height, c.latent_width)  # [B, F, Co, H, W]
 
-    def run_blocks(self, x, t, text_kv: TextKV, ctx: AttnContext, actions: ActionInput | None = None) -> torch.Tensor:
+    def run_blocks(self, x, t, text_kv: TextKV, ctx: AttnContext, actions=None, cond=None) -> torch.Tensor:
         """The block loop of the video-only model: embed, every block under ``ctx``, head, unpatchify."""
-        h = self.embed_video(x)
+        h = self.embed_video(x, cond)
         e, e0 = self.embed_time(t)
         for i, blk in enumerate(self.blocks):
             h = blk(h, e0, text_kv[i], ctx, i, actions)
@@ -193,6 +225,7 @@ class CausalDiT(nn.Module):
         audio: torch.Tensor | None = None,
         audio_t: torch.Tensor | None = None,
         audio_positions: tuple[int, ...] | None = None,
+        cond: torch.Tensor | None = None,
     ):
         """Full-sequence forward: bidirectional (``mask=None``) or masked (token mask ``[L, L]``).
 
@@ -217,7 +250,20 @@ class CausalDiT(nn.Module):
                                  audio_positions=audio_positions, mask=mask, actions=actions)
         rope = self.rope.for_positions(positions)
         ctx = AttnContext(rope=rope, mask=mask)
-        return self.run_blocks(x, t, text_kv, ctx, actions)
+        if self._mg2_actions and actions is not None:
+            if mask is not None or positions != tuple(range(positions[0], positions[0] + f)):
+                raise ValueError("Matrix-Game 2.0's action module runs bidirectionally over consecutive frames or "
+                                 "streaming (forward_cached); a masked forward is not built")
+            actions = Mg2ActionStep(actions, positions[0])
+        return self.run_blocks(x, t, text_kv, ctx, actions, cond)
+
+    @property
+    def _mg2_actions(self) -> bool:
+        return self.config.actions is not None and self.config.actions.module == "matrix-game-2"
+
+    def new_action_caches(self, batch: int = 1, dtype=torch.float32, device="cpu") -> Mg2ActionCaches | None:
+        """A session's caches for Matrix-Game 2.0's action modules (None for other models)."""
+        return Mg2ActionCaches(self.config, batch=batch, dtype=dtype, device=device) if self._mg2_actions else None
 
     def forward_cached(
         self,
@@ -232,6 +278,8 @@ class CausalDiT(nn.Module):
         audio_t: torch.Tensor | None = None,
         audio_cache: RollingKVCache | None = None,
         sink_kv: TextKV | None = None,
+        cond: torch.Tensor | None = None,
+        action_caches: Mg2ActionCaches | None = None,
     ):
         """One streaming block: x ``[B, n, C, H, W]`` at absolute frames ``start_frame ..``; writes its K / V
         into the cache (overwriting on a re-run) and attends to everything the cache holds.
@@ -239,6 +287,8 @@ class CausalDiT(nn.Module):
         Joint models: ``audio [B, na, Ca]`` of the same block (audio frames ``start_frame / n * na ..``),
         its own ``audio_cache`` (``audio_video.new_audio_cache``) and the prompt's ``sink_kv``
         (``self.sink_kv``; computed here when None). Returns ``(video, audio)`` velocities.
+        Image-conditioned models: ``cond`` ``[B, n, cond_channels, H, W]`` of the block's frames; Matrix-Game
+        2.0's action modules: the session's ``action_caches`` (``new_action_caches``).
         """
         self._check_audio(audio)
         n = x.shape[1]
@@ -259,7 +309,12 @@ class CausalDiT(nn.Module):
             rope = self.rope.for_frames(start_frame, n)
         key_rope = self.rope.for_positions(plan.key_positions) if cache.relative else None
         ctx = AttnContext(rope=rope, cache=cache, plan=plan, key_rope=key_rope)
-        return self.run_blocks(x, t, text_kv, ctx, actions)
+        if self._mg2_actions and actions is not None:
+            if action_caches is None:
+                raise ValueError("Matrix-Game 2.0's action modules stream over their own caches: pass "
+                                 "action_caches=model.new_action_caches(...) (the session owns them)")
+            actions = action_caches.step(actions, start_frame, n)
+        return self.run_blocks(x, t, text_kv, ctx, actions, cond)
 
     def forward_teacher_forcing(
         self,

@@ -15,6 +15,7 @@ from streamgen.config import ModelConfig
 from streamgen.models.action_modules import ActionModule
 from streamgen.models.attention import DEFAULT_BACKEND, AttentionBackend
 from streamgen.models.kv_cache import CacheWrite, RollingKVCache
+from streamgen.models.mg2_action import Mg2ActionModule
 from streamgen.models.norms import rms_norm
 from streamgen.models.rope import apply_rope
 
@@ -150,7 +151,7 @@ class DiTBlock(nn.Module):
     audio-video layer can run one attention over both streams with this same block.
     """
 
-    def __init__(self, config: ModelConfig, *, with_actions: bool = False) -> None:
+    def __init__(self, config: ModelConfig, *, with_actions: bool = False, action_index: int = 0) -> None:
         super().__init__()
         self.eps = config.eps
         self.self_attn = SelfAttention(config)
@@ -159,7 +160,10 @@ class DiTBlock(nn.Module):
         self.ffn = FeedForward(config)
         self.modulation = nn.Parameter(torch.randn(1, 6, config.dim) / config.dim**0.5)
         self.backend: AttentionBackend = DEFAULT_BACKEND  # its adaLN ops; replaced by CausalDiT.set_attention_backend
-        self.action = ActionModule(config) if with_actions else None
+        self.action = None
+        if with_actions:  # the module the config names (Matrix-Game 2.0's keeps per-session caches: action_index)
+            mg2 = config.actions.module == "matrix-game-2"
+            self.action = Mg2ActionModule(config, action_index) if mg2 else ActionModule(config)
 
     def forward(
         self,
