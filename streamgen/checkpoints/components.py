@@ -29,7 +29,7 @@ WAN_TOKENIZER = "google/umt5-xxl"
 TINY_DECODERS = ("taew2_1.pth", "taew2_1.safetensors")
 WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 # Files in a student folder that are not the generator: the LoRA, the tiny decoder, Wan's own parts.
-_NOT_GENERATOR = ("lora", "taew", "wan2.1_vae", "models_t5", "diffusion_pytorch_model")
+_NOT_GENERATOR = ("lora", "taew", "wan2.1_vae", "models_t5", "models_clip", "diffusion_pytorch_model")
 SPEC_KEYS = {"base", "family", "weights", "lora", "lora_alpha", "tiny_decoder", "num_heads", "decoder", "overrides", "ema"}
 
 
@@ -145,6 +145,23 @@ def _lora_file(folder: Path, spec: dict) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
+def matrix_game_parts(folder: Path, spec: dict, base: str | Path | None) -> dict[str, Any]:
+    """The Wan VAE (it encodes the start image and decodes the stream) and tiny decoder of a Matrix-Game 2.0
+    folder: beside its config, in the folder above (the release keeps Wan2.1_VAE.pth at its top), or in
+    ``base`` (--base / streamgen.json's "base"). It has no text encoder."""
+    base_dir = Path(base) if base is not None else (folder / spec["base"] if "base" in spec else None)
+    places = [folder, folder.parent] + ([base_dir] if base_dir is not None else [])
+    vae = next((d / WAN_VAE for d in places if (d / WAN_VAE).is_file()), None)
+    if vae is None and base_dir is not None and (base_dir / "vae" / "config.json").is_file():
+        vae = base_dir / "vae"
+    tiny = _optional(folder, spec, "tiny_decoder", TINY_DECODERS, "tiny decoder")
+    if vae is None and tiny is None:
+        raise FileNotFoundError(
+            f"{folder}: no VAE (encodes the start image, decodes the video) {WAN_VAE}: looked for {WAN_VAE} in "
+            f"{' or '.join(str(d) for d in places)}, vae/ in the base folder, or taew2_1.pth beside the config")
+    return {"vae": vae, "tiny_decoder": tiny, "base": base_dir}
+
+
 def find_components(path: str | Path, base: str | Path | None = None) -> Components:
     """The parts of the model at ``path`` (a folder or a generator file); ``base`` overrides streamgen.json's."""
     path = Path(path)
@@ -155,7 +172,7 @@ def find_components(path: str | Path, base: str | Path | None = None) -> Compone
     if path.is_dir() and (path / io.CONFIG_NAME).is_file() and io.is_own_config(io.read_json(path / io.CONFIG_NAME)):
         return Components(transformer=path, kind="streamgen", spec=spec)
     if path.is_dir() and (path / io.CONFIG_NAME).is_file() and "action_config" in io.read_json(path / io.CONFIG_NAME):
-        return Components(transformer=path, kind="matrix_game", spec=spec)
+        return Components(transformer=path, kind="matrix_game", spec=spec, **matrix_game_parts(path, spec, base))
     if path.is_dir() and ((path / "model_index.json").is_file() or (path / io.CONFIG_NAME).is_file()):
         kind = "diffusers" if (path / "model_index.json").is_file() else "wan_original"
         if kind == "wan_original" and io.read_json(path / io.CONFIG_NAME).get("_class_name") == "WanTransformer3DModel":

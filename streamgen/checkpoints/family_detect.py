@@ -57,12 +57,3 @@ def family_base(base: ModelConfig | None, name: str, why: str, source: str) -> M
     fam = FAMILIES[name]
     log.info("%s: family %s (%s); streaming settings applied: %s", source, name, why, fam.summary())
     return (base or preset("wan2.1-1.3b")).with_(family=name, **fam.settings)
-
-
-def matrix_game_refusal(source: str) -> ValueError:
-    """The one line for Matrix-Game 2.0 weights: recognised, but not all of it maps onto this project yet."""
-    return ValueError(
-        f"{source}: Matrix-Game 2.0 (action_model weights; config.json with action_config, model_type i2v) is recognised "
-        "and its streaming settings are known (family matrix-game-2), but its action_model (mouse temporal attention with "
-        "its own cache, keyboard attention) and CLIP image conditioning (img_emb, k_img / v_img, 36 input channels) are "
-        "not mapped onto streamgen's action modules yet")

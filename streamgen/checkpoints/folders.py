@@ -22,7 +22,8 @@ from streamgen.families import FAMILIES
 from streamgen.checkpoints import io
 from streamgen.checkpoints.adapters import build_model, load_state_dict_any
 from streamgen.checkpoints.components import generator_file, read_spec
-from streamgen.checkpoints.family_detect import detect_family, family_base, matrix_game_refusal
+from streamgen.checkpoints.family_detect import detect_family, family_base
+from streamgen.checkpoints.matrix_game import config_from_matrix_game, is_matrix_game_config, to_ours
 from streamgen.checkpoints.wan_diffusers import config_from_diffusers
 from streamgen.checkpoints.wan_original import config_from_wan_state_dict
 from streamgen.models.dit import CausalDiT
@@ -84,10 +85,18 @@ def _diffusers_style_weights(folder: Path, device) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"{folder} has {io.CONFIG_NAME} but neither {DIFFUSERS_WEIGHTS} nor {DIFFUSERS_INDEX}")
 
 
+def _matrix_game_weights(folder: Path, device) -> Mapping[str, Any]:
+    """A Matrix-Game folder's transformer: diffusers-style files, else its one weights file (e.g. base_distill.safetensors)."""
+    if (folder / DIFFUSERS_INDEX).is_file() or (folder / DIFFUSERS_WEIGHTS).is_file():
+        return _diffusers_style_weights(folder, device)
+    return load_weights_file(generator_file(folder, read_spec(folder)), device)
+
+
 def _from_weights(sd: Mapping[str, Any], name: str, source: str, *, ema: bool, base, overrides) -> tuple[ModelConfig, dict]:
     layout, ours = load_state_dict_any(sd, ema=ema)
     if any(".action_model." in k for k in ours):
-        raise matrix_game_refusal(source)
+        raise ValueError(f"{source}: Matrix-Game 2.0 weights need the config.json (action_config) of their release "
+                         "beside them; give the folder, with its config.json")
     if layout == "diffusers":
         raise ValueError(f"{source}: diffusers-named weights need the {io.CONFIG_NAME} of their folder")
     config = config_from_wan_state_dict(ours, base=base, overrides=overrides, name=name)
@@ -142,6 +151,11 @@ def load_checkpoint_dir(
         config = io.own_config(data, str(config_path), overrides)
         sd = io.load_safetensors(path / io.WEIGHTS_NAME, device)
         layout, ours = load_state_dict_any(sd, ema=ema)
+    elif is_matrix_game_config(data):
+        weights = _matrix_game_weights(path, device)
+        layout, ours = load_state_dict_any(weights, ema=ema)
+        ours = to_ours(ours)
+        config = config_from_matrix_game(ours, data, base=base, overrides=overrides, name=path.name, source=str(path))
     elif isinstance(data, dict) and (data.get("_class_name") == "WanTransformer3DModel" or "num_attention_heads" in data):
         config = config_from_diffusers(data, base=base, overrides=overrides, name=path.name)
         layout, ours = load_state_dict_any(_diffusers_style_weights(path, device), ema=ema)

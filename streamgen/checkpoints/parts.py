@@ -13,7 +13,6 @@ from typing import Any, Mapping
 import torch
 
 from streamgen.checkpoints.components import SPEC_NAME, Components
-from streamgen.checkpoints.family_detect import matrix_game_refusal
 from streamgen.checkpoints.folders import load_checkpoint_dir, load_weights_file
 from streamgen.checkpoints.lora import merge_lora
 from streamgen.checkpoints.shapes import WAN_HEADS
@@ -52,8 +51,6 @@ def _choose_decoder(comps: Components, wanted: str | None) -> str:
 def load_parts(comps: Components, device: torch.device, dtype: torch.dtype, overrides: Mapping[str, Any] | None = None,
                *, decoder: str | None = None, offload_text_encoder: bool = False) -> Parts:
     """Transformer (LoRA merged), the chosen video decoder and umT5 of ``comps`` on ``device``."""
-    if comps.kind == "matrix_game":
-        raise matrix_game_refusal(str(comps.transformer))
     spec = comps.spec
     over = dict(spec.get("overrides") or {})
     heads = spec.get("num_heads")
@@ -93,6 +90,8 @@ def load_parts(comps: Components, device: torch.device, dtype: torch.dtype, over
         text = load_umt5(comps.text_encoder, tokenizer=comps.tokenizer, device=device, dtype=dtype,
                          text_len=config.text_len, offload=offload_text_encoder)
         notes["text_encoder"] = {"kind": "umt5", "file": str(comps.text_encoder)}
+    elif comps.kind == "matrix_game":
+        notes["text_encoder"] = {"kind": "none", "why": "Matrix-Game 2.0 has no text: the start image is its context"}
     else:
         notes["text_encoder"] = {"kind": "hash", "why": "no umT5 in the folder (no base given)"}
     return Parts(config, model, video, text, notes)
