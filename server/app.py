@@ -65,7 +65,8 @@ def _load(settings: ServerSettings) -> tuple[dict, str]:
     pipes = {}
     for name in settings.model_names:
         pipe = streamgen.load_pipeline(name, device=device, dtype=dtype, attention_backend=settings.attention,
-                                       compile=settings.compile, base=settings.base, decoder=settings.decoder)
+                                       compile=settings.compile, base=settings.base, decoder=settings.decoder,
+                                       start_image=settings.start_image, image_embeds=settings.image_embeds)
         served = served_name(name, pipe.name)
         if served in pipes:
             raise ValueError(f"model {name!r} would be served as {served!r}, which another model already is; rename its folder")

@@ -52,6 +52,8 @@ def build_parser(prog: str = "streamgen serve") -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the block step (CUDA)")
     p.add_argument("--base", help="Wan2.1 folder with the VAE and umT5 for a student checkpoint")
     p.add_argument("--decoder", choices=["vae", "tiny", "preview"], help="video decoder (default: the folder's VAE)")
+    p.add_argument("--start-image", help="image file every session of an image-conditioned model starts from (Matrix-Game 2.0)")
+    p.add_argument("--image-embeds", help="CLIP tokens of the start image [257, 1280] (.npy / .safetensors / .pt)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log level of the server and uvicorn (default info; debug also shows aiortc / aioice's "
                         "per-candidate ICE lines)")

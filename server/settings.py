@@ -54,6 +54,10 @@ class ServerSettings(BaseSettings):
     base: str | None = None
     # "vae", "tiny" or "preview"; None: the folder's VAE when it has one, else its tiny decoder.
     decoder: str | None = None
+    # Image-conditioned models (Matrix-Game 2.0): the image every session starts from (None: mid-grey) and its
+    # CLIP tokens (.npy / .safetensors / .pt; None: the documented stand-in); docs/checkpoints.md.
+    start_image: str | None = None
+    image_embeds: str | None = None
 
     # --- network
     host: str = "127.0.0.1"  # loopback unless the operator opts in to exposing the server

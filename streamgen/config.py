@@ -56,7 +56,8 @@ class ActionConfig:
         self.rope_dims = tuple(self.rope_dims)
         if self.module not in ("simple", "matrix-game-2"):
             raise ValueError(f"ActionConfig: module={self.module!r} must be 'simple' or 'matrix-game-2'")
-        for name in ("mouse_hidden_dim", "keyboard_hidden_dim"):
+        used = (("mouse_hidden_dim",) if self.mouse_axes else ()) + (("keyboard_hidden_dim",) if self.keys else ())
+        for name in used:
             if self.module != "simple" and (getattr(self, name) % self.heads or sum(self.rope_dims) != getattr(self, name) // self.heads):
                 raise ValueError(f"ActionConfig: {name}={getattr(self, name)} must be heads={self.heads} x "
                                  f"sum(rope_dims={self.rope_dims})")

@@ -49,7 +49,9 @@ FAMILIES: dict[str, Family] = {
         name="causvid", ema=True, global_attention=True, settings=_streaming(3, 21, 0, (1000.0, 757.0, 522.0), 1.0),
         source="CausVid configs/wan_causal_dmd.yaml: steps 1000/757/522 unwarped, a 21-frame cache"),
     "matrix-game-2": Family(
-        name="matrix-game-2", ema=False, settings=_streaming(3, 6, 0, (1000.0, 666.0, 333.0), 5.0),
+        # its 352 x 640 frames (44 x 80 latents, 880 tokens per frame)
+        name="matrix-game-2", ema=False, settings={**_streaming(3, 6, 0, (1000.0, 666.0, 333.0), 5.0), "latent_height": 44,
+                                                   "latent_width": 80},
         source="Matrix-Game 2.0 inference_universal.yaml and config.json: local_attn_size 6, sink_size 0"),
     "wan2.1": Family(
         name="wan2.1", ema=True, settings=_streaming(3, 12, 3, (1000.0, 750.0, 500.0, 250.0), 5.0),

@@ -76,7 +76,7 @@ def load_image(path: str | Path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))
 
 
 def load_image_embeds(source: Any, tokens: int, width: int) -> torch.Tensor:

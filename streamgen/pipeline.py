@@ -202,16 +202,26 @@ def load_pipeline(
     compile: bool = False,
     matmul_dtype: str | None = None,
     quantize: str | None = None,
+    start_image=None,
+    image_embeds=None,
 ) -> Pipeline:
     """Load a pipeline by preset name, shipped default name, or checkpoint folder / generator file.
 
     ``base``: the Wan2.1 folder whose VAE and umT5 a student checkpoint uses (else ``"base"`` in its
     ``streamgen.json``). ``decoder``: "vae" (quality), "tiny" (speed) or "preview"; None = the VAE when the
     folder has one, else the tiny decoder, else the preview. ``compile`` / ``matmul_dtype`` / ``quantize``:
-    the transformer blocks' speed settings (``streamgen.acceleration.accelerate``: the block step through
+    ``start_image`` / ``image_embeds``: an image-conditioned model's default start image file and its CLIP
+    tokens (``streamgen.image_condition``). ``compile`` / ``matmul_dtype`` / ``quantize``: the transformer blocks' speed settings (``streamgen.acceleration.accelerate``: the block step through
     ``torch.compile``, bf16 linears, dynamic int8 linears), applied after loading.
     """
     pipe = _load(name, device, dtype, overrides, attention_backend, base, decoder)
+    if start_image is not None or image_embeds is not None:
+        if pipe.config.image_conditioning is None:
+            raise ValueError(f"model {name!r} is not image-conditioned: it takes no start image / image embeddings")
+        from streamgen.image_condition import load_image
+
+        pipe.start_image = load_image(start_image) if start_image is not None else None
+        pipe.image_embeds = image_embeds
     if compile or matmul_dtype or quantize:
         from streamgen.acceleration import accelerate
 

@@ -81,7 +81,7 @@ def action_config(mg: Mapping[str, Any], source: str, temporal_upsample: int) ->
         keys=keys, mouse_axes=mouse, mouse_scale=MOUSE_SCALE, window_frames=int(a.get("windows_size", 3)),
         num_layers=len(blocks), module="matrix-game-2", hidden_size=int(a.get("hidden_size", 128)),
         mouse_hidden_dim=int(a.get("mouse_hidden_dim", 1024)), keyboard_hidden_dim=int(a.get("keyboard_hidden_dim", 1024)),
-        heads=int(a.get("heads_num", 16)), rope_dims=tuple(a.get("mouse_qk_dim_list", (8, 28, 28))),
+        heads=int(a.get("heads_num", 16)), rope_dims=tuple(a.get("mouse_qk_dim_list", a.get("rope_dim_list", (8, 28, 28)))),
         rope_theta=float(a.get("rope_theta", 256)), qkv_bias=bool(a.get("qkv_bias", False)))
 
 

@@ -51,6 +51,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the block step (inductor; the warm-up pays for it)")
     p.add_argument("--base", default=None, help="Wan2.1 folder with the VAE and umT5 for a student checkpoint")
     p.add_argument("--decoder", default=None, choices=["vae", "tiny", "preview"], help="default: the folder's VAE")
+    p.add_argument("--start-image", default=None, help="image file an image-conditioned model (Matrix-Game 2.0) starts from")
+    p.add_argument("--image-embeds", default=None, help="CLIP tokens of the start image [257, 1280] (.npy / .safetensors / .pt)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model config field, typed by the field (repeatable): --set window_frames=9")
     p.add_argument("--seed", type=int, default=0, help="noise seed of the session (default 0)")
@@ -78,7 +80,8 @@ def _load(args, overrides: dict, speed: dict | None = None):
     with loading(f"--model {args.model}"):
         return streamgen.load_pipeline(args.model, device=args.device, overrides=overrides, attention_backend=args.attention,
                                        dtype=getattr(torch, args.dtype) if args.dtype else None, base=args.base,
-                                       decoder=args.decoder, compile=args.compile, **(speed or {}))
+                                       decoder=args.decoder, compile=args.compile, start_image=args.start_image,
+                                       image_embeds=args.image_embeds, **(speed or {}))
 
 
 def cmd_generate(args) -> int:

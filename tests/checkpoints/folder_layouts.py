@@ -5,14 +5,13 @@
 - :func:`write_diffusers` -> a diffusers pipeline: ``model_index.json``, ``transformer/``, ``vae/``, ``text_encoder/``, ``tokenizer/``
 - :func:`write_self_forcing` -> ``self_forcing_dmd.pt`` (``generator`` / ``generator_ema`` of ``model.``-prefixed keys)
 - :func:`write_longlive` -> ``longlive_base.pt`` + ``lora.pt`` (``{"generator_lora": peft state dict}``)
-- :func:`write_matrix_game` -> Matrix-Game 2.0's ``config.json`` (``action_config``, i2v) + its safetensors
+- Matrix-Game 2.0: ``tests/checkpoints/mg2_layout.py``
 
 The transformer has the tiny widths (64 wide, 4 heads of 16, 2 layers) with Wan's 16 latent channels and
 umT5's width of the tiny text encoder, so the components of ``tests/checkpoints/wan_layouts.py`` fit it.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -120,23 +119,3 @@ def write_longlive(folder: Path, base: Path, seed: int = 0, rank: int = 4, alpha
 
 def write_taew_beside(folder: Path) -> Path:
     return write_taew(folder / "taew2_1.pth")
-
-
-def write_matrix_game(folder: Path, seed: int = 0) -> Path:
-    """Matrix-Game 2.0's released layout: its ``config.json`` (CausalWanModel, i2v, 36 input channels,
-    ``action_config``) and a transformer with ``action_model`` modules in the first half of the blocks."""
-    folder.mkdir(parents=True, exist_ok=True)
-    cfg = tiny_config()
-    config = {**wan_config_from(cfg), "_class_name": "CausalWanModel", "model_type": "i2v", "in_dim": 36,
-              "local_attn_size": 6, "sink_size": 0,
-              "action_config": {"blocks": [0], "enable_keyboard": True, "enable_mouse": True, "heads_num": 4,
-                                "hidden_size": 16, "img_hidden_size": cfg.dim, "keyboard_dim_in": 4,
-                                "keyboard_hidden_dim": 32, "mouse_dim_in": 2, "mouse_hidden_dim": 32,
-                                "vae_time_compression_ratio": 4, "windows_size": 3}}
-    (folder / "config.json").write_text(json.dumps(config))
-    sd = tiny_state_dict(seed)
-    sd["patch_embedding.weight"] = torch.randn(cfg.dim, 36, 1, 2, 2)
-    sd["blocks.0.action_model.keyboard_embed.0.weight"] = torch.randn(16, 4)
-    sd["blocks.0.action_model.mouse_mlp.0.weight"] = torch.randn(32, 2 * 4 * 3 + cfg.dim)
-    save_safetensors(sd, folder / "diffusion_pytorch_model.safetensors")
-    return folder

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import streamgen
-from tests.checkpoints.folder_layouts import write_longlive, write_matrix_game, write_self_forcing, write_taew, write_wan_original
+from tests.checkpoints.folder_layouts import write_longlive, write_self_forcing, write_taew, write_wan_original
 from tests.cli.helpers import run_cli
 
 # Wan's VAE: the first latent frame decodes to 1 pixel frame, later ones to 4; 3 blocks of 3 latent frames.
@@ -98,15 +98,3 @@ def test_a_student_with_a_base_given_on_the_command_line(tmp_path, wan_base):
                    "-o", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(_mp4_frames(out)) == 9  # the VAE's first block: 1 + 4 * 2 frames
-
-
-def test_matrix_game_2_is_recognised_and_what_is_not_mapped_is_named(tmp_path):
-    folder = write_matrix_game(tmp_path / "Matrix-Game-2.0")
-    bare = tmp_path / "base_distilled_model"  # the released weights without the repository's config.json
-    bare.mkdir()
-    shutil.copy(folder / "diffusion_pytorch_model.safetensors", bare / "base_distill.safetensors")
-    for path in (folder, bare):
-        with pytest.raises(ValueError) as err:
-            streamgen.load_pipeline(str(path), device="cpu")
-        message = str(err.value)
-        assert "\n" not in message and "Matrix-Game 2.0" in message and "action_model" in message and "img_emb" in message
