@@ -37,7 +37,7 @@ class ActionSpec:
     """What a world model listens to."""
 
     keys: tuple[str, ...]  # W3C KeyboardEvent.code names, in the order of the keyboard vector
-    mouse_axes: tuple[str, ...]  # wire field names ("dx", "dy") in the order of the mouse vector
+    mouse_axes: tuple[str, ...]  # wire field names ("dx", "dy") in the order of the mouse vector; "-dy" negates
     mouse_scale: float  # model units per pixel of motion
     raw_fps: float  # raw (decoded) video frames per second: the action rate
     raw_per_latent: int  # raw frames per latent frame
@@ -94,10 +94,11 @@ def parse_event(event: dict, spec: ActionSpec) -> ActionEvent | None:
     if kind == "mouse":
         delta = []
         for axis in spec.mouse_axes:
-            value = event.get(axis, 0.0)
+            name = axis.removeprefix("-")
+            value = event.get(name, 0.0)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"mouse event {event!r}: {axis}={value!r} is not a finite number")
-            delta.append(float(value))
+                raise ValueError(f"mouse event {event!r}: {name}={value!r} is not a finite number")
+            delta.append(-float(value) if axis.startswith("-") else float(value))
         return ActionEvent("mouse", t, delta=tuple(delta))
     raise ValueError(f"action event {event!r}: kind={kind!r} is not 'key' or 'mouse'")
 

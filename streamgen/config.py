@@ -17,7 +17,7 @@ class ActionConfig:
 
     # Key names as W3C ``KeyboardEvent.code``; WASD is Matrix-Game 2.0's "universal" vocabulary.
     keys: tuple[str, ...] = ("KeyW", "KeyS", "KeyA", "KeyD")
-    # Mouse axes, in the order of the model's mouse input (wire events carry dx, dy in pixels).
+    # Mouse axes, in the order of the model's mouse input (wire events carry dx, dy in pixels; "-dy" negates).
     mouse_axes: tuple[str, ...] = ("dx", "dy")
     # Model units per pixel of mouse motion in one raw frame; 0.01 maps a 10 px flick to Matrix-Game 2.0's
     # per-frame camera step of 0.1.

@@ -30,10 +30,10 @@ log = logging.getLogger("streamgen.checkpoints")
 # slide, turn left, turn right, side left, side right: the release's q, w, s, z, c, a, d).
 KEYBOARDS = {4: ("KeyW", "KeyS", "KeyA", "KeyD"), 2: ("KeyW", "KeyS"),
              7: ("KeyQ", "KeyW", "KeyS", "KeyZ", "KeyC", "KeyA", "KeyD")}
-# The mouse vector is (pitch, yaw): moving up / right. Wire deltas are (dy, dx) in pixels, dy growing down, so
-# the pitch here grows when the mouse moves down (inverted look); the scale maps 10 px in one frame to the
-# release's per-frame camera step of 0.1.
-MOUSE_AXES = ("dy", "dx")
+# The mouse vector is (pitch, yaw), positive looking up / right (the release's I and L keys: [0.1, 0], [0, 0.1]).
+# Wire deltas are pixels with dy growing down, hence -dy; the scale maps 10 px in one frame to the release's
+# per-frame camera step of 0.1.
+MOUSE_AXES = ("-dy", "dx")
 MOUSE_SCALE = 0.01
 TEMPLERUN_STEPS = (1000.0, 750.0, 500.0, 250.0)  # inference_templerun.yaml (the others: 1000, 666, 333)
 

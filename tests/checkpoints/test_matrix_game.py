@@ -35,9 +35,18 @@ def test_every_released_key_is_consumed_and_the_settings_are_its_own(release):
     assert (config.family, config.window_frames, config.sink_frames, config.denoising_steps) == (
         "matrix-game-2", 6, 0, (1000.0, 666.0, 333.0))
     assert (a.module, a.keys, a.mouse_axes, a.window_frames, a.num_layers) == (
-        "matrix-game-2", ("KeyW", "KeyS", "KeyA", "KeyD"), ("dy", "dx"), 3, 1)
+        "matrix-game-2", ("KeyW", "KeyS", "KeyA", "KeyD"), ("-dy", "dx"), 3, 1)
     assert config.in_channels + config.cond_channels == 36 and config.takes_prompt is False
     assert not hasattr(model, "text_embedding") and model.img_emb.proj[0].weight.shape == (32,)
+
+
+def test_mouse_up_and_right_are_the_release_s_look_up_and_right(release):
+    from streamgen.actions import ActionState
+
+    pipe = streamgen.load_pipeline(str(release), device="cpu")
+    state = ActionState(pipe.action_spec, clock="stream")
+    windows = state.block([{"kind": "mouse", "dx": 10.0, "dy": -10.0, "t_ms": 0}], 3)
+    assert windows.raw_mouse[0].tolist() == pytest.approx([0.1, 0.1])  # pitch up, yaw right: I + L of the release
 
 
 def test_templerun_distilled_file_with_its_wrapper_prefix(tmp_path):
