@@ -11,10 +11,10 @@ Matrix-Game 2.0 (docs/checkpoints.md) starts every stream from an image, as Wan 
   The causal encoder's view of the grey frames stops changing a few latent frames after the image, so
   ``COND_FRAMES`` are encoded and later frames reuse the last one (Matrix-Game encodes the whole clip).
 
-The CLIP vision tower is not part of this project. ``image_embeds`` takes the real tokens (computed
-elsewhere with the open-clip ViT-H/14 Matrix-Game ships, saved as ``.npy`` / ``.safetensors`` / ``.pt``);
-without them a **stand-in** is used: the image's mean colour and 16 x 16 patch colours through a fixed
-seeded projection. It makes the stream depend on the image, but it is not CLIP: ``notes`` say which.
+The CLIP tokens come, in this order, from ``image_embeds`` (computed elsewhere, ``.npy`` / ``.safetensors`` /
+``.pt``), from the pipeline's ``image_encoder`` (``streamgen.image_clip``: the ViT-H/14 of the CLIP file
+Matrix-Game ships), else from a **stand-in**: the image's mean colour and 16 x 16 patch colours through a
+fixed seeded projection. It makes the stream depend on the image, but it is not CLIP: ``notes`` say which.
 """
 from __future__ import annotations
 
@@ -139,9 +139,13 @@ def stream_conditioning(pipe: Any, image: Any = None, image_embeds: Any = None) 
         mask = torch.zeros(1, latent.shape[1], ic.mask_channels, *latent.shape[3:], device=pipe.device, dtype=pipe.dtype)
         mask[:, 0] = 1  # the first latent frame is the given image
         cond = torch.cat([mask, latent], dim=2)  # [1, COND_FRAMES, 4 + 16, h, w]
+        encoder = getattr(pipe, "image_encoder", None)
         if image_embeds is not None:
             clip = load_image_embeds(image_embeds, ic.clip_tokens, ic.clip_dim)
             notes["image_embeds"] = "given"
+        elif encoder is not None:
+            clip = encoder.encode(img)  # [1, 257, 1280]
+            notes["image_embeds"] = "CLIP (the pipeline's image encoder)"
         else:
             clip = standin_embeds(img, ic.clip_tokens, ic.clip_dim)
             notes["image_embeds"] = "stand-in (image colours through a fixed projection; not CLIP)"

@@ -58,6 +58,7 @@ class Pipeline:
     # (array or .npy / .safetensors / .pt file) of sessions started without their own; streamgen.image_condition.
     start_image: object | None = None
     image_embeds: object | None = None
+    image_encoder: object | None = None  # streamgen.image_clip.ClipVision, or None (embeddings given, or a stand-in)
     compiled: bool = False  # the block step runs through torch.compile (streamgen.compile)
     # The speed settings applied to the blocks (``streamgen.acceleration``); None = the model as loaded.
     acceleration: object | None = None
@@ -279,7 +280,7 @@ def model_config(name: str, overrides: dict | None = None) -> ModelConfig:
 
 
 def build_pipeline(config, model, device, dtype, attention_backend, name, decoder=None, audio_decoder=None,
-                   start_context=None, text_encoder=None, notes=None, decoder_dtype=None) -> Pipeline:
+                   start_context=None, text_encoder=None, notes=None, decoder_dtype=None, image_encoder=None) -> Pipeline:
     """A pipeline around a built ``model``: the given decoders, else the preview decoders its config pairs with."""
     from streamgen.models.attention import BACKENDS
 
@@ -313,7 +314,7 @@ def build_pipeline(config, model, device, dtype, attention_backend, name, decode
     if text_encoder is None:
         text_encoder = HashTextEncoder(config.text_dim, config.text_len)
     return Pipeline(config, model, decoder, text_encoder, device, dtype, name, audio_decoder, resampler, start_context,
-                    dict(notes or {}))
+                    dict(notes or {}), image_encoder=image_encoder)
 
 
 def keep_time_embedding_fp32(model: CausalDiT) -> None:
@@ -334,7 +335,8 @@ def _load_folder(path: Path, device, dtype, overrides, attention_backend, name, 
 
         parts = load_parts(comps, device, dtype, overrides, decoder=decoder)
         return build_pipeline(parts.config, parts.model, device, dtype, attention_backend, name, parts.decoder,
-                         text_encoder=parts.text_encoder, notes=parts.notes, decoder_dtype=dtype)  # Wan decoders: the model's dtype
+                         text_encoder=parts.text_encoder, notes=parts.notes, decoder_dtype=dtype,  # Wan decoders: the model's dtype
+                         image_encoder=parts.image_encoder)
 
     config, model = load_checkpoint_dir(path, device=device, overrides=overrides)
     decoders = load_trained_decoders(path)  # trained autoencoders shipped beside the model, if any

@@ -27,6 +27,7 @@ WAN_VAE = "Wan2.1_VAE.pth"
 WAN_T5 = "models_t5_umt5-xxl-enc-bf16.pth"
 WAN_TOKENIZER = "google/umt5-xxl"
 TINY_DECODERS = ("taew2_1.pth", "taew2_1.safetensors")
+WAN_CLIP = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"  # Wan i2v's / Matrix-Game 2.0's image encoder
 WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 # Files in a student folder that are not the generator: the LoRA, the tiny decoder, Wan's own parts.
 _NOT_GENERATOR = ("lora", "taew", "wan2.1_vae", "models_t5", "models_clip", "diffusion_pytorch_model")
@@ -44,6 +45,7 @@ class Components:
     tokenizer: Path | None = None
     tiny_decoder: Path | None = None
     lora: Path | None = None
+    image_encoder: Path | None = None  # Wan's CLIP .pth (Matrix-Game 2.0: encodes the start image)
     base: Path | None = None
     num_heads: int | None = None  # the base folder's transformer head count and width (see load_parts)
     base_dim: int | None = None
@@ -148,7 +150,8 @@ def _lora_file(folder: Path, spec: dict) -> Path | None:
 def matrix_game_parts(folder: Path, spec: dict, base: str | Path | None) -> dict[str, Any]:
     """The Wan VAE (it encodes the start image and decodes the stream) and tiny decoder of a Matrix-Game 2.0
     folder: beside its config, in the folder above (the release keeps Wan2.1_VAE.pth at its top), or in
-    ``base`` (--base / streamgen.json's "base"). It has no text encoder."""
+    ``base`` (--base / streamgen.json's "base"); its CLIP file is looked for in the same places (optional:
+    ``streamgen.image_condition`` has a stand-in). It has no text encoder."""
     base_dir = Path(base) if base is not None else (folder / spec["base"] if "base" in spec else None)
     places = [folder, folder.parent] + ([base_dir] if base_dir is not None else [])
     vae = next((d / WAN_VAE for d in places if (d / WAN_VAE).is_file()), None)
@@ -159,7 +162,8 @@ def matrix_game_parts(folder: Path, spec: dict, base: str | Path | None) -> dict
         raise FileNotFoundError(
             f"{folder}: no VAE (encodes the start image, decodes the video) {WAN_VAE}: looked for {WAN_VAE} in "
             f"{' or '.join(str(d) for d in places)}, vae/ in the base folder, or taew2_1.pth beside the config")
-    return {"vae": vae, "tiny_decoder": tiny, "base": base_dir}
+    clip = next((d / WAN_CLIP for d in places if (d / WAN_CLIP).is_file()), None)
+    return {"vae": vae, "tiny_decoder": tiny, "base": base_dir, "image_encoder": clip}
 
 
 def find_components(path: str | Path, base: str | Path | None = None) -> Components:

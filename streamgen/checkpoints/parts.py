@@ -30,6 +30,7 @@ class Parts:
     decoder: Any | None  # None: the pipeline's preview decoder
     text_encoder: Any | None  # None: the hash text encoder
     notes: dict[str, Any] = field(default_factory=dict)  # what was loaded from where (describe())
+    image_encoder: Any | None = None  # CLIP vision tower of image-conditioned models (None: embeddings or a stand-in)
 
 
 def _choose_decoder(comps: Components, wanted: str | None) -> str:
@@ -92,6 +93,14 @@ def load_parts(comps: Components, device: torch.device, dtype: torch.dtype, over
         notes["text_encoder"] = {"kind": "umt5", "file": str(comps.text_encoder)}
     elif comps.kind == "matrix_game":
         notes["text_encoder"] = {"kind": "none", "why": "Matrix-Game 2.0 has no text: the start image is its context"}
+    clip = None
+    if comps.image_encoder is not None:
+        from streamgen.image_clip import load_clip_vision
+
+        clip = load_clip_vision(comps.image_encoder, device, dtype)
+        notes["image_encoder"] = {"kind": "clip", "file": str(comps.image_encoder)}
+    elif comps.kind == "matrix_game":
+        notes["image_encoder"] = {"kind": "stand-in", "why": "no CLIP file found; give --image-embeds for real tokens"}
     else:
         notes["text_encoder"] = {"kind": "hash", "why": "no umT5 in the folder (no base given)"}
-    return Parts(config, model, video, text, notes)
+    return Parts(config, model, video, text, notes, clip)

@@ -20,7 +20,7 @@ import torch
 from streamgen.checkpoints.io import save_safetensors, write_json
 from tests.checkpoints.wan_layouts import write_wan_vae_original
 
-DIM, FFN, FREQ, HEADS, LAYERS, CLIP = 64, 128, 32, 4, 2, 32  # tiny trunk; CLIP tokens 32 wide (the release: 1280)
+DIM, FFN, FREQ, HEADS, LAYERS, CLIP = 64, 128, 32, 4, 2, 160  # tiny trunk; CLIP tokens 160 wide (the release: 1280)
 GRID = {"latent_height": 4, "latent_width": 4}  # 32 x 32 pixels (the release: 44 x 80, 352 x 640)
 
 UNIVERSAL = {"blocks": [0], "enable_keyboard": True, "enable_mouse": True, "heads_num": 2, "hidden_size": 8,
@@ -96,14 +96,44 @@ def random_release(action: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     return sd
 
 
+CLIP_FILE = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
+
+
+def clip_shapes(dim: int = CLIP, layers: int = 3, patch: int = 14, image: int = 56, out_dim: int = 64) -> dict:
+    """Wan's CLIP file: ``visual.*`` (a ViT; ViT-H/14 is 1280 wide, 32 blocks, 224 px) and, unread here, the text
+    tower and ``log_scale`` (two of its tensors stand for the whole XLM-RoBERTa)."""
+    tokens = 1 + (image // patch) ** 2
+    out = {"visual.patch_embedding.weight": (dim, 3, patch, patch), "visual.cls_embedding": (1, 1, dim),
+           "visual.pos_embedding": (1, tokens, dim), "visual.head": (dim, out_dim)}
+    out |= _norm("visual.pre_norm", dim) | _norm("visual.post_norm", dim)
+    for i in range(layers):
+        b = f"visual.transformer.{i}."
+        out |= _norm(b + "norm1", dim) | _linear(b + "attn.to_qkv", 3 * dim, dim) | _linear(b + "attn.proj", dim, dim)
+        out |= _norm(b + "norm2", dim) | _linear(b + "mlp.0", 4 * dim, dim) | _linear(b + "mlp.2", dim, 4 * dim)
+    return out | {"textual.token_embedding.weight": (16, 8), "textual.head.0.weight": (8, 8), "log_scale": ()}
+
+
+def write_wan_clip(path: Path, seed: int = 0, **shape) -> Path:
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, s in clip_shapes(**shape).items():
+        norm = len(s) == 1 and name.endswith(".weight")
+        sd[name] = 1 + 0.1 * torch.randn(s, generator=g) if norm else torch.randn(s, generator=g) * (s[-1] if s else 1) ** -0.5
+    torch.save(sd, path)
+    return path
+
+
 def write_matrix_game_release(root: Path, model: str = "base_distilled_model", *, action: dict = UNIVERSAL, seed: int = 0,
                               weights: str = "diffusion_pytorch_model.safetensors", prefixed: bool = False,
-                              vae: bool = True) -> Path:
-    """``root/Wan2.1_VAE.pth`` and ``root/model/`` (config.json + weights); returns the model folder."""
+                              vae: bool = True, clip: bool = False) -> Path:
+    """``root/Wan2.1_VAE.pth`` (and with ``clip`` Wan's CLIP file) and ``root/model/`` (config.json + weights);
+    returns the model folder."""
     folder = root / model
     folder.mkdir(parents=True, exist_ok=True)
     if vae and not (root / "Wan2.1_VAE.pth").is_file():
         write_wan_vae_original(root / "Wan2.1_VAE.pth")
+    if clip:
+        write_wan_clip(root / CLIP_FILE)
     write_json(folder / "config.json", config_json(action))
     sd = random_release(action, seed)
     save_safetensors({("model." + k if prefixed else k): v for k, v in sd.items()}, folder / weights)

@@ -37,7 +37,7 @@ def test_every_released_key_is_consumed_and_the_settings_are_its_own(release):
     assert (a.module, a.keys, a.mouse_axes, a.window_frames, a.num_layers) == (
         "matrix-game-2", ("KeyW", "KeyS", "KeyA", "KeyD"), ("-dy", "dx"), 3, 1)
     assert config.in_channels + config.cond_channels == 36 and config.takes_prompt is False
-    assert not hasattr(model, "text_embedding") and model.img_emb.proj[0].weight.shape == (32,)
+    assert not hasattr(model, "text_embedding") and model.img_emb.proj[0].weight.shape == (160,)
 
 
 def test_mouse_up_and_right_are_the_release_s_look_up_and_right(release):
@@ -83,7 +83,7 @@ def test_keys_mouse_and_the_start_image_change_the_stream(release):
     image[:, :40] = 255  # cropped to the centre 48 x 48 and resized to 32 x 32
     lit = _frames(pipe, None, image=image)
     assert not np.array_equal(lit[0], still[0])
-    embeds = _frames(pipe, None, image=image, image_embeds=torch.randn(257, 32).numpy())
+    embeds = _frames(pipe, None, image=image, image_embeds=torch.randn(257, 160).numpy())
     assert not np.array_equal(embeds[0], lit[0])
 
 
