@@ -47,7 +47,7 @@ class AppState:
     runtime: dict[str, dict] = field(default_factory=dict)
 
 
-_RUNTIME_KEYS = ("device", "dtype", "attention_backend", "compiled", "family", "streaming", "decoder", "text_encoder", "lora")
+_RUNTIME_KEYS = ("device", "dtype", "attention_backend", "compiled", "family", "streaming", "decoder", "text_encoder", "image_encoder", "lora")
 
 
 def _runtime(described: dict) -> dict:

@@ -118,6 +118,7 @@ def test_streams_3_blocks_over_the_websocket_with_keys_and_mouse(release):
     with RunningServer(model=str(release)) as server:
         runtime = server.get_json("/v1/models")["runtime"][release.name]
         assert runtime["family"] == "matrix-game-2" and runtime["decoder"]["kind"] == "wan-vae"
+        assert runtime["image_encoder"]["kind"] == "stand-in" and runtime["text_encoder"]["kind"] == "none"
         blocks = asyncio.run(session(server.url))
     assert [blocks.count(b) for b in range(3)] == [9, 12, 12]
 
