@@ -66,9 +66,9 @@ def fit_image(image: Any, height: int, width: int) -> np.ndarray:
     else:
         ch, cw = h, max(1, round(h * width / height))
     top, left = (h - ch) // 2, (w - cw) // 2
-    crop = torch.from_numpy(np.ascontiguousarray(img[top : top + ch, left : left + cw])).permute(2, 0, 1)[None].float()
+    crop = torch.from_numpy(np.ascontiguousarray(img[top : top + ch, left : left + cw])).permute(2, 0, 1)[None].float()  # [1, 3, h, w]
     out = F.interpolate(crop, size=(height, width), mode="bilinear", antialias=True, align_corners=False)  # [1, 3, H, W]
-    return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()  # [H, W, 3]
 
 
 def load_image(path: str | Path) -> np.ndarray:
