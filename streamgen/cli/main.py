@@ -92,6 +92,9 @@ def cmd_generate(args) -> int:
     overrides = _check(args)
     check_output_file(args.output)
     pipe = _load(args, overrides)
+    st = pipe.streaming_settings()
+    print(f"{pipe.name}: family {pipe.config.family}, block {st['frames_per_block']}, window {st['window_frames']}, "
+          f"sink {st['sink_frames']}, steps {st['denoising_steps']} (shift {st['shift']:g})", file=sys.stderr)
     session = pipe.start(seed=args.seed, prompt=args.prompt)
     channels = pipe.audio_channels or 0
     with Mp4Recorder(args.output, fps=pipe.fps, width=pipe.width, height=pipe.height, sample_rate=pipe.sample_rate,

@@ -99,6 +99,7 @@ def test_streams_3_blocks_through_generate(release, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     with av.open(str(out)) as container:
         assert sum(1 for _ in container.decode(container.streams.video[0])) == FRAMES
+    assert "family matrix-game-2, block 3, window 6, sink 0, steps [1000.0, 666.0, 333.0] (shift 5)" in proc.stderr
 
 
 def test_streams_3_blocks_over_the_websocket_with_keys_and_mouse(release):
