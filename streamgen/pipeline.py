@@ -211,9 +211,10 @@ def load_pipeline(
     ``base``: the Wan2.1 folder whose VAE and umT5 a student checkpoint uses (else ``"base"`` in its
     ``streamgen.json``). ``decoder``: "vae" (quality), "tiny" (speed) or "preview"; None = the VAE when the
     folder has one, else the tiny decoder, else the preview. ``compile`` / ``matmul_dtype`` / ``quantize``:
-    ``start_image`` / ``image_embeds``: an image-conditioned model's default start image file and its CLIP
-    tokens (``streamgen.image_condition``). ``compile`` / ``matmul_dtype`` / ``quantize``: the transformer blocks' speed settings (``streamgen.acceleration.accelerate``: the block step through
-    ``torch.compile``, bf16 linears, dynamic int8 linears), applied after loading.
+    the transformer blocks' speed settings (``streamgen.acceleration.accelerate``: the block step through
+    ``torch.compile``, bf16 linears, dynamic int8 linears), applied after loading. ``start_image`` /
+    ``image_embeds``: an image-conditioned model's default start image file and its CLIP tokens
+    (``streamgen.image_condition``).
     """
     pipe = _load(name, device, dtype, overrides, attention_backend, base, decoder)
     if start_image is not None or image_embeds is not None:
