@@ -93,6 +93,8 @@ def load_parts(comps: Components, device: torch.device, dtype: torch.dtype, over
         notes["text_encoder"] = {"kind": "umt5", "file": str(comps.text_encoder)}
     elif comps.kind == "matrix_game":
         notes["text_encoder"] = {"kind": "none", "why": "Matrix-Game 2.0 has no text: the start image is its context"}
+    else:
+        notes["text_encoder"] = {"kind": "hash", "why": "no umT5 in the folder (no base given)"}
     clip = None
     if comps.image_encoder is not None:
         from streamgen.image_clip import load_clip_vision
@@ -101,6 +103,4 @@ def load_parts(comps: Components, device: torch.device, dtype: torch.dtype, over
         notes["image_encoder"] = {"kind": "clip", "file": str(comps.image_encoder)}
     elif comps.kind == "matrix_game":
         notes["image_encoder"] = {"kind": "stand-in", "why": "no CLIP file found; give --image-embeds for real tokens"}
-    else:
-        notes["text_encoder"] = {"kind": "hash", "why": "no umT5 in the folder (no base given)"}
     return Parts(config, model, video, text, notes, clip)
