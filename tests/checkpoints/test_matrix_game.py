@@ -62,6 +62,20 @@ def test_templerun_distilled_file_with_its_wrapper_prefix(tmp_path):
     assert chunk.video.shape == (9, 32, 32, 3)
 
 
+def test_gta_drive_keys_and_its_window_of_4_frames(tmp_path, caplog):
+    import json
+    import logging
+
+    folder = write_matrix_game_release(tmp_path / "Matrix-Game-2.0", "gta_distilled_model",
+                                       action={**UNIVERSAL, "keyboard_dim_in": 2})
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "local_attn_size": 4}))
+    with caplog.at_level(logging.WARNING, logger="streamgen.checkpoints"):
+        config, _ = load_checkpoint_dir(folder, overrides={"latent_height": 4, "latent_width": 4})
+    assert config.actions.keys == ("KeyW", "KeyS") and config.actions.mouse_axes == ("-dy", "dx")
+    assert config.window_frames == 6 and "local_attn_size 4 / sink 0 is not whole blocks of 3" in caplog.text
+
+
 def _frames(pipe, events, blocks=3, **start):
     s = pipe.start(seed=3, **start)
     return [s.step(actions=events).video for _ in range(blocks)]
