@@ -153,6 +153,9 @@ class CausalDiT(nn.Module):
 
         Joint audio-video models return ``2 * num_layers`` entries: the video blocks', then the audio blocks'.
         """
+        if self.config.image_conditioning is not None:
+            raise ValueError(f"model {self.config.name!r} has no text input: its cross-attention context is the start "
+                             "image (encode_image)")
         ctx = self.text_embedding(text)  # [B, Ltext, C]
         kv = [blk.cross_attn.context_kv(ctx) for blk in self.blocks]
         if self.audio is not None:

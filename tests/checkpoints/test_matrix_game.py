@@ -40,6 +40,8 @@ def test_every_released_key_is_consumed_and_the_settings_are_its_own(release):
         "matrix-game-2", ("KeyW", "KeyS", "KeyA", "KeyD"), ("-dy", "dx"), 3, 1)
     assert config.in_channels + config.cond_channels == 36 and config.takes_prompt is False
     assert not hasattr(model, "text_embedding") and model.img_emb.proj[0].weight.shape == (160,)
+    with pytest.raises(ValueError, match="has no text input"):
+        model.encode_text(torch.zeros(1, 8, 4096))
 
 
 def test_mouse_up_and_right_are_the_release_s_look_up_and_right(release):
