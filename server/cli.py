@@ -67,6 +67,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         return ServerSettings(**given)
     except ValidationError as err:
         first = err.errors()[0]
+        if not first["loc"]:  # a check across fields: its message names the values (the input may hold secrets)
+            raise UsageError(first["msg"].removeprefix("Value error, ")) from None
         name = ".".join(str(part) for part in first["loc"]) or "settings"
         raise UsageError(f"{name}={first.get('input')!r}: {first['msg'].removeprefix('Value error, ')}") from None
 

@@ -8,7 +8,7 @@ import importlib.util
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -83,6 +83,10 @@ class ServerSettings(BaseSettings):
     # default: aiortc would otherwise query Google's STUN server on every offer (slow, and nothing may be
     # reachable); host candidates suffice on a LAN and loopback.
     ice_servers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Credentials of the ``turn:`` / ``turns:`` entries of ice_servers (a TURN relay needs both; STUN none).
+    # The server's peer and the page (``GET /v1/ice``, behind the session token) both use them.
+    ice_username: str | None = None
+    ice_credential: str | None = None
 
     # --- security
     auth_token: str | None = None  # None: no auth (fine on loopback; set it when exposing the server)
@@ -186,6 +190,26 @@ class ServerSettings(BaseSettings):
         if not v > 0:
             raise ValueError(f"{info.field_name}={v} must be > 0")
         return v
+
+    @model_validator(mode="after")
+    def _turn_credentials(self):
+        turn = [u for u in self.ice_servers if u.startswith(("turn:", "turns:"))]
+        if turn and not (self.ice_username and self.ice_credential):
+            raise ValueError(f"ice_servers: {turn[0]!r} is a TURN server; set ice_username and ice_credential too")
+        bad = [u for u in self.ice_servers if not u.startswith(("stun:", "stuns:", "turn:", "turns:"))]
+        if bad:
+            raise ValueError(f"ice_servers: {bad[0]!r} is not a stun:, stuns:, turn: or turns: URL")
+        return self
+
+    def ice_server_list(self) -> list[dict]:
+        """The ICE servers as RTCIceServer fields (``urls``, and for TURN ``username`` / ``credential``)."""
+        out = []
+        for url in self.ice_servers:
+            entry = {"urls": url}
+            if url.startswith(("turn:", "turns:")):
+                entry.update(username=self.ice_username, credential=self.ice_credential)
+            out.append(entry)
+        return out
 
     @property
     def model_names(self) -> list[str]:

@@ -172,7 +172,7 @@ async def offer(request: Request) -> JSONResponse:
     except Busy as b:
         return _error(429 if b.code == "rate_limited" else 503, b.code, str(b), metrics,
                       headers={"Retry-After": str(math.ceil(b.retry_after_s))}, retry_after_s=b.retry_after_s)
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[RTCIceServer(u) for u in settings.ice_servers]))
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[RTCIceServer(**s) for s in settings.ice_server_list()]))
     es = session = None
     answered = False
     try:

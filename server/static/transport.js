@@ -26,12 +26,21 @@ async function refusal(r) {
   return new ServerRefusal(`${body.code || r.status}: ${body.message || r.statusText}${retry}`);
 }
 
+// The server's STUN / TURN servers (GET /v1/ice, behind the session token); none on a LAN or loopback.
+async function iceServers(headers) {
+  try {
+    const r = await fetch("/v1/ice", { headers });
+    if (r.ok) return (await r.json()).iceServers || [];
+  } catch (err) { /* no answer: host candidates only */ }
+  return [];
+}
+
 class RtcTransport {
   constructor(video, hooks) { this.video = video; this.hooks = hooks; this.kind = "webrtc"; this.media = new MediaStream(); this.ended = false; }
 
   // Resolves once the peer connection is connected; rejects (RTC failure or ServerRefusal) otherwise.
   async open(start, headers) {
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    const pc = new RTCPeerConnection({ iceServers: await iceServers(headers) });
     this.pc = pc;
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.addTransceiver("audio", { direction: "recvonly" });

@@ -14,21 +14,9 @@ import sys
 
 import httpx
 import websockets
-from aiortc import RTCPeerConnection
 
 from . import fuzz_cases as F
-from .rtc_client import RtcClient
-
-
-async def _sdp() -> str:
-    pc = RTCPeerConnection()
-    pc.addTransceiver("video", direction="recvonly")
-    pc.addTransceiver("audio", direction="recvonly")
-    pc.createDataChannel("control")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
+from .rtc_client import RtcClient, offer_sdp
 
 
 class Fuzzer:
@@ -132,7 +120,7 @@ class Fuzzer:
 
 async def run(url: str, seed: int, cases: int) -> dict:
     rng = random.Random(seed)
-    f = Fuzzer(url, rng, await _sdp())
+    f = Fuzzer(url, rng, await offer_sdp())
     while f.cases < cases:
         r = rng.random()
         if r < 0.55:

@@ -12,6 +12,19 @@ from aiortc.mediastreams import MediaStreamError
 from streamgen_client import protocol as P
 
 
+async def offer_sdp() -> str:
+    """A real offer (video and audio receive-only, a control channel) from a peer closed at once: SDP to
+    take apart or send as it is."""
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    pc.createDataChannel("control")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
 class RtcClient:
     def __init__(self, base_url: str, *, model: str = "tiny", prompt: str | None = None, token: str | None = None,
                  keep_frames: bool = False) -> None:

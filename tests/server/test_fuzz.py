@@ -62,8 +62,14 @@ def _fuzz(cases_target: int, seed: int = SEED) -> None:
             t0 = time.monotonic()
             procs = [await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "tests.server.fuzz_worker", server.url, str(seed + i),
-                str(cases_target // WORKERS), cwd=ROOT, stdout=asyncio.subprocess.PIPE) for i in range(WORKERS)]
-            outs = [json.loads((await p.communicate())[0].decode().strip().splitlines()[-1]) for p in procs]
+                str(cases_target // WORKERS), cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                for i in range(WORKERS)]
+            outs = []
+            for p in procs:
+                out, err = await p.communicate()
+                lines = out.decode().strip().splitlines()
+                assert p.returncode == 0 and lines, f"fuzz worker exited {p.returncode}: {err.decode()[-2000:]}"
+                outs.append(json.loads(lines[-1]))
             elapsed = time.monotonic() - t0
             handed = [h[2] for h in list(track.history)[n0:]]  # when each frame left the server
             pinger.cancel()

@@ -8,16 +8,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import time
 
 import httpx
 import websockets
-from aiortc import RTCPeerConnection
 from streamgen_client import protocol as P
 
 from .conftest import running_server, unhandled
-from .rtc_client import RtcClient
+from .raw_http import raw_request
+from .rtc_client import RtcClient, offer_sdp
 from .ws_client import WsClient
 
 UNHASHABLE_KINDS = ([], {}, [["key"]], {"key": 1})
@@ -55,32 +54,9 @@ def test_unhashable_action_kind_is_a_typed_error_on_both_transports():
     assert not unhandled(server.log.getvalue()), unhandled(server.log.getvalue())
 
 
-def _raw_post(url: str, head: str, body: bytes, *, close_after: bool = False, read_timeout: float = 8.0) -> bytes:
-    """Send a request head and part of a body on a raw socket; return what the server answers (b'' if nothing)."""
-    host, port = url.removeprefix("http://").split(":")
-    s = socket.create_connection((host, int(port)))
-    try:
-        s.sendall(head.encode() + body)
-        if close_after:
-            return b""
-        s.settimeout(read_timeout)
-        data = b""
-        try:
-            while b"\r\n\r\n" not in data:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except (TimeoutError, ConnectionResetError):
-            pass
-        return data
-    finally:
-        s.close()
-
-
-def _head(n: int | None, chunked: bool = False) -> str:
+def _head(n: int | None, chunked: bool = False) -> bytes:
     length = "Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {n}\r\n"
-    return f"POST /v1/offer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{length}\r\n"
+    return f"POST /v1/offer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{length}\r\n".encode()
 
 
 def test_offer_body_limit_is_enforced_while_streaming_with_a_timeout():
@@ -89,16 +65,17 @@ def test_offer_body_limit_is_enforced_while_streaming_with_a_timeout():
     with running_server(max_sessions=2, body_timeout_s=1.5) as server:
         limit = server.settings.max_offer_bytes
         t0 = time.monotonic()
-        announced = _raw_post(server.url, _head(500_000_000), b"{" * 1000)  # 500 MB announced, 1 KB sent
+        port = server.settings.port
+        announced = raw_request(port, _head(500_000_000) + b"{" * 1000, timeout=8.0)  # 500 MB announced, 1 KB sent
         t_announced = time.monotonic() - t0
         chunk = b"a" * 50_000
-        chunked = _raw_post(server.url, _head(None, chunked=True),
-                            b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(limit // len(chunk) + 2)))
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(limit // len(chunk) + 2))
+        chunked = raw_request(port, _head(None, chunked=True) + chunks, timeout=8.0)
         t0 = time.monotonic()
-        slow = _raw_post(server.url, _head(1000), b'{"sdp": ')  # 8 of 1000 bytes, then nothing
+        slow = raw_request(port, _head(1000) + b'{"sdp": ', timeout=8.0)  # 8 of 1000 bytes, then nothing
         t_slow = time.monotonic() - t0
         for _ in range(5):
-            _raw_post(server.url, _head(1000), b'{"sdp": ', close_after=True)  # the client leaves mid-upload
+            raw_request(port, _head(1000) + b'{"sdp": ', close_after=True)  # the client leaves mid-upload
         time.sleep(0.5)
         in_use = server.state.manager.in_use()
     assert announced.startswith(b"HTTP/1.1 413") and b"too_large" in announced, announced[:300]
@@ -151,17 +128,6 @@ def test_errors_to_a_client_that_already_left_raise_nothing():
     assert not unhandled(server.log.getvalue()), unhandled(server.log.getvalue())
 
 
-async def _real_offer() -> str:
-    pc = RTCPeerConnection()
-    pc.addTransceiver("video", direction="recvonly")
-    pc.addTransceiver("audio", direction="recvonly")
-    pc.createDataChannel("control")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
-
-
 def _sdp_faults(sdp: str) -> dict[str, str]:
     no_mid = "\r\n".join(line for line in sdp.split("\r\n") if not line.startswith("a=mid:"))
     nul = sdp.replace("a=sendrecv", "a=send\x00recv").replace("a=recvonly", "a=recv\x00only")
@@ -175,7 +141,7 @@ def _sdp_faults(sdp: str) -> dict[str, str]:
 def test_client_sdp_faults_answer_400_with_a_typed_error():
     """Defect 11: an offer without a=mid, with NUL bytes or with a tcp candidate answered 500 with a traceback."""
     with running_server(max_sessions=2) as server:
-        sdp = asyncio.run(_real_offer())
+        sdp = asyncio.run(offer_sdp())
         answers = {}
         for name, bad in _sdp_faults(sdp).items():
             body = {"sdp": bad, "type": "offer", "model": "tiny", "seed": 0, "options": {}, "version": 1}

@@ -13,26 +13,8 @@ import httpx
 import websockets
 
 from .conftest import running_server
+from .raw_http import raw_request
 from .ws_client import WsClient
-
-
-def _request(port: int, head: bytes, timeout: float = 5.0) -> bytes:
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        try:
-            s.sendall(head)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server refused an oversized head before reading all of it; its answer may be waiting
-        s.settimeout(timeout)
-        data = b""
-        try:
-            while b"\r\n\r\n" not in data:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except (TimeoutError, ConnectionResetError):
-            pass
-        return data
 
 
 def test_uvicorn_limits_header_size_silent_connections_and_connection_count():
@@ -40,7 +22,7 @@ def test_uvicorn_limits_header_size_silent_connections_and_connection_count():
     with running_server(max_sessions=1, handshake_timeout_s=1.0, max_connections=6) as server:
         port = server.settings.port
         big = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * (4 << 20) + b"\r\n\r\n"
-        answer_big = _request(port, big)
+        answer_big = raw_request(port, big)
         # A connection that never sends a byte, and one that sends half a request head, are both closed.
         closed_after = []
         for first in (b"", b"GET /healthz HTTP/1.1\r\nHost: 127"):
@@ -57,12 +39,12 @@ def test_uvicorn_limits_header_size_silent_connections_and_connection_count():
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(6)]
         try:
             time.sleep(0.2)
-            over = _request(port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            over = raw_request(port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         finally:
             for s in idle:
                 s.close()
         time.sleep(1.5)  # the idle ones are closed by the server meanwhile too
-        after = _request(port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        after = raw_request(port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert answer_big.startswith(b"HTTP/1.1 4"), answer_big[:200]  # refused: 400 / 431, never 200
     for waited, rest in closed_after:
         assert 0.5 < waited < 5, waited  # closed by the server, not by the test's own timeout

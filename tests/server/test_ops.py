@@ -13,6 +13,8 @@ import urllib.request
 import httpx
 import pytest
 
+from streamgen.server.settings import ServerSettings
+
 from .conftest import free_port, running_server
 from .rtc_client import RtcClient
 from .ws_client import WsClient
@@ -79,6 +81,23 @@ def test_bearer_token_and_allowed_origins():
             await c.wait_for(lambda: c.video, what="a frame")
             await c.close()
         asyncio.run(rtc())
+
+
+def test_ice_servers_with_turn_credentials_reach_the_page_behind_the_token():
+    turn = "turn:turn.example.invalid:3478?transport=udp"
+    with pytest.raises(ValueError, match="set ice_username and ice_credential"):
+        ServerSettings(ice_servers=[turn])
+    with pytest.raises(ValueError, match="'http://x' is not a stun:"):
+        ServerSettings(ice_servers=["http://x"])
+    with running_server(auth_token="s3cret", ice_servers=["stun:stun.example.invalid:3478", turn],
+                        ice_username="alice", ice_credential="turn-pw-7f3a") as server:
+        with httpx.Client(base_url=server.url) as http:
+            refused = http.get("/v1/ice")
+            given = http.get("/v1/ice", headers={"Authorization": "Bearer s3cret"})
+    assert refused.status_code == 401 and refused.json()["code"] == "unauthorized"
+    assert given.json() == {"iceServers": [{"urls": "stun:stun.example.invalid:3478"},
+                                           {"urls": turn, "username": "alice", "credential": "turn-pw-7f3a"}]}
+    assert "turn-pw-7f3a" not in server.log.getvalue()
 
 
 def test_python_m_streamgen_server_serves_until_interrupted():
