@@ -110,10 +110,15 @@ def serve(argv: list[str] | None = None, prog: str = "streamgen serve") -> int:
     import uvicorn
 
     from .app import create_app
-    from .httpserver import uvicorn_options
+    from .httpserver import StreamgenServer, uvicorn_options
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level,
-                **uvicorn_options(settings))
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                            **uvicorn_options(settings))
+    try:
+        StreamgenServer(config, app).run()
+    except KeyboardInterrupt:  # uvicorn re-raises the captured Ctrl-C once it has shut down (as uvicorn.run does)
+        pass
     return 0
 
 

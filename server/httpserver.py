@@ -4,6 +4,10 @@ uvicorn alone accepts request heads of any size (httptools has no limit), never 
 that has not sent a request yet, admits any number of connections, and lets the kernel grow a socket's
 send buffer to megabytes for a client that stopped reading. ``uvicorn_options(settings)`` bounds all
 four from the settings; ``streamgen serve``, the benchmark and the tests all use it.
+
+At shutdown uvicorn closes every open WebSocket with code 1012 before the app's lifespan ends, so the
+sessions' ``bye`` would never arrive: :class:`StreamgenServer` ends the sessions first (each gets its
+``bye`` with reason ``shutdown``), then lets uvicorn close what is left.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import asyncio
 import socket
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .settings import ServerSettings
@@ -63,3 +68,17 @@ def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
         "ws_ping_timeout": settings.idle_timeout_s,
         "ws_max_size": max(WS_MAX_SIZE_FLOOR, settings.max_message_bytes * 4),
     }
+
+
+class StreamgenServer(uvicorn.Server):
+    """uvicorn's server for the streamgen app: at shutdown, every session ends with its ``bye`` first."""
+
+    def __init__(self, config: uvicorn.Config, app: Any) -> None:
+        super().__init__(config)
+        self.streamgen_app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        manager = getattr(self.streamgen_app.state.streamgen, "manager", None)
+        if manager is not None:
+            await manager.shutdown()  # bye "shutdown" on every session, while their sockets are still open
+        await super().shutdown(sockets)

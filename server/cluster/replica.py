@@ -21,6 +21,7 @@ import uvicorn
 from ray.util import metrics as ray_metrics
 
 from ..app import create_app
+from ..httpserver import StreamgenServer
 from ..settings import ServerSettings
 
 log = logging.getLogger("streamgen.server.cluster.replica")
@@ -49,7 +50,7 @@ class StreamgenReplica:
                                 ws_ping_interval=self.settings.heartbeat_interval_s * 5,
                                 ws_ping_timeout=self.settings.idle_timeout_s,
                                 ws_max_size=max(1 << 20, self.settings.max_message_bytes * 4))
-        self.server = uvicorn.Server(config)
+        self.server = StreamgenServer(config, self.app)  # sessions end with their bye before uvicorn's 1012
         self.thread = threading.Thread(target=self.server.run, name="streamgen-replica-uvicorn", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + READY_TIMEOUT_S

@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 
 from streamgen.server.app import create_app
-from streamgen.server.httpserver import uvicorn_options
+from streamgen.server.httpserver import StreamgenServer, uvicorn_options
 from streamgen.server.settings import ServerSettings
 
 
@@ -37,7 +37,7 @@ class RunningServer:
         options = {**uvicorn_options(self.settings), "ws_ping_interval": None}  # the server's own limits
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.settings.port, log_level=log_level,
                                 lifespan="on", **options)
-        self.server = uvicorn.Server(config)
+        self.server = StreamgenServer(config, self.app)
         self.thread = threading.Thread(target=self.server.run, name="test-uvicorn", daemon=True)
         # The server's log, captured once uvicorn.Config has configured its loggers (that drops handlers
         # added before): ``server.log.getvalue()``, scanned by the tests for unhandled exceptions.

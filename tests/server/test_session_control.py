@@ -6,7 +6,8 @@ import time
 
 from streamgen_client import protocol as P
 
-from .conftest import running_server
+from .conftest import running_server, unhandled
+from .rtc_client import RtcClient
 from .ws_client import WsClient
 
 
@@ -60,3 +61,24 @@ def test_a_failing_session_is_closed_and_the_others_keep_streaming(server):
     code, errors, bye = asyncio.run(run())
     assert code == 1011 and errors == ["internal"] and bye[-1]["reason"] == "error"
     assert server.state.engine.alive
+
+
+def test_server_shutdown_ends_each_session_with_its_bye():
+    """uvicorn closes WebSockets with 1012 before the app's lifespan ends; the server says bye first."""
+    with running_server(max_sessions=2) as server:
+        async def run():
+            rtc = await RtcClient(server.url).connect()
+            await rtc.wait_for(lambda: len(rtc.video) >= 2, what="webrtc frames")
+            async with WsClient(server.url) as ws:
+                await ws.start("tiny")
+                await ws.wait_for(lambda: len(ws.media) >= 2, what="ws frames")
+                server.server.should_exit = True  # what Ctrl-C does
+                code = await ws.wait_closed(timeout=15)
+                await rtc.wait_for(lambda: rtc.of_type("bye"), timeout=15, what="webrtc bye")
+                await rtc.close()
+                return code, ws.of_type("bye"), rtc.of_type("bye")
+        code, ws_bye, rtc_bye = asyncio.run(run())
+        log = server.log.getvalue()
+    assert code == 1001 and [b["reason"] for b in ws_bye] == ["shutdown"]
+    assert [b["reason"] for b in rtc_bye] == ["shutdown"]
+    assert not unhandled(log), unhandled(log)[:10]
