@@ -26,6 +26,7 @@ from .capacity import Capacity, StreamShape
 from .engine import BlockInfo, Engine, EngineSession
 from .lag import StreamLag
 from .limits import AddressLimitConfig, AddressLimits, TokenBucket
+from .memory import release_freed_memory
 from .metrics import Metrics
 from .settings import ServerSettings
 
@@ -35,6 +36,8 @@ _TIMING_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 VIOLATION_FORGIVE_S = 5.0
 # While flooding, one rate_limited answer per this many dropped messages (never 1:1).
 VIOLATION_REPORT_EVERY = 10
+# Seconds after a session ends before its freed memory is trimmed (once the engine has freed it too).
+TRIM_DELAY_S = 1.0
 
 
 class Busy(Exception):
@@ -273,6 +276,7 @@ class SessionManager:
         self.sessions: dict[str, ServerSession] = {}
         self._pending: list[str] = []  # models of reserved slots not yet registered
         self._reaper: asyncio.Task | None = None
+        self._trim_after: float | None = None  # when to hand ended sessions' memory back to the OS
         self.capacity = Capacity({n: sp.shape for n, sp in specs.items()},
                                  utilization=settings.capacity_utilization, override=settings.max_sessions)
         self.limits = AddressLimits(AddressLimitConfig(
@@ -340,6 +344,8 @@ class SessionManager:
             self.metrics.dropped.inc(s.es.buffer.dropped)
         self.metrics.active = len(self.sessions)
         self.engine.close(s.es)
+        # The engine thread frees the session at its next turn; trim once that has surely happened.
+        self._trim_after = time.monotonic() + TRIM_DELAY_S
 
     # ----- liveness ----------------------------------------------------------------------------------
     def start_reaper(self) -> None:
@@ -349,11 +355,15 @@ class SessionManager:
         while True:
             await asyncio.sleep(min(self.settings.heartbeat_interval_s, 1.0))
             await self.reap()
+            freed = self.engine.session_count() <= len(self.sessions)  # the engine has let go of the ended ones
+            if self._trim_after is not None and time.monotonic() >= self._trim_after and freed:
+                self._trim_after = None
+                await asyncio.to_thread(release_freed_memory)
 
     async def reap(self) -> None:
         now = time.monotonic()
         for s in list(self.sessions.values()):
-            if now - s.last_seen > self.settings.idle_timeout_s:
+            if s.connected and now - s.last_seen > self.settings.idle_timeout_s:
                 log.info("session %s idle for %.1f s: reclaimed", s.id, now - s.last_seen)
                 await s.close("idle", code=1000)
             elif not s.connected and now - s.created > self.settings.connect_timeout_s:

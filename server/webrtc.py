@@ -11,6 +11,7 @@ import asyncio
 import fractions
 import logging
 import math
+import time
 from collections import deque
 
 import numpy as np
@@ -190,7 +191,10 @@ async def offer(request: Request) -> JSONResponse:
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
             return _error(400, "bad_field", f"offer cannot be answered: {type(e).__name__}: {e}", metrics)
         if session.closed:
-            return _error(500, "internal", "the session closed while answering", metrics)
+            # The peer failed or the server was too slow for the connect timeout: a busy server, not a fault.
+            return _error(503, "busy", f"the session ended while its answer was prepared ({session.close_reason})",
+                          metrics, headers={"Retry-After": str(math.ceil(settings.retry_after_s))},
+                          retry_after_s=settings.retry_after_s)
         answered = True
         return JSONResponse({"sdp": pc.localDescription.sdp, "type": "answer", "session_id": es.id})
     except Exception as e:  # noqa: BLE001
@@ -304,6 +308,7 @@ def _attach(app, pc: RTCPeerConnection, spec, es, address: str) -> ServerSession
     async def on_state() -> None:
         if pc.connectionState == "connected":
             session.connected = True
+            session.last_seen = time.monotonic()  # idle time counts from the connection (before it: connect_timeout)
         elif pc.connectionState in ("failed", "closed"):
             await session.close("disconnected", send_bye=False)
 
