@@ -358,7 +358,7 @@ class SessionManager:
             freed = self.engine.session_count() <= len(self.sessions)  # the engine has let go of the ended ones
             if self._trim_after is not None and time.monotonic() >= self._trim_after and freed:
                 self._trim_after = None
-                await asyncio.to_thread(release_freed_memory)
+                release_freed_memory()  # milliseconds, once per wave of ended sessions; no worker thread
 
     async def reap(self) -> None:
         now = time.monotonic()

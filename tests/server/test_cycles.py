@@ -20,6 +20,7 @@ from .conftest import running_server, unhandled
 
 CONCURRENCY = 3  # client processes at a time
 WARMUP_CYCLES = 24  # pools and caches fill up before the baseline is taken
+EXECUTOR_MAX_WORKERS = min(32, (os.cpu_count() or 1) + 4)  # asyncio's default executor (ThreadPoolExecutor)
 
 
 def _rss_mb() -> float:
@@ -68,11 +69,19 @@ def _run_cycles(ctx, url: str, plan: list[tuple[str, str]]) -> int:
     return failed
 
 
+def _threads() -> tuple[int, int]:
+    """(threads other than the event loop's default executor's workers, those workers). aiortc encodes and
+    the WebSocket transport compresses in that executor; its pool grows on demand up to ``max_workers``."""
+    workers = sum(t.name.startswith(("asyncio_", "uvloop_")) for t in threading.enumerate())
+    return threading.active_count() - workers, workers
+
+
 def _state(server) -> dict:
     gc.collect()
+    threads, workers = _threads()
     return {"sessions": len(server.state.manager.sessions), "engine": server.state.engine.session_count(),
-            "tasks": server.run_on_loop(lambda: len(asyncio.all_tasks())), "threads": threading.active_count(),
-            "fds": _fds(), "rss_mb": round(_rss_mb(), 1)}
+            "tasks": server.run_on_loop(lambda: len(asyncio.all_tasks())), "threads": threads,
+            "executor_threads": workers, "fds": _fds(), "rss_mb": round(_rss_mb(), 1)}
 
 
 def _settle(server, base: dict, timeout: float = 60.0) -> dict:
@@ -110,5 +119,6 @@ def test_300_webrtc_and_300_websocket_cycles_leave_nothing_behind():
     assert opened == 2 * n + WARMUP_CYCLES
     for k in ("sessions", "engine", "tasks", "threads", "fds"):
         assert after[k] <= base[k], (k, base, after)
+    assert after["executor_threads"] <= EXECUTOR_MAX_WORKERS, after  # a bounded pool, not a leak
     assert after["rss_mb"] - base["rss_mb"] < 10, (base, after)
     assert not unhandled(log), unhandled(log)[:10]
