@@ -47,7 +47,8 @@ class AppState:
     runtime: dict[str, dict] = field(default_factory=dict)
 
 
-_RUNTIME_KEYS = ("device", "dtype", "attention_backend", "compiled", "family", "streaming", "decoder", "text_encoder", "image_encoder", "lora")
+_RUNTIME_KEYS = ("device", "dtype", "attention_backend", "compiled", "acceleration", "family", "streaming", "decoder",
+                 "text_encoder", "image_encoder", "lora")
 
 
 def _runtime(described: dict) -> dict:
@@ -66,7 +67,8 @@ def _load(settings: ServerSettings) -> tuple[dict, str]:
     for name in settings.model_names:
         pipe = streamgen.load_pipeline(name, device=device, dtype=dtype, attention_backend=settings.attention,
                                        compile=settings.compile, base=settings.base, decoder=settings.decoder,
-                                       start_image=settings.start_image, image_embeds=settings.image_embeds)
+                                       start_image=settings.start_image, image_embeds=settings.image_embeds,
+                                       quantize=settings.quantize, feature_cache=settings.feature_cache)
         served = served_name(name, pipe.name)
         if served in pipes:
             raise ValueError(f"model {name!r} would be served as {served!r}, which another model already is; rename its folder")
@@ -174,7 +176,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             "capacity_utilization": settings.capacity_utilization,
             "sessions": manager.in_use() if manager else 0,
             "auth": bool(settings.auth_token),
-            # How each model runs: attention backend, dtype, compile, family and its streaming settings, decoder.
+            # How each model runs: attention backend, dtype, compile, acceleration (int8, feature cache), family
+            # and its streaming settings, decoder.
             "runtime": state.runtime,
         }
 

@@ -12,6 +12,7 @@ import sys
 from pydantic import ValidationError
 
 from streamgen.cli.checks import Parser, UsageError, check_device, check_model, check_port, run_command
+from streamgen.cli.speed_flags import add_speed_flags
 
 from .cluster import config as cluster_config
 from .settings import DTYPES, ServerSettings, default_model
@@ -50,6 +51,7 @@ def build_parser(prog: str = "streamgen serve") -> argparse.ArgumentParser:
     p.add_argument("--attention", help="attention backend: sdpa (default), triton, flash, flex, reference")
     p.add_argument("--dtype", choices=DTYPES, help="default: bfloat16 on CUDA, float32 on CPU")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the block step (CUDA)")
+    add_speed_flags(p)  # --quantize, --feature-cache (streamgen.acceleration)
     p.add_argument("--base", help="Wan2.1 folder with the VAE and umT5 for a student checkpoint")
     p.add_argument("--decoder", choices=["vae", "tiny", "preview"], help="video decoder (default: the folder's VAE)")
     p.add_argument("--start-image", help="image file every session of an image-conditioned model starts from (Matrix-Game 2.0)")

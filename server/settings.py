@@ -11,6 +11,9 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from streamgen.config import QUANTIZE_MODES
+from streamgen.feature_cache_spec import parse_feature_cache
+
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -50,6 +53,11 @@ class ServerSettings(BaseSettings):
     dtype: str | None = None
     # torch.compile the block step (streamgen.compile): minutes of warm-up for a faster step on CUDA.
     compile: bool = False
+    # None: float linears. "int8": dynamic int8 linears in the blocks (CPU only; streamgen.acceleration).
+    quantize: str | None = None
+    # None: every layer at every denoising step. "reuse" / "learned", optionally "@K": feature caching
+    # between denoising steps (streamgen.feature_cache; speed and quality in docs/benchmarks.md).
+    feature_cache: str | None = None
     # The Wan2.1 folder whose VAE and umT5 a student checkpoint uses (else "base" in its streamgen.json).
     base: str | None = None
     # "vae", "tiny" or "preview"; None: the folder's VAE when it has one, else its tiny decoder.
@@ -163,6 +171,20 @@ class ServerSettings(BaseSettings):
     def _dtype(cls, v):
         if v is not None and v not in DTYPES:
             raise ValueError(f"dtype={v!r}: choose one of {sorted(DTYPES)}")
+        return v
+
+    @field_validator("quantize")
+    @classmethod
+    def _quantize(cls, v):
+        if v is not None and v not in QUANTIZE_MODES:
+            raise ValueError(f"quantize={v!r}: choose one of {list(QUANTIZE_MODES)}")
+        return v
+
+    @field_validator("feature_cache")
+    @classmethod
+    def _feature_cache(cls, v):
+        if v is not None:
+            parse_feature_cache(v)  # one line naming the bad value
         return v
 
     @field_validator("extra_models", "allowed_origins", "allowed_hosts", "ice_servers", mode="before")

@@ -12,6 +12,9 @@ pipeline compute, never what the model code says:
 - ``compile=True``: ``torch.compile`` (inductor) of the block step (``streamgen.compile``: whole blocks
   on CUDA, each block's pure parts on the CPU); rolling steps do not recompile once the window is full
   (tests/test_acceleration.py).
+- ``feature_cache=FeatureCacheSpec(...)`` (or ``"reuse@1"``): some denoising steps of each block run only
+  the shallow layers and reuse the deep layers' residual of the previous step (``streamgen.feature_cache``,
+  which says exactly what that approximates).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import torch.nn.functional as F
 from streamgen.compile import compile_block_step
 from streamgen.config import MATMUL_DTYPES as DTYPES
 from streamgen.config import QUANTIZE_MODES as QUANTIZE
+from streamgen.feature_cache_spec import FeatureCacheSpec, parse_feature_cache
 
 
 @dataclass(kw_only=True)
@@ -37,6 +41,8 @@ class Acceleration:
     compile: bool = False
     # None: float linears. "int8": dynamic int8 linears in the blocks (CPU only).
     quantize: str | None = None
+    # None: every layer at every step. A spec: feature caching between denoising steps (streamgen.feature_cache).
+    feature_cache: FeatureCacheSpec | None = None
 
     def __post_init__(self) -> None:
         if self.dtype is not None and self.dtype not in DTYPES:
@@ -47,7 +53,8 @@ class Acceleration:
             raise ValueError("acceleration: quantize='int8' and dtype='bfloat16' exclude each other (pick one)")
 
     def describe(self) -> dict:
-        return {"matmul_dtype": self.dtype or "model", "compile": self.compile, "quantize": self.quantize}
+        return {"matmul_dtype": self.dtype or "model", "compile": self.compile, "quantize": self.quantize,
+                "feature_cache": self.feature_cache.describe() if self.feature_cache is not None else None}
 
 
 class Bf16Linear(nn.Module):
@@ -86,12 +93,15 @@ def _quantize_int8(block: nn.Module) -> nn.Module:
         return quantize_dynamic(block, {nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
 
 
-def accelerate(pipe, *, dtype: str | None = None, compile: bool = False, quantize: str | None = None):
+def accelerate(pipe, *, dtype: str | None = None, compile: bool = False, quantize: str | None = None,
+               feature_cache: FeatureCacheSpec | str | None = None):
     """Apply the speed settings to ``pipe.model``'s blocks in place; returns ``pipe``.
 
     Call once per pipeline, before its first session (a second call raises).
     """
-    settings = Acceleration(dtype=dtype, compile=compile, quantize=quantize)
+    if isinstance(feature_cache, str):
+        feature_cache = parse_feature_cache(feature_cache)
+    settings = Acceleration(dtype=dtype, compile=compile, quantize=quantize, feature_cache=feature_cache)
     if dtype is not None and next(pipe.model.parameters()).dtype == getattr(torch, dtype):
         dtype = None  # the model already multiplies in that dtype (a bf16 CUDA pipeline)
     if getattr(pipe, "acceleration", None) is not None:
@@ -109,5 +119,9 @@ def accelerate(pipe, *, dtype: str | None = None, compile: bool = False, quantiz
             _quantize_int8(block)
     if compile:
         compile_block_step(pipe)  # the one torch.compile of the block step (streamgen.compile)
+    if feature_cache is not None:
+        from streamgen.feature_cache import install_feature_cache
+
+        pipe.feature_cache = install_feature_cache(pipe, feature_cache)
     pipe.acceleration = settings
     return pipe

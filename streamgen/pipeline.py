@@ -62,6 +62,8 @@ class Pipeline:
     compiled: bool = False  # the block step runs through torch.compile (streamgen.compile)
     # The speed settings applied to the blocks (``streamgen.acceleration``); None = the model as loaded.
     acceleration: object | None = None
+    # The feature cache ``accelerate(feature_cache=...)`` installed (its reuse counters), else None.
+    feature_cache: object | None = None
 
     def __post_init__(self) -> None:
         self.timesteps = warped_timesteps(self.config.denoising_steps, self.config.shift)
@@ -125,6 +127,7 @@ class Pipeline:
             "audio_channels": self.audio_channels, "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."), "attention_backend": self.model.attention_backend,
             "compiled": self.compiled, "family": self.config.family,
+            "acceleration": self.acceleration.describe() if self.acceleration is not None else None,
             "streaming": self.streaming_settings(), **self.notes,
         }
 
@@ -205,14 +208,16 @@ def load_pipeline(
     quantize: str | None = None,
     start_image=None,
     image_embeds=None,
+    feature_cache=None,
 ) -> Pipeline:
     """Load a pipeline by preset name, shipped default name, or checkpoint folder / generator file.
 
     ``base``: the Wan2.1 folder whose VAE and umT5 a student checkpoint uses (else ``"base"`` in its
     ``streamgen.json``). ``decoder``: "vae" (quality), "tiny" (speed) or "preview"; None = the VAE when the
-    folder has one, else the tiny decoder, else the preview. ``compile`` / ``matmul_dtype`` / ``quantize``:
-    the transformer blocks' speed settings (``streamgen.acceleration.accelerate``: the block step through
-    ``torch.compile``, bf16 linears, dynamic int8 linears), applied after loading. ``start_image`` /
+    folder has one, else the tiny decoder, else the preview. ``compile`` / ``matmul_dtype`` / ``quantize`` /
+    ``feature_cache``: the transformer blocks' speed settings (``streamgen.acceleration.accelerate``: the
+    block step through ``torch.compile``, bf16 linears, dynamic int8 linears, feature caching between
+    denoising steps as a ``FeatureCacheSpec`` or ``"reuse@1"``), applied after loading. ``start_image`` /
     ``image_embeds``: an image-conditioned model's default start image file and its CLIP tokens
     (``streamgen.image_condition``).
     """
@@ -224,10 +229,10 @@ def load_pipeline(
 
         pipe.start_image = load_image(start_image) if start_image is not None else None
         pipe.image_embeds = image_embeds
-    if compile or matmul_dtype or quantize:
+    if compile or matmul_dtype or quantize or feature_cache:
         from streamgen.acceleration import accelerate
 
-        accelerate(pipe, dtype=matmul_dtype, quantize=quantize, compile=compile)
+        accelerate(pipe, dtype=matmul_dtype, quantize=quantize, compile=compile, feature_cache=feature_cache)
     return pipe
 
 

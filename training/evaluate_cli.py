@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from streamgen.cli.checks import Parser, UsageError, check_model, check_output_file, loading, report
+from streamgen.cli.speed_flags import add_speed_flags, speed_settings
 
 BUILD_DATA = ("python -m streamgen.training.data.atari --game pong --out {data} --episodes 60 --eval-episodes 6 "
               "--steps 1000 --seed 0")
@@ -44,6 +45,7 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--out", default=None, help="also write the JSON here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    add_speed_flags(p, precision=True)  # the evaluated model's speed settings (not the teacher's)
     return p
 
 
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.threads:
             torch.set_num_threads(a.threads)
         with loading(f"--model {a.model}"):
-            pipe = load_pipeline(a.model, device="cpu")
+            pipe = load_pipeline(a.model, device="cpu", dtype=getattr(torch, a.dtype) if a.dtype else None,
+                                 compile=a.compile, **speed_settings(a))
         teacher = None
         if a.teacher:
             over = {}
@@ -91,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                       drift_bound=a.drift_bound, seed=a.seed, rollouts=not a.stability_only,
                       next_block_starts=a.next_block_starts, reference_episodes=a.reference_episodes,
                       progress=not a.no_progress)
+    if pipe.acceleration is not None:
+        result["acceleration"] = pipe.acceleration.describe()
     text = json.dumps(result, indent=1, default=float)
     print(text)
     if a.out:

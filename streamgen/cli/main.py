@@ -91,7 +91,7 @@ def cmd_generate(args) -> int:
 
     overrides = _check(args)
     check_output_file(args.output)
-    pipe = _load(args, overrides)
+    pipe = _load(args, overrides, speed_settings(args))
     st = pipe.streaming_settings()
     print(f"{pipe.name}: family {pipe.config.family}, block {st['frames_per_block']}, window {st['window_frames']}, "
           f"sink {st['sink_frames']}, steps {st['denoising_steps']} (shift {st['shift']:g})", file=sys.stderr)
@@ -170,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--blocks", type=positive, default=20, help="blocks to generate (default 20)")
     g.add_argument("--prompt", default=None, help="text prompt, for models that take one (default none)")
     g.add_argument("-o", "--output", default="out.mp4", help="mp4 file to write (default out.mp4)")
+    add_speed_flags(g)
     g.set_defaults(func=cmd_generate)
     b = sub.add_parser("bench", help="measure frames/s, time to first frame, per-block p50/p95, memory (JSON)",
                        description="Measure a streaming session: frames/s, time to first frame, per-block "

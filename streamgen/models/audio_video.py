@@ -14,7 +14,7 @@ sink tokens (identity RoPE, timestep 0) attend only to themselves, so their per-
 weights and the prompt only: :func:`sink_kv` computes them once per prompt.
 
 The functions here take the video model (a ``CausalDiT``, which owns the :class:`AudioStream`) and use
-only its public pieces (``embed_video``, ``embed_time``, ``unpatchify``, ``blocks``, ``head``,
+only its public pieces (``embed_video``, ``embed_time``, ``unpatchify``, ``blocks``, ``layer_stack``, ``head``,
 ``backend``); ``dit.py`` imports this module, never the other way round.
 """
 from __future__ import annotations
@@ -96,8 +96,9 @@ def run_joint(model: nn.Module, x, t, audio, audio_t, text_kv, attend, actions, 
         ha = torch.cat([sink, ha], dim=1)
         _, es0 = model.embed_time(torch.zeros(b, sinks, device=audio_t.device))
         ea0 = torch.cat([es0, ea0], dim=1)
-    for i in range(model.config.num_layers):
-        hv, ha = joint_layer(model, i, hv, ha, model.blocks[i].modulations(ev0), model.audio.blocks[i].modulations(ea0), text_kv, attend, actions)
+    hv, ha = model.layer_stack(lambda i, h: joint_layer(model, i, *h, model.blocks[i].modulations(ev0),
+                                                        model.audio.blocks[i].modulations(ea0), text_kv, attend, actions),
+                               (hv, ha))
     return model.unpatchify(model.head(hv, ev)), model.audio.out(ha[:, sinks:], ea)
 
 

@@ -7,6 +7,7 @@ Latents are ``[B, F, C, H, W]`` (frame-major, the natural order for streaming); 
 from __future__ import annotations
 
 import math
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -200,12 +201,19 @@ class CausalDiT(nn.Module):
         out = out.permute(0, 1, 4, 7, 2, 5, 3, 6)  # [B, F, pt, Co, gh, ph, gw, pw]
         return out.reshape(b, f * pt, c.out_channels, c.latent_height, c.latent_width)  # [B, F, Co, H, W]
 
+    def layer_stack(self, layer: Callable[[int, Any], Any], h):
+        """Every transformer layer in order, ``h = layer(i, h)``; h is the video tokens, or (video, audio)
+        of joint models. The one seam through which a speed setting changes the stack from outside the
+        model code (``streamgen.feature_cache`` shadows it on a model instance)."""
+        for i in range(self.config.num_layers):
+            h = layer(i, h)
+        return h
+
     def run_blocks(self, x, t, text_kv: TextKV, ctx: AttnContext, actions=None, cond=None) -> torch.Tensor:
         """The block loop of the video-only model: embed, every block under ``ctx``, head, unpatchify."""
         h = self.embed_video(x, cond)
         e, e0 = self.embed_time(t)
-        for i, blk in enumerate(self.blocks):
-            h = blk(h, e0, text_kv[i], ctx, i, actions)
+        h = self.layer_stack(lambda i, h: self.blocks[i](h, e0, text_kv[i], ctx, i, actions), h)
         return self.unpatchify(self.head(h, e))
 
     def _check_audio(self, audio) -> None:
