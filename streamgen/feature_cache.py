@@ -87,7 +87,7 @@ def load_predictors(path: str | Path, config) -> tuple[nn.ModuleList, dict]:
 
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"feature cache predictor {str(path)!r}: no such file (train one: python -m training.feature_cache)")
+        raise ValueError(f"feature cache predictor {str(path)!r}: no such file (train one: python -m streamgen.training.feature_cache)")
     with safe_open(str(path), "pt") as f:
         meta = dict(f.metadata() or {})
         state = {k: f.get_tensor(k) for k in f.keys()}
@@ -142,6 +142,10 @@ class FeatureCache:
         bad = [s for s in self.reuse_steps if not 1 <= s < len(self.timesteps)]
         if bad:
             raise ValueError(f"feature cache reuse_steps {bad}: the schedule has steps 1..{len(self.timesteps) - 1} to reuse")
+
+    def held(self) -> int:
+        """Streams whose residual is kept between two steps of a block (none once every block refilled)."""
+        return len(self._entries)
 
     def step_of(self, t: torch.Tensor) -> int | None:
         value = float(t.reshape(-1)[0])
