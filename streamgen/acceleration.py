@@ -19,7 +19,7 @@ pipeline compute, never what the model code says:
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -123,5 +123,8 @@ def accelerate(pipe, *, dtype: str | None = None, compile: bool = False, quantiz
         from streamgen.feature_cache import install_feature_cache
 
         pipe.feature_cache = install_feature_cache(pipe, feature_cache)
+        # what was applied (the layer and steps a default or a predictor file chose), for describe()
+        settings.feature_cache = replace(feature_cache, layer=pipe.feature_cache.layer,
+                                         reuse_steps=pipe.feature_cache.reuse_steps)
     pipe.acceleration = settings
     return pipe

@@ -201,18 +201,13 @@ class FeatureCache:
 
 def install_feature_cache(pipe, spec: FeatureCacheSpec, *, recorder: Recorder | None = None) -> FeatureCache:
     """Wrap ``pipe.model`` (its instance's ``forward_cached`` and ``layer_stack``) with a feature cache."""
-    from streamgen.pipeline import WEIGHTS_DIR, shipped_models
-
     config = pipe.config
     predictors, layer, steps = None, spec.layer, spec.reuse_steps
     if spec.mode == "learned":
-        path = spec.predictor
-        if path is None:
-            if pipe.name not in shipped_models():
-                raise ValueError(f"feature cache 'learned' on {pipe.name!r}: give the predictor file (only shipped "
-                                 f"models have a default {PREDICTOR_FILE})")
-            path = WEIGHTS_DIR / pipe.name / PREDICTOR_FILE
-        predictors, meta = load_predictors(path, config)
+        if spec.predictor is None:
+            raise ValueError(f"feature cache 'learned' on {pipe.name!r}: no predictor file (load_pipeline looks for "
+                             f"{PREDICTOR_FILE} in the model's folder; a preset has none)")
+        predictors, meta = load_predictors(spec.predictor, config)
         if layer is not None and layer != meta["layer"]:
             raise ValueError(f"feature cache layer {layer}: the predictor {meta['path']} was trained for layer {meta['layer']}")
         layer = meta["layer"]
@@ -225,5 +220,4 @@ def install_feature_cache(pipe, spec: FeatureCacheSpec, *, recorder: Recorder | 
     cache = FeatureCache(pipe.model, tuple(pipe.timesteps), layer, tuple(steps), predictors, recorder)
     pipe.model.forward_cached = cache.forward_cached
     pipe.model.layer_stack = cache.layer_stack
-    spec.layer, spec.reuse_steps = layer, tuple(steps)  # what was applied, for describe()
     return cache

@@ -4,7 +4,8 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 # "reuse": training-free, the deep layers' residual of the previous step is added to this step's shallow
 # features. "learned": a small trained predictor corrects that residual (its weights ship beside the model).
@@ -24,7 +25,7 @@ class FeatureCacheSpec:
     # Denoising step indices (0 = the first, noisiest step) that reuse. None: every other step (1, 3, ...);
     # step 0 never can (there is no previous step in its block) and the refill always runs every layer.
     reuse_steps: tuple[int, ...] | None = None
-    # "learned" only: the predictor's safetensors; None = PREDICTOR_FILE in the shipped model's folder.
+    # "learned" only: the predictor's safetensors; None = PREDICTOR_FILE in the loaded model's folder.
     predictor: str | None = None
 
     def __post_init__(self) -> None:
@@ -49,3 +50,12 @@ def parse_feature_cache(text: str) -> FeatureCacheSpec:
     if layer and not layer.isdigit():
         raise ValueError(f"feature cache {text!r}: the layer after '@' must be a whole number, e.g. {mode or 'reuse'}@1")
     return FeatureCacheSpec(mode=mode, layer=int(layer) if layer else None)
+
+
+def with_model_folder(spec: FeatureCacheSpec | str, folder: Path | None) -> FeatureCacheSpec:
+    """``spec`` (parsed if text) with a "learned" cache's predictor defaulting to ``folder / PREDICTOR_FILE``
+    (``load_pipeline`` passes the folder of the model it loads: a shipped default's or a checkpoint's)."""
+    spec = parse_feature_cache(spec) if isinstance(spec, str) else spec
+    if spec.mode != "learned" or spec.predictor is not None or folder is None:
+        return spec
+    return replace(spec, predictor=str(folder / PREDICTOR_FILE))

@@ -229,6 +229,11 @@ def load_pipeline(
 
         pipe.start_image = load_image(start_image) if start_image is not None else None
         pipe.image_embeds = image_embeds
+    if feature_cache:  # a "learned" cache's predictor: the model folder's unless given
+        from streamgen.feature_cache_spec import with_model_folder
+
+        folder = WEIGHTS_DIR / name if name in shipped_models() else Path(name) if os.path.isdir(name) else None
+        feature_cache = with_model_folder(feature_cache, folder)
     if compile or matmul_dtype or quantize or feature_cache:
         from streamgen.acceleration import accelerate
 

@@ -74,7 +74,7 @@ def test_bench_cli_reports_its_speed_settings():
                    "--quantize", "int8", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["acceleration"] == {"matmul_dtype": "model", "compile": False, "quantize": "int8"}
+    assert result["acceleration"] == {"matmul_dtype": "model", "compile": False, "quantize": "int8", "feature_cache": None}
     assert result["frames_per_second"] > 0
 
 

@@ -2,13 +2,17 @@
 reuse, and the predictor's training loss falls on a tiny rollout."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from streamgen.feature_cache import new_predictors, save_predictors
 from streamgen.feature_cache_spec import FeatureCacheSpec, parse_feature_cache
 from streamgen.pipeline import load_pipeline
+from streamgen.training.evaluate_cli import build_parser as evaluate_parser
 from streamgen.training.feature_cache import collect_world, fit, recording
+from tests.cli.helpers import run_cli
 
 
 def _latents(pipe, blocks: int = 3) -> list[torch.Tensor]:
@@ -112,3 +116,15 @@ def test_bad_feature_cache_settings_are_one_line():
         FeatureCacheSpec(reuse_steps=(0, 1))
     with pytest.raises(ValueError, match="learned"):
         load_pipeline("tiny", device="cpu", feature_cache="learned")  # a preset ships no predictor
+
+
+def test_speed_flags_on_bench_and_evaluate():
+    proc = run_cli("bench", "--model", "tiny", "--device", "cpu", "--blocks", "2", "--warmup", "0", "--quiet",
+                   "--feature-cache", "reuse@1", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    acc = json.loads(proc.stdout)["acceleration"]
+    assert acc["feature_cache"] == {"mode": "reuse", "layer": 1, "reuse_steps": [1, 3]} and acc["quantize"] is None
+    a = evaluate_parser().parse_args(["--quantize", "int8", "--feature-cache", "learned", "--compile", "--dtype", "float32"])
+    assert (a.quantize, a.feature_cache, a.compile, a.dtype) == ("int8", "learned", True, "float32")
+    bad = run_cli("generate", "--model", "tiny", "--feature-cache", "sometimes")
+    assert bad.returncode == 2 and "'sometimes'" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
