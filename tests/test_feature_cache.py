@@ -128,3 +128,18 @@ def test_speed_flags_on_bench_and_evaluate():
     assert (a.quantize, a.feature_cache, a.compile, a.dtype) == ("int8", "learned", True, "float32")
     bad = run_cli("generate", "--model", "tiny", "--feature-cache", "sometimes")
     assert bad.returncode == 2 and "'sometimes'" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_the_shipped_world_predictor_beats_plain_reuse():
+    """The predictor beside the world's weights loads by default and keeps the stream closer to the full
+    model than plain reuse does (the same seed, start and steps)."""
+    learned = load_pipeline("world", device="cpu", feature_cache="learned")
+    assert (learned.feature_cache.layer, learned.feature_cache.reuse_steps) == (1, (1,))
+    ref = _latents(load_pipeline("world", device="cpu"), blocks=4)
+    plain = _latents(load_pipeline("world", device="cpu", feature_cache="reuse@1"), blocks=4)
+    out = _latents(learned, blocks=4)
+
+    def err(xs):
+        return sum(float((a - b).pow(2).mean()) for a, b in zip(ref, xs))
+    assert learned.feature_cache.reused == 4
+    assert 0 < err(out) < err(plain)
