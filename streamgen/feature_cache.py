@@ -118,7 +118,7 @@ class _Entry:
 Recorder = Callable[[int, tuple, tuple, tuple, tuple], None]  # (step, shallow, prev deltas, deltas, times)
 
 
-@dataclass
+@dataclass(eq=False)  # identity, not field-wise equality (it holds the model)
 class FeatureCache:
     """The feature cache of one model (see the module docstring). ``predictors`` None: plain reuse.
     ``recorder`` (training): every step runs in full and each step with a previous residual is reported."""
