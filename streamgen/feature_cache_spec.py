@@ -1,4 +1,5 @@
-"""What feature caching a pipeline uses (``--feature-cache MODE[@K]``), torch-free so CLI parsers stay fast.
+"""What feature caching a pipeline uses (``--feature-cache MODE[@K][:PREDICTOR]``), torch-free so CLI parsers
+stay fast.
 
 ``streamgen.feature_cache`` applies it; this module only names and checks the settings.
 """
@@ -45,11 +46,13 @@ class FeatureCacheSpec:
 
 
 def parse_feature_cache(text: str) -> FeatureCacheSpec:
-    """``MODE`` or ``MODE@K`` (``reuse@1``: plain reuse from layer 1 on) -> the spec; one clear line when bad."""
-    mode, _, layer = text.partition("@")
+    """``MODE[@K][:PREDICTOR]`` -> the spec; one clear line when bad. ``reuse@1``: plain reuse from layer 1
+    on; ``learned``: the model folder's predictor; ``learned@2:path.safetensors``: that predictor file."""
+    head, _, predictor = text.partition(":")
+    mode, _, layer = head.partition("@")
     if layer and not layer.isdigit():
         raise ValueError(f"feature cache {text!r}: the layer after '@' must be a whole number, e.g. {mode or 'reuse'}@1")
-    return FeatureCacheSpec(mode=mode, layer=int(layer) if layer else None)
+    return FeatureCacheSpec(mode=mode, layer=int(layer) if layer else None, predictor=predictor or None)
 
 
 def with_model_folder(spec: FeatureCacheSpec | str, folder: Path | None) -> FeatureCacheSpec:

@@ -110,6 +110,9 @@ def test_bad_feature_cache_settings_are_one_line():
         parse_feature_cache("bogus")
     with pytest.raises(ValueError, match="'reuse@x'"):
         parse_feature_cache("reuse@x")
+    assert parse_feature_cache("learned@2:p.safetensors") == FeatureCacheSpec(mode="learned", layer=2, predictor="p.safetensors")
+    with pytest.raises(ValueError, match="'p.safetensors' given for mode 'reuse'"):
+        parse_feature_cache("reuse:p.safetensors")
     with pytest.raises(ValueError, match="layer 5"):
         load_pipeline("tiny", device="cpu", feature_cache="reuse@5")
     with pytest.raises(ValueError, match="step 0"):

@@ -17,7 +17,7 @@ def feature_cache_arg(text: str) -> str:
     return text
 
 
-feature_cache_arg.__name__ = f"feature cache ({' or '.join(FEATURE_CACHE_MODES)}, optionally @LAYER)"
+feature_cache_arg.__name__ = f"feature cache ({' or '.join(FEATURE_CACHE_MODES)}, optionally @LAYER and :PREDICTOR)"
 
 
 def add_speed_flags(p: argparse.ArgumentParser, *, precision: bool = False) -> None:
@@ -25,10 +25,10 @@ def add_speed_flags(p: argparse.ArgumentParser, *, precision: bool = False) -> N
     commands whose other options do not already have them (evaluate)."""
     p.add_argument("--quantize", choices=QUANTIZE_MODES, default=None,
                    help="dynamic int8 linears in the transformer blocks (CPU only; streamgen.acceleration)")
-    p.add_argument("--feature-cache", type=feature_cache_arg, default=None, metavar="MODE[@K]",
+    p.add_argument("--feature-cache", type=feature_cache_arg, default=None, metavar="MODE[@K][:PREDICTOR]",
                    help="reuse the deep layers' features of the previous denoising step on every other step: "
-                        "'reuse' (training-free) or 'learned' (the shipped predictor), from layer K on "
-                        "(default: half the layers; docs/benchmarks.md, streamgen.feature_cache)")
+                        "'reuse' (training-free) or 'learned' (the model folder's predictor, or the :PREDICTOR "
+                        "file), from layer K on (default: half the layers, or the predictor's; docs/benchmarks.md)")
     if precision:
         p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                        help="model dtype (default: bf16 on CUDA, fp32 on CPU)")
