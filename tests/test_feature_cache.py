@@ -79,6 +79,26 @@ def test_reuse_steps_skip_the_deep_layers(model):
         assert float((a - b).pow(2).mean() / a.pow(2).mean()) < 0.1
 
 
+def test_the_kv_cache_after_a_reuse_block_holds_the_full_models_kv():
+    """A skipped layer writes no K / V on a reuse step; the refill runs every layer, so after the block
+    the cache holds exactly what the full model writes for the clean block (context_noise 0 here)."""
+    pipe = load_pipeline("tiny", device="cpu", feature_cache="reuse@1")
+    session = pipe.start(seed=3)
+    blocks = []
+    emit = session.emit
+    session.emit = lambda x0, a0=None, **kw: (blocks.append(x0), emit(x0, a0, **kw))[1]
+    for _ in range(2):
+        session.step()
+    assert pipe.feature_cache.reused == 4
+    k, v = session.cache.k.clone(), session.cache.v.clone()
+    start = session.next_frame - pipe.config.frames_per_block
+    model = pipe.model
+    with torch.inference_mode():  # the last block's refill again, by the class's own (uncached) forward
+        t = torch.full((1, blocks[-1].shape[1]), pipe.config.context_noise)
+        type(model).forward_cached(model, blocks[-1], t, session.text_kv, session.cache, start)
+    assert torch.equal(k, session.cache.k) and torch.equal(v, session.cache.v)
+
+
 def test_a_zero_predictor_is_plain_reuse(tmp_path):
     pipe = load_pipeline("tiny-av", device="cpu")
     path = tmp_path / "zero.safetensors"
