@@ -6,9 +6,10 @@
 
 A setting is ``none`` or ``+``-joined parts: ``reuse@K`` / ``learned@K`` (``streamgen.feature_cache``,
 every other denoising step reuses from layer K on), ``int8`` (dynamic int8 linears), ``bf16`` (bf16
-linears). ``learned@K`` reads ``--predictor K=PATH`` when given, else the shipped model's predictor.
-Every setting streams the same model (same weights, seed, noise and start) in its own session; the
-sessions step one block each in turn, so load changes on a shared machine hit all settings alike. Prints
+linears), ``compile`` (``torch.compile`` of the block step; the warm-up blocks pay for it).
+``learned@K`` reads ``--predictor K=PATH`` when given, else the shipped model's predictor. Every setting
+streams the same model (same weights, seed, noise and start) in its own session; the sessions step one
+block each in turn, so load changes on a shared machine hit all settings alike. Prints
 JSON and a markdown table: per setting the median wall and process-CPU ms per block (warm-up excluded;
 the CPU time is what a loaded shared machine disturbs least), their ratios to ``none``, the share of
 forwards that reused, and the PSNR of its decoded frames against ``none``'s over all blocks (warm-up
@@ -45,6 +46,8 @@ def setting_keywords(name: str, predictors: dict[int, str]) -> dict:
             kw["quantize"] = "int8"
         elif part == "bf16":
             kw["matmul_dtype"] = "bfloat16"
+        elif part == "compile":
+            kw["compile"] = True
         else:
             spec = parse_feature_cache(part)
             if spec.mode == "learned" and spec.layer in predictors:
