@@ -16,7 +16,8 @@ and everything downstream of it). The rolling KV cache stays exact: a skipped la
 a reuse step, so its slots of this block keep the previous step's K / V, but nothing reads them then
 (the layers that would read them are the skipped ones); the next full step rewrites the block's slots
 in every layer before attending, and the refill, which always runs every layer, overwrites them with the
-clean block's. Layers 0..K-1 run normally on every step and attend to their own fresh K / V.
+clean block's. Layers 0..K-1 run normally on every step and attend to their own fresh K / V. The same
+holds for the per-layer action caches of Matrix-Game 2.0 models (written before they are read, per block).
 
 The first step of a block, the refill, priming and cache rebuilds always run every layer. A reuse step
 needs the previous step's residual of the same stream and block; otherwise it runs in full.
