@@ -32,9 +32,9 @@ def _latents(pipe, blocks: int = 3) -> list[torch.Tensor]:
     return out
 
 
-def _old_run_blocks(model, x, t, text_kv, ctx, actions=None):
+def _old_run_blocks(model, x, t, text_kv, ctx, actions=None, cond=None):
     """The video model's block loop as it was before the layer_stack seam: every block in order."""
-    h = model.embed_video(x)
+    h = model.embed_video(x, cond)
     e, e0 = model.embed_time(t)
     for i, blk in enumerate(model.blocks):
         h = blk(h, e0, text_kv[i], ctx, i, actions)
