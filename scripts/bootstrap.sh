@@ -25,3 +25,10 @@ if [ "${1:-}" = "--with-browser" ] && [ ! -x /usr/bin/chromium ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium > /dev/null
 fi
+if ! command -v espeak-ng > /dev/null; then
+  # The avatar set's speech (training/data/avatar_speech.py calls libespeak-ng, which this package brings).
+  echo "[bootstrap] installing Debian's espeak-ng for the avatar data"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng > /dev/null
+fi

@@ -116,6 +116,48 @@ class AudioConfig:
             raise ValueError(f"AudioConfig: sink_tokens={self.sink_tokens!r} must be >= 0")
 
 
+@dataclass(kw_only=True)
+class AudioInConfig:
+    """Speech in (avatars): log-mel features of 16 kHz audio, frame-local cross-attention; see
+    ``streamgen.audio_features`` and ``streamgen.models.audio_in``.
+
+    Latent frame ``f`` sees the speech of latent frames ``f - radius .. f + radius``, so a stream needs
+    ``radius`` latent frames of audio look-ahead before it can generate a frame.
+    """
+
+    # 16 kHz: what speech codecs and espeak-ng (resampled) deliver; plenty for the mouth's cues.
+    sample_rate: int = 16000
+    # 25 ms windows (the usual speech analysis window), hop 12.5 ms: 10 mel frames per 125 ms latent frame
+    # of the avatar preset; the hop must divide the samples of one token.
+    n_fft: int = 400
+    hop: int = 200
+    # 32 mel bands: enough to tell vowels (formants) and closures apart; small token width.
+    n_mels: int = 32
+    # Audio tokens per latent frame (each the concatenated mel frames of its span): 2 = one per pixel
+    # frame of a latent frame that packs two.
+    tokens_per_frame: int = 2
+    # Latent frames of context each side (LiveTalk / audio-driven avatars use +-2).
+    radius: int = 2
+    # Leading DiT layers carrying the audio module; None = all (the mouth is drawn by every layer).
+    num_layers: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("sample_rate", "n_fft", "hop", "n_mels", "tokens_per_frame"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"AudioInConfig: {name}={getattr(self, name)!r} must be >= 1")
+        if self.radius < 0:
+            raise ValueError(f"AudioInConfig: radius={self.radius!r} must be >= 0")
+        if self.n_fft < self.hop:
+            raise ValueError(f"AudioInConfig: n_fft={self.n_fft!r} must be >= hop={self.hop}")
+        if self.num_layers is not None and self.num_layers < 1:
+            raise ValueError(f"AudioInConfig: num_layers={self.num_layers!r} must be >= 1 or None")
+
+    @property
+    def window_tokens(self) -> int:
+        """Audio tokens one latent frame attends to: ``(2 radius + 1) * tokens_per_frame``."""
+        return (2 * self.radius + 1) * self.tokens_per_frame
+
+
 # Fields older checkpoints record that no longer exist; reading such a file ignores them.
 # num_train_timesteps: the flow-matching time scale is fixed at samplers.NUM_TRAIN_TIMESTEPS (1000).
 RETIRED_FIELDS = frozenset({"num_train_timesteps"})
@@ -180,6 +222,8 @@ class ModelConfig:
     # A start image conditioning every frame (Matrix-Game 2.0); the patch embedding then reads
     # in_channels + cond_channels.
     image_conditioning: ImageConditioning | None = None
+    # Speech in (avatars): the audio that drives the picture (None = absent).
+    audio_in: AudioInConfig | None = None
 
     def __post_init__(self) -> None:
         self.patch = tuple(self.patch)
@@ -190,6 +234,8 @@ class ModelConfig:
             self.audio = AudioConfig(**self.audio)
         if isinstance(self.image_conditioning, dict):
             self.image_conditioning = ImageConditioning(**self.image_conditioning)
+        if isinstance(self.audio_in, dict):
+            self.audio_in = AudioInConfig(**self.audio_in)
         self.validate()
 
     # ----- derived shapes -------------------------------------------------------------------
@@ -238,6 +284,33 @@ class ModelConfig:
         if self.audio is None:
             raise ValueError(f"ModelConfig {self.name!r} has no audio stream")
         return int(Fraction(self.audio.sample_rate) / Fraction(self.audio.latent_rate))
+
+    @property
+    def speech_samples_per_frame(self) -> int:
+        """Speech samples (at ``audio_in.sample_rate``) of one latent frame."""
+        if self.audio_in is None:
+            raise ValueError(f"ModelConfig {self.name!r} has no audio_in")
+        return int(self.block_seconds / self.frames_per_block * self.audio_in.sample_rate)
+
+    @property
+    def speech_token_dim(self) -> int:
+        """Width of one audio token: the mel frames of its span, concatenated."""
+        a = self.audio_in
+        return self.speech_samples_per_frame // a.tokens_per_frame // a.hop * a.n_mels
+
+    def _validate_audio_in(self, bad) -> None:
+        a = self.audio_in
+        per_frame = self.block_seconds / self.frames_per_block * a.sample_rate
+        if per_frame.denominator != 1:
+            raise bad("audio_in", f"sample_rate={a.sample_rate} gives {per_frame} samples per latent frame of "
+                      f"{self.block_seconds / self.frames_per_block} s; it must be a whole number")
+        if int(per_frame) % (a.tokens_per_frame * a.hop):
+            raise bad("audio_in", f"{int(per_frame)} samples per latent frame are not a whole number of "
+                      f"tokens_per_frame={a.tokens_per_frame} x hop={a.hop}")
+        if self.audio is not None:
+            raise bad("audio_in", "with a joint audio stream (audio) is not supported: the avatar's sound is its input")
+        if a.num_layers is not None and a.num_layers > self.num_layers:
+            raise bad("audio_in", f"puts audio modules in {a.num_layers} layers of {self.num_layers}")
 
     def audio_cache_frames(self) -> tuple[int, int]:
         """(window, sink) of the audio cache in audio latent frames."""
@@ -302,6 +375,8 @@ class ModelConfig:
             raise bad("denoising_steps", "must list at least one step")
         if self.audio is not None:
             self._validate_audio(bad)
+        if self.audio_in is not None:
+            self._validate_audio_in(bad)
         if self.actions is not None and self.actions.num_layers is not None and self.actions.num_layers > self.num_layers:
             raise bad("actions", f"puts action modules in {self.actions.num_layers} layers of {self.num_layers}")
 
@@ -377,10 +452,31 @@ def _mid() -> ModelConfig:
     )
 
 
+def _avatar() -> ModelConfig:
+    # A talking face at 64x64, 16 fps (docs/models.md, "Avatars"): the world's video autoencoder shape
+    # (4 x 16 x 16 latents per 2 frames, 64 tokens with 2x2 patches), blocks of 2 latent frames = 0.25 s,
+    # speech in with +-2 latent frames of context. The first block (the sink) holds the reference image;
+    # the ring keeps 1 s. Sized like `world` (which streams in real time on a 2-core CPU), a little wider.
+    return ModelConfig(
+        name="avatar", in_channels=4, out_channels=4, dim=128, ffn_dim=384, num_heads=4, num_layers=4,
+        freq_dim=64, text_dim=32, text_len=4, latent_height=16, latent_width=16,
+        frames_per_block=2, window_frames=10, sink_frames=2, temporal_upsample=2, spatial_upsample=4,
+        fps=16.0, rope_mode="relative", rope_max_positions=1 << 24, shift=3.0,
+        denoising_steps=(1000.0, 666.7, 333.3), takes_prompt=False, audio_in=AudioInConfig(),
+    )
+
+
+def _tiny_avatar() -> ModelConfig:
+    # tiny with speech in (tests): 8 fps, 1 pixel frame per latent, 2000 samples per latent frame.
+    return _tiny().with_(name="tiny-avatar", takes_prompt=False, audio_in=AudioInConfig(n_mels=8))
+
+
 PRESETS: dict[str, Any] = {
+    "avatar": _avatar,
     "mid": _mid,
     "tiny": _tiny,
     "tiny-av": _tiny_av,
+    "tiny-avatar": _tiny_avatar,
     "tiny-world": _tiny_world,
     "wan2.1-1.3b": _wan_1_3b,
     "wan2.1-14b": _wan_14b,
@@ -395,4 +491,4 @@ def preset(name: str) -> ModelConfig:
         raise KeyError(f"unknown preset {name!r}; available: {sorted(PRESETS)}") from None
 
 
-__all__ = ["ActionConfig", "AudioConfig", "ImageConditioning", "ModelConfig", "PRESETS", "preset", "field"]
+__all__ = ["ActionConfig", "AudioConfig", "AudioInConfig", "ImageConditioning", "ModelConfig", "PRESETS", "preset", "field"]

@@ -17,6 +17,8 @@ import torch
 
 from streamgen import block_loop
 from streamgen.actions import ActionState, events_for_rows, split_by_block
+from streamgen.audio_features import SpeechInput
+from streamgen.identity import copy_sink_slots, reference_frames
 from streamgen.config import ModelConfig
 from streamgen.decoders.preview import frames_to_uint8
 from streamgen.image_condition import stream_conditioning
@@ -95,6 +97,8 @@ class Session:
         self.action_state = ActionState(pipe.action_spec, clock=action_clock) if pipe.action_spec is not None else None
         # Audio latents and action windows of the kept blocks (start frame -> (audio, actions)), for re-caching.
         self.block_extras: dict[int, tuple[torch.Tensor | None, ActionInput | None]] = {}
+        # Speech in (avatars): features by stream frame; speech starts at the first generated block.
+        self.speech = SpeechInput(cfg) if cfg.audio_in is not None else None
         self.closed = False
 
     # ----- public API -------------------------------------------------------------------------
@@ -103,13 +107,21 @@ class Session:
         """Generate, cache and decode one block.
 
         ``actions``: the wire events received since the previous block (see ``streamgen.actions``), or
-        None; ignored by models without actions. ``audio`` (audio in, avatars) is not used by these models.
+        None; ignored by models without actions. ``audio``: speech in for avatars (mono PCM at
+        ``config.audio_in.sample_rate``, float in [-1, 1] or int16, any length; ``streamgen.audio_features``):
+        the audio received since the previous block, continuing the stream's speech, whose sample 0 is the
+        start of the first generated frame; frames it does not cover yet when this block needs them (the
+        block's frames plus ``radius`` frames of look-ahead) are silence. Ignored by other models.
         """
         if self.closed:
             raise RuntimeError("step() on a closed session")
         t0 = time.perf_counter()
         cfg = self.config
         acts = self._block_actions(actions)
+        if self.speech is not None:
+            self.speech.start(self.next_frame)
+            if audio is not None:
+                self.speech.push(audio)
         if cfg.prompt_switch == "recompute" and self.next_frame > 0:
             self._rebuild_cache(cfg.recompute_frames)
         timings: dict[str, float] = {}
@@ -119,6 +131,9 @@ class Session:
                                    around_refill=lambda x0, refill: decoded.append(self._decode_beside(x0["video"], refill)))
         x0, a0 = out["video"], out.get("audio")
         self._remember(x0, a0, acts)
+        if self.speech is not None:  # keep the windows of the frames a re-cache may replay
+            keep = block_loop.keep_frames(cfg) + cfg.audio_in.radius
+            self.speech.prune(range(cfg.sink_frames + cfg.audio_in.radius), self.next_frame - keep)
         chunk = self.emit(x0, a0, frames=decoded[0])
         chunk.timings = {**timings, **chunk.timings}
         chunk.timings["total"] = time.perf_counter() - t0
@@ -250,6 +265,25 @@ class Session:
         self.prompt = None
         self._condition_on(self.pipe.model.encode_text(text.to(self.pipe.device, self.pipe.dtype)))
 
+    @torch.inference_mode()
+    def set_reference(self, image: Any) -> None:
+        """Pin an avatar's identity: ``image`` (uint8 ``[H, W, 3]``) repeated over the sink frames and encoded
+        (``streamgen.identity``). Before the first block it is primed as the first block, the sink, as the
+        avatar was trained. Mid-stream only the cache's sink slots change: they get the K / V a stream primed
+        with ``image`` holds (computed in a scratch cache, attending to the sink alone); ring, position and
+        decoder state stay, and later re-caches (prompt switch) replay the new sink latents."""
+        frames = reference_frames(self.config, image)
+        if self.next_frame == 0:
+            return self.prime(frames)
+        cfg, n = self.config, self.config.frames_per_block
+        x = self.pipe.decoder.encode(frames).to(self.pipe.device, self.pipe.dtype)  # [1, sink, C, h, w]
+        scratch = RollingKVCache(cfg, dtype=self.pipe.dtype, device=self.pipe.device)
+        for j in range(0, cfg.sink_frames, n):
+            forward = self._block_forward(j, self.block_extras.get(j, (None, None))[1], cache=scratch)
+            block_loop.refill(forward, {"video": x[:, j : j + n]}, self._block_noise, cfg.context_noise)
+        copy_sink_slots(scratch, self.cache)
+        self.sink_latents = list(x.split(1, dim=1))
+
     def _condition_on(self, text_kv: list) -> None:
         self.text_kv = text_kv
         if self.config.audio is not None:
@@ -284,19 +318,22 @@ class Session:
         dev, dt = self.pipe.device, self.pipe.dtype
         return ActionInput(torch.from_numpy(w.keyboard)[None].to(dev, dt), torch.from_numpy(w.mouse)[None].to(dev, dt))
 
-    def _forward(self, x, t: float, start: int, audio=None, acts: ActionInput | None = None):
-        """The model on one block at timestep ``t`` (both modalities for joint models)."""
+    def _forward(self, x, t: float, start: int, audio=None, acts: ActionInput | None = None, cache=None):
+        """The model on one block at timestep ``t`` (both modalities for joint models), over ``cache``
+        (default: the session's)."""
         kw: dict[str, Any] = {"actions": acts}
         if audio is not None:
             kw.update(audio=audio, audio_t=self._timesteps(t, audio.shape[1]), audio_cache=self.audio_cache, sink_kv=self.sink_kv)
         if self.conditioning is not None:
             kw.update(self.conditioning.forward_kwargs(start, x.shape[1]))
-        return self.pipe.model.forward_cached(x, self._timesteps(t, x.shape[1]), self.text_kv, self.cache, start, **kw)
+        if self.speech is not None:
+            kw["audio_in"] = self.speech.windows(start, x.shape[1]).to(self.pipe.device, self.pipe.dtype)  # [1, n, R, D]
+        return self.pipe.model.forward_cached(x, self._timesteps(t, x.shape[1]), self.text_kv, cache or self.cache, start, **kw)
 
-    def _block_forward(self, start: int, acts: ActionInput | None) -> block_loop.Forward:
-        """The model over this session's caches at frame ``start``, as the block loop calls it."""
+    def _block_forward(self, start: int, acts: ActionInput | None, cache=None) -> block_loop.Forward:
+        """The model over this session's caches (or video ``cache``) at frame ``start``, as the block loop calls it."""
         def forward(xs: block_loop.Streams, t: float) -> block_loop.Streams:
-            out = self._forward(xs["video"], t, start, xs.get("audio"), acts)
+            out = self._forward(xs["video"], t, start, xs.get("audio"), acts, cache)
             return {"video": out[0], "audio": out[1]} if "audio" in xs else {"video": out}
         return forward
 

@@ -138,7 +138,7 @@ class DataConfig:
     # Probability of dropping the text condition (teacher training), for classifier-free guidance.
     cfg_dropout: float = 0.1
     # Batch keys that run along time (dim 1 = frames * r): sliced per block in the streaming rollout.
-    frame_keys: tuple[str, ...] = ("actions", "keys", "mouse", "audio")
+    frame_keys: tuple[str, ...] = ("actions", "keys", "mouse", "audio", "audio_in")
 
     def __post_init__(self) -> None:
         self.frame_keys = tuple(self.frame_keys)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from streamgen.config import ModelConfig
 from streamgen.models.attention import DEFAULT_BACKEND, AttentionBackend
 from streamgen.models.init import INIT_STD
-from streamgen.models.norms import rms_norm
+from streamgen.models.frame_local import frame_local_attention
 
 
 @dataclass
@@ -89,11 +89,8 @@ class ActionModule(nn.Module):
             m_in = torch.cat([normed, mouse[:, :, None].expand(b, f, t, mouse.shape[-1])], dim=-1)  # [B, F, T, C+R*M]
             x = x + self.proj_mouse(self.mouse_mlp(m_in))
         if self.num_keys:
-            r = self.window_rows
             tokens = self.keyboard_embed(actions.keyboard.to(x.dtype)) + self.keyboard_pos  # [B, F, R, C]
-            q = rms_norm(self.q(normed), self.norm_q_weight, self.eps).reshape(b * f, t, self.num_heads, self.head_dim)  # [B*F, T, H, D]
-            k = rms_norm(self.k(tokens), self.norm_k_weight, self.eps).reshape(b * f, r, self.num_heads, self.head_dim)  # [B*F, R, H, D]
-            v = self.v(tokens).reshape(b * f, r, self.num_heads, self.head_dim)  # [B*F, R, H, D]
-            out = self.backend(q, k, v)  # [B*F, T, H, D]
-            x = x + self.proj_keyboard(out.reshape(b, f, t, c))  # [B, F, T, C]
+            out = frame_local_attention(normed, tokens, self.q, self.k, self.v, self.norm_q_weight, self.norm_k_weight,
+                                        self.eps, self.num_heads, self.backend)  # [B, F, T, C]
+            x = x + self.proj_keyboard(out)
         return x

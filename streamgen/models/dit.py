@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from streamgen.config import ModelConfig
 from streamgen.models.action_modules import ActionInput, ActionModule
+from streamgen.models.audio_in import AudioInModule
 from streamgen.models.audio_video import AudioStream, joint_forward, joint_forward_cached, sink_kv
 from streamgen.models.attention import AttentionBackend, resolve_backend
 from streamgen.models.av_rope import AudioRope
@@ -78,7 +79,9 @@ class CausalDiT(nn.Module):
         self.time_embedding = nn.Sequential(nn.Linear(c.freq_dim, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(c.dim, 6 * c.dim))
         acting = action_layers(c)
-        self.blocks = nn.ModuleList(DiTBlock(c, with_actions=i < acting, action_index=i) for i in range(c.num_layers))
+        speech_layers = 0 if c.audio_in is None else (c.audio_in.num_layers or c.num_layers)
+        self.blocks = nn.ModuleList(DiTBlock(c, with_actions=i < acting, action_index=i, with_audio_in=i < speech_layers)
+                                    for i in range(c.num_layers))
         self.head = Head(c)
         self.audio = AudioStream(c) if c.audio is not None else None
         self._rope: RopeTable | None = None
@@ -115,16 +118,16 @@ class CausalDiT(nn.Module):
         nn.init.zeros_(self.head.head.weight)
         nn.init.zeros_(self.head.head.bias)
         for m in self.modules():
-            if isinstance(m, (ActionModule, Mg2ActionModule)):
-                m.zero_outputs()  # a new action module leaves a pretrained video model unchanged
+            if isinstance(m, (ActionModule, Mg2ActionModule, AudioInModule)):
+                m.zero_outputs()  # a new action / speech module leaves a pretrained video model unchanged
         if self.audio is not None:
             nn.init.zeros_(self.audio.head.weight)
             nn.init.zeros_(self.audio.head.bias)
 
     def wake_outputs(self, *, actions: bool) -> None:
         """Small random weights (``init.INIT_STD``) for the zero-initialised output heads, and with
-        ``actions`` for the action modules' outputs: a randomly initialised model whose output then
-        depends on its input and its keys (random presets, smoke runs of distillation recipes)."""
+        ``actions`` for the action and speech modules' outputs: a randomly initialised model whose output then
+        depends on its input, its keys and its speech (random presets, smoke runs of distillation recipes)."""
         small_normal_(self.head.head.weight)
         if self.audio is not None:
             small_normal_(self.audio.head.weight)
@@ -133,6 +136,8 @@ class CausalDiT(nn.Module):
                 for proj in ("proj_mouse", "proj_keyboard"):
                     if blk.action is not None and hasattr(blk.action, proj):
                         small_normal_(getattr(blk.action, proj).weight)
+                if blk.audio_in is not None:
+                    small_normal_(blk.audio_in.proj.weight)
 
     # ----- helpers ------------------------------------------------------------------------
     @property
@@ -209,11 +214,12 @@ class CausalDiT(nn.Module):
             h = layer(i, h)
         return h
 
-    def run_blocks(self, x, t, text_kv: TextKV, ctx: AttnContext, actions=None, cond=None) -> torch.Tensor:
+    def run_blocks(self, x, t, text_kv: TextKV, ctx: AttnContext, actions=None, cond=None,
+                   audio_in: torch.Tensor | None = None) -> torch.Tensor:
         """The block loop of the video-only model: embed, every block under ``ctx``, head, unpatchify."""
         h = self.embed_video(x, cond)
         e, e0 = self.embed_time(t)
-        h = self.layer_stack(lambda i, h: self.blocks[i](h, e0, text_kv[i], ctx, i, actions), h)
+        h = self.layer_stack(lambda i, h: self.blocks[i](h, e0, text_kv[i], ctx, i, actions, audio_in), h)
         return self.unpatchify(self.head(h, e))
 
     def _check_audio(self, audio) -> None:
@@ -237,6 +243,7 @@ class CausalDiT(nn.Module):
         audio_t: torch.Tensor | None = None,
         audio_positions: tuple[int, ...] | None = None,
         cond: torch.Tensor | None = None,
+        audio_in: torch.Tensor | None = None,
     ):
         """Full-sequence forward: bidirectional (``mask=None``) or masked (token mask ``[L, L]``).
 
@@ -245,7 +252,8 @@ class CausalDiT(nn.Module):
         ``actions``: per-frame action windows (None: action modules are skipped).
         Joint audio-video models also take ``audio [B, Fa, Ca]``, ``audio_t [B, Fa]`` and the audio frame
         index of each audio frame (``audio_positions``), need the joint mask of ``av_masks`` and return
-        ``(video velocity, audio velocity)``.
+        ``(video velocity, audio velocity)``. Avatars take ``audio_in [B, F, R, D]``, each frame's speech
+        window (``streamgen.audio_features``; None: the speech modules are skipped).
         """
         self._check_audio(audio)
         f = x.shape[1]
@@ -266,7 +274,7 @@ class CausalDiT(nn.Module):
                 raise ValueError("Matrix-Game 2.0's action module runs bidirectionally over consecutive frames or "
                                  "streaming (forward_cached); a masked forward is not built")
             actions = Mg2ActionStep(actions, positions[0])
-        return self.run_blocks(x, t, text_kv, ctx, actions, cond)
+        return self.run_blocks(x, t, text_kv, ctx, actions, cond, audio_in)
 
     @property
     def _mg2_actions(self) -> bool:
@@ -291,6 +299,7 @@ class CausalDiT(nn.Module):
         sink_kv: TextKV | None = None,
         cond: torch.Tensor | None = None,
         action_caches: Mg2ActionCaches | None = None,
+        audio_in: torch.Tensor | None = None,
     ):
         """One streaming block: x ``[B, n, C, H, W]`` at absolute frames ``start_frame ..``; writes its K / V
         into the cache (overwriting on a re-run) and attends to everything the cache holds.
@@ -325,7 +334,7 @@ class CausalDiT(nn.Module):
                 raise ValueError("Matrix-Game 2.0's action modules stream over their own caches: pass "
                                  "action_caches=model.new_action_caches(...) (the session owns them)")
             actions = action_caches.step(actions, start_frame, n)
-        return self.run_blocks(x, t, text_kv, ctx, actions, cond)
+        return self.run_blocks(x, t, text_kv, ctx, actions, cond, audio_in)
 
     def forward_teacher_forcing(
         self,
@@ -339,11 +348,12 @@ class CausalDiT(nn.Module):
         audio_clean: torch.Tensor | None = None,
         audio_noisy: torch.Tensor | None = None,
         audio_t: torch.Tensor | None = None,
+        audio_in: torch.Tensor | None = None,
     ):
         """Training forward on ``[clean | noisy]`` (both ``[B, F, C, H, W]``); returns the noisy half's output.
 
         ``t`` ``[B, F]`` is the noisy half's timesteps; clean frames are at t = context_noise. Both halves
-        get the same actions. Joint models take the audio halves too (mask: ``av_masks`` with
+        get the same actions and speech windows. Joint models take the audio halves too (mask: ``av_masks`` with
         ``teacher_forcing=True``) and return ``(video, audio)`` of the noisy halves.
         """
         f = clean.shape[1]
@@ -352,7 +362,8 @@ class CausalDiT(nn.Module):
         tt = torch.cat([t_clean, t], dim=1)  # [B, 2F]
         both = ActionInput.cat([actions, actions]) if actions is not None else None
         if audio_clean is None:
-            out = self.forward(x, tt, text_kv, positions=tuple(range(f)) * 2, mask=mask, actions=both)
+            speech = torch.cat([audio_in, audio_in], dim=1) if audio_in is not None else None  # [B, 2F, R, D]
+            out = self.forward(x, tt, text_kv, positions=tuple(range(f)) * 2, mask=mask, actions=both, audio_in=speech)
             return out[:, f:]
         fa = audio_clean.shape[1]
         audio = torch.cat([audio_clean, audio_noisy], dim=1)  # [B, 2Fa, Ca]

@@ -14,6 +14,7 @@ import torch.nn as nn
 from streamgen.config import ModelConfig
 from streamgen.models.action_modules import ActionModule
 from streamgen.models.attention import DEFAULT_BACKEND, AttentionBackend
+from streamgen.models.audio_in import AudioInModule
 from streamgen.models.kv_cache import CacheWrite, RollingKVCache
 from streamgen.models.mg2_action import Mg2ActionModule
 from streamgen.models.norms import rms_norm
@@ -147,11 +148,12 @@ class DiTBlock(nn.Module):
     """Wan2.1 block: modulated self-attention, cross-attention, modulated MLP; per-frame adaLN.
 
     With ``with_actions`` an action module (Matrix-Game 2.0 placement) sits between the cross-attention
-    and the MLP. The block is split into stages (``modulations``, ``attn_input``, ``finish``) so the joint
+    and the MLP; with ``with_audio_in`` the speech module (avatars) follows it. The block is split into stages (``modulations``, ``attn_input``, ``finish``) so the joint
     audio-video layer can run one attention over both streams with this same block.
     """
 
-    def __init__(self, config: ModelConfig, *, with_actions: bool = False, action_index: int = 0) -> None:
+    def __init__(self, config: ModelConfig, *, with_actions: bool = False, action_index: int = 0,
+                 with_audio_in: bool = False) -> None:
         super().__init__()
         self.eps = config.eps
         self.self_attn = SelfAttention(config)
@@ -164,6 +166,7 @@ class DiTBlock(nn.Module):
         if with_actions:  # the module the config names (Matrix-Game 2.0's keeps per-session caches: action_index)
             mg2 = config.actions.module == "matrix-game-2"
             self.action = Mg2ActionModule(config, action_index) if mg2 else ActionModule(config)
+        self.audio_in = AudioInModule(config) if with_audio_in else None
 
     def forward(
         self,
@@ -173,12 +176,14 @@ class DiTBlock(nn.Module):
         ctx: AttnContext,
         layer: int,
         actions=None,
+        audio_in: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x ``[B, F, T, C]`` (frames x tokens per frame), e ``[B, F, 6, C]`` (per-frame modulation)."""
+        """x ``[B, F, T, C]`` (frames x tokens per frame), e ``[B, F, 6, C]`` (per-frame modulation);
+        ``audio_in`` ``[B, F, R, D]``: the frames' speech windows (None: the speech module is skipped)."""
         b, f, t, c = x.shape
         mod = self.modulations(e)
         y = self.self_attn(self.attn_input(x, mod).reshape(b, f * t, c), ctx, layer)  # [B, F*T, C]
-        return self.finish(x, y.view(b, f, t, c), mod, text_kv, actions)
+        return self.finish(x, y.view(b, f, t, c), mod, text_kv, actions, audio_in)
 
     def modulations(self, e: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (self.modulation.float()[:, None] + e.float()).unbind(dim=2)  # 6 x [B, F, C]
@@ -186,7 +191,7 @@ class DiTBlock(nn.Module):
     def attn_input(self, x: torch.Tensor, mod: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return self.backend.layer_norm_modulate(x, mod[0], mod[1], self.eps)
 
-    def finish(self, x, y, mod, text_kv, actions=None) -> torch.Tensor:
+    def finish(self, x, y, mod, text_kv, actions=None, audio_in=None) -> torch.Tensor:
         """Everything after self-attention: x, y ``[B, F, T, C]`` (y = self-attention output)."""
         b, f, t, c = x.shape
         x = self.backend.gated_residual(x, y, mod[2])
@@ -194,6 +199,8 @@ class DiTBlock(nn.Module):
         x = x + y.view(b, f, t, c)
         if self.action is not None and actions is not None:
             x = self.action(x, actions)
+        if self.audio_in is not None and audio_in is not None:
+            x = self.audio_in(x, audio_in)
         h = self.backend.layer_norm_modulate(x, mod[3], mod[4], self.eps)
         y = self.ffn(h)
         return self.backend.gated_residual(x, y, mod[5])
