@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any
 
+from streamgen.speech_config import AudioInConfig
+
 
 @dataclass(kw_only=True)
 class ActionConfig:
@@ -114,48 +116,6 @@ class AudioConfig:
             raise ValueError(f"AudioConfig: latent_rate={self.latent_rate!r} must be > 0")
         if self.sink_tokens < 0:
             raise ValueError(f"AudioConfig: sink_tokens={self.sink_tokens!r} must be >= 0")
-
-
-@dataclass(kw_only=True)
-class AudioInConfig:
-    """Speech in (avatars): log-mel features of 16 kHz audio, frame-local cross-attention; see
-    ``streamgen.audio_features`` and ``streamgen.models.audio_in``.
-
-    Latent frame ``f`` sees the speech of latent frames ``f - radius .. f + radius``, so a stream needs
-    ``radius`` latent frames of audio look-ahead before it can generate a frame.
-    """
-
-    # 16 kHz: what speech codecs and espeak-ng (resampled) deliver; plenty for the mouth's cues.
-    sample_rate: int = 16000
-    # 25 ms windows (the usual speech analysis window), hop 12.5 ms: 10 mel frames per 125 ms latent frame
-    # of the avatar preset; the hop must divide the samples of one token.
-    n_fft: int = 400
-    hop: int = 200
-    # 32 mel bands: enough to tell vowels (formants) and closures apart; small token width.
-    n_mels: int = 32
-    # Audio tokens per latent frame (each the concatenated mel frames of its span): 2 = one per pixel
-    # frame of a latent frame that packs two.
-    tokens_per_frame: int = 2
-    # Latent frames of context each side (LiveTalk / audio-driven avatars use +-2).
-    radius: int = 2
-    # Leading DiT layers carrying the audio module; None = all (the mouth is drawn by every layer).
-    num_layers: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("sample_rate", "n_fft", "hop", "n_mels", "tokens_per_frame"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"AudioInConfig: {name}={getattr(self, name)!r} must be >= 1")
-        if self.radius < 0:
-            raise ValueError(f"AudioInConfig: radius={self.radius!r} must be >= 0")
-        if self.n_fft < self.hop:
-            raise ValueError(f"AudioInConfig: n_fft={self.n_fft!r} must be >= hop={self.hop}")
-        if self.num_layers is not None and self.num_layers < 1:
-            raise ValueError(f"AudioInConfig: num_layers={self.num_layers!r} must be >= 1 or None")
-
-    @property
-    def window_tokens(self) -> int:
-        """Audio tokens one latent frame attends to: ``(2 radius + 1) * tokens_per_frame``."""
-        return (2 * self.radius + 1) * self.tokens_per_frame
 
 
 # Fields older checkpoints record that no longer exist; reading such a file ignores them.
@@ -298,20 +258,6 @@ class ModelConfig:
         a = self.audio_in
         return self.speech_samples_per_frame // a.tokens_per_frame // a.hop * a.n_mels
 
-    def _validate_audio_in(self, bad) -> None:
-        a = self.audio_in
-        per_frame = self.block_seconds / self.frames_per_block * a.sample_rate
-        if per_frame.denominator != 1:
-            raise bad("audio_in", f"sample_rate={a.sample_rate} gives {per_frame} samples per latent frame of "
-                      f"{self.block_seconds / self.frames_per_block} s; it must be a whole number")
-        if int(per_frame) % (a.tokens_per_frame * a.hop):
-            raise bad("audio_in", f"{int(per_frame)} samples per latent frame are not a whole number of "
-                      f"tokens_per_frame={a.tokens_per_frame} x hop={a.hop}")
-        if self.audio is not None:
-            raise bad("audio_in", "with a joint audio stream (audio) is not supported: the avatar's sound is its input")
-        if a.num_layers is not None and a.num_layers > self.num_layers:
-            raise bad("audio_in", f"puts audio modules in {a.num_layers} layers of {self.num_layers}")
-
     def audio_cache_frames(self) -> tuple[int, int]:
         """(window, sink) of the audio cache in audio latent frames."""
         a, na, n = self.audio, self.audio_frames_per_block, self.frames_per_block
@@ -376,7 +322,7 @@ class ModelConfig:
         if self.audio is not None:
             self._validate_audio(bad)
         if self.audio_in is not None:
-            self._validate_audio_in(bad)
+            self.audio_in.check(self, bad)
         if self.actions is not None and self.actions.num_layers is not None and self.actions.num_layers > self.num_layers:
             raise bad("actions", f"puts action modules in {self.actions.num_layers} layers of {self.num_layers}")
 

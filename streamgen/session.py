@@ -107,11 +107,9 @@ class Session:
         """Generate, cache and decode one block.
 
         ``actions``: the wire events received since the previous block (see ``streamgen.actions``), or
-        None; ignored by models without actions. ``audio``: speech in for avatars (mono PCM at
-        ``config.audio_in.sample_rate``, float in [-1, 1] or int16, any length; ``streamgen.audio_features``):
-        the audio received since the previous block, continuing the stream's speech, whose sample 0 is the
-        start of the first generated frame; frames it does not cover yet when this block needs them (the
-        block's frames plus ``radius`` frames of look-ahead) are silence. Ignored by other models.
+        None; ignored by models without actions. ``audio``: avatars' speech received since the previous
+        block (mono PCM at ``config.audio_in.sample_rate``; ``audio_features.SpeechInput``: sample 0 starts
+        the first generated frame, audio a block needs and lacks is silence); ignored by other models.
         """
         if self.closed:
             raise RuntimeError("step() on a closed session")
@@ -267,11 +265,9 @@ class Session:
 
     @torch.inference_mode()
     def set_reference(self, image: Any) -> None:
-        """Pin an avatar's identity: ``image`` (uint8 ``[H, W, 3]``) repeated over the sink frames and encoded
-        (``streamgen.identity``). Before the first block it is primed as the first block, the sink, as the
-        avatar was trained. Mid-stream only the cache's sink slots change: they get the K / V a stream primed
-        with ``image`` holds (computed in a scratch cache, attending to the sink alone); ring, position and
-        decoder state stay, and later re-caches (prompt switch) replay the new sink latents."""
+        """Pin an avatar's identity (``streamgen.identity``): ``image`` uint8 ``[H, W, 3]`` over the sink frames.
+        Before the first block it is primed as the sink block; mid-stream only the sink slots are re-cached
+        (as a stream primed with ``image`` holds them); ring, position and decoder state stay."""
         frames = reference_frames(self.config, image)
         if self.next_frame == 0:
             return self.prime(frames)
