@@ -13,6 +13,7 @@ window (``streamgen.audio_features``; the reference frames hear silence, as in a
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -69,9 +70,11 @@ def encode_dataset(data: str | Path, ae_path: str | Path, out: str | Path, model
             for j, ep in enumerate(encode_clip(ae, config, load_clip(f), clip_frames)):
                 save_file(ep, str(Path(out) / split / f"ep_{i:05d}_{j:02d}.safetensors"))
                 n += 1
-            if progress:
-                print(f"\r{split}: {i + 1}/{len(files)} clips, {n} episodes", end="", flush=True)
-        if progress:
+            if progress and (sys.stdout.isatty() or (i + 1) % 50 == 0 or i + 1 == len(files)):
+                tty = sys.stdout.isatty()
+                print(f"{chr(13) if tty else ''}{split}: {i + 1}/{len(files)} clips, {n} episodes", end="" if tty else "\n",
+                      flush=True)
+        if progress and sys.stdout.isatty():
             print()
         counts[split] = n
     return counts
