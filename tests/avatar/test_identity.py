@@ -57,3 +57,21 @@ def test_bad_reference_is_one_clear_error(pipe):
         s.set_reference(np.zeros((64, 64), np.uint8))
     with pytest.raises(ValueError, match=r"frames must be uint8 \[T, 64, 64, 3\]"):
         s.set_reference(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_an_avatar_weights_folder_loads_and_streams(pipe, tmp_path):
+    """What a later session ships: model.safetensors + config.json + video_ae.safetensors in one folder;
+    load_pipeline gives sessions that take a reference image and speech."""
+    import streamgen
+    from streamgen.checkpoints.io import save_checkpoint
+
+    folder = save_checkpoint(tmp_path / "avatar", pipe.config, pipe.model)
+    pipe.decoder.ae.save(folder / "video_ae.safetensors")
+    loaded = streamgen.load_pipeline(str(folder), device="cpu")
+    assert loaded.config.audio_in == pipe.config.audio_in and loaded.can_prime
+    a, b = loaded.start(seed=4), pipe.start(seed=4)
+    for s in (a, b):
+        s.set_reference(_reference(1))
+    speech = _speech(2)
+    for pcm in speech:
+        assert np.array_equal(a.step(audio=pcm).video, b.step(audio=pcm).video)
