@@ -61,6 +61,12 @@ class ImageProjection(nn.Module):
         return self.proj(clip)
 
 
+def speech_kw(audio_in: torch.Tensor | None) -> dict:
+    """``run_blocks``' speech keyword, only when there is speech: a model without it calls ``run_blocks``
+    exactly as before the plug-in (a run_blocks shadowed on an instance keeps working)."""
+    return {} if audio_in is None else {"audio_in": audio_in}
+
+
 class CausalDiT(nn.Module):
     """The model. ``attention_backend`` (``attention.BACKENDS``) is resolved here, once, and handed to
     every layer; reassigning ``model.attention_backend`` resolves and hands out the new one."""
@@ -274,7 +280,7 @@ class CausalDiT(nn.Module):
                 raise ValueError("Matrix-Game 2.0's action module runs bidirectionally over consecutive frames or "
                                  "streaming (forward_cached); a masked forward is not built")
             actions = Mg2ActionStep(actions, positions[0])
-        return self.run_blocks(x, t, text_kv, ctx, actions, cond, audio_in)
+        return self.run_blocks(x, t, text_kv, ctx, actions, cond, **speech_kw(audio_in))
 
     @property
     def _mg2_actions(self) -> bool:
@@ -334,7 +340,7 @@ class CausalDiT(nn.Module):
                 raise ValueError("Matrix-Game 2.0's action modules stream over their own caches: pass "
                                  "action_caches=model.new_action_caches(...) (the session owns them)")
             actions = action_caches.step(actions, start_frame, n)
-        return self.run_blocks(x, t, text_kv, ctx, actions, cond, audio_in)
+        return self.run_blocks(x, t, text_kv, ctx, actions, cond, **speech_kw(audio_in))
 
     def forward_teacher_forcing(
         self,
