@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Train the `world` model's three stages (ar_teacher -> ode_init -> self_forcing or rollout_regression) on
-# one GPU inside a fixed wall-clock budget, and pack the weights so they can be brought back (docs/world.md).
+# Train the `world` model's three stages on one GPU inside a fixed wall-clock budget, and pack the weights
+# so they can be brought back (docs/world.md). By default the pure Self-Forcing chain: an ar_teacher trained
+# with action dropout (so its score can be guided by the keys) -> ode_init on its causal trajectories ->
+# Self-Forcing DMD with action classifier-free guidance, primed with SF_CONTEXT_BLOCKS real blocks, the
+# exit step drawn per block (every denoising step trained), the critic on fresh rollouts.
 #
 #   OUT=/path/to/results BUDGET_S=520 bash scripts/gpu_train_world.sh
+#   # the same chain on the CPU (the shipped student's weights as the ar_teacher stage's start; 45 minutes):
+#   DEVICE=cpu BUDGET_S=2700 TEACHER_INIT=streamgen/weights/world TEACHER_BATCH=8 \
+#     TEACHER_LR=1e-4 TEACHER_WARMUP=20 SF_BATCH=2 ODE_PAIRS=64 ODE_BATCH=8 SF_CKPT_EVERY=25 \
+#     AE=streamgen/weights/world OUT=runs/sfworld/out RUN=runs/sfworld/chain bash scripts/gpu_train_world.sh
 #   # the whole budget on rollout regression from an earlier student (no teacher or ODE stage):
 #   OUT=/path/to/results BUDGET_S=520 START_STUDENT=runs/s3/cand_rr2 FINAL_STAGE=rollout_regression bash scripts/gpu_train_world.sh
 #
@@ -45,6 +52,15 @@ RR_AUDIO=${RR_AUDIO:-0.5}          # regression.audio_weight (regression toward 
 RR_FOCUS=${RR_FOCUS:-0}            # regression.focus_weight on the player's columns (Pong's paddle: RR_FOCUS_COLS)
 RR_FOCUS_COLS=${RR_FOCUS_COLS:-[0.85,0.925]}
 RR_AUDIO_CHANGE=${RR_AUDIO_CHANGE:-0}  # regression.audio_change_weight (weighs a beep's onset and end: keeps the beeps)
+ACTION_DROPOUT=${ACTION_DROPOUT:-0.1}  # data.action_dropout of the teacher: it learns the null action, for action guidance
+TEACHER_ATTENTION=${TEACHER_ATTENTION:-auto} # dmd.teacher_attention (auto: the teacher's record; older teachers: teacher_forcing)
+ODE_BATCH=${ODE_BATCH:-64}
+SF_GUIDANCE=${SF_GUIDANCE:-3}      # dmd.guidance_scale: action CFG (the world has no text)
+SF_CONTEXT_BLOCKS=${SF_CONTEXT_BLOCKS:-3} # dmd.context_blocks: 12 real frames primed, enough to show a press from rest (the phase)
+SF_FRAMES=${SF_FRAMES:-16}         # data.num_frames of the Self-Forcing clips: 3 real blocks + 5 generated
+SF_LR=${SF_LR:-2e-5}
+SF_CRITIC_LR=${SF_CRITIC_LR:-1e-4}
+SF_EXIT_PER=${SF_EXIT_PER:-block}  # dmd.exit_per: block (every step trained in every block) or rollout
 case "$FINAL_STAGE" in self_forcing|rollout_regression) ;; *) echo "FINAL_STAGE=$FINAL_STAGE: use self_forcing or rollout_regression" >&2; exit 2 ;; esac
 if [ -n "$START_STUDENT" ] && { [ "$FINAL_STAGE" = self_forcing ] || [ "$RR_DMD" != 0 ]; } && [ -z "$TEACHER_INIT" ]; then
   echo "START_STUDENT skips the teacher stage: $FINAL_STAGE with RR_DMD=$RR_DMD needs TEACHER_INIT" >&2; exit 2
@@ -101,7 +117,8 @@ T_TEACHER=$(($(left) * TEACHER_SHARE / 100))
 log "ar_teacher: ${T_TEACHER}s"
 TEACHER_SET=(--set train.batch="$TEACHER_BATCH" --set train.lr="$TEACHER_LR" --set train.warmup="$TEACHER_WARMUP"
   --set train.lr_schedule=cosine --set train.min_lr_ratio=0.05 --set train.ema_decay=0.999 --set train.ema_start=500
-  --set train.checkpoint_every=1000 --set train.motion_weight="$MOTION_WEIGHT" --set train.compile="$TEACHER_COMPILE")
+  --set train.checkpoint_every=1000 --set train.motion_weight="$MOTION_WEIGHT" --set train.compile="$TEACHER_COMPILE"
+  --set data.action_dropout="$ACTION_DROPOUT")
 [ -n "$TEACHER_INIT" ] && TEACHER_SET+=(--set init.student="$TEACHER_INIT" --set train.ema_start=0)
 t_teacher=$(date +%s)
 train ar_teacher "$RUN/teacher" "${COMMON[@]}" "${TEACHER_SET[@]}" --steps 1000000 --set train.time_limit_s="$PROBE_S" --set train.log_every=10
@@ -129,7 +146,7 @@ T_ODE=$(($(left) * ODE_SHARE / 100))
 log "ode_init: ${T_ODE}s"
 train ode_init "$RUN/ode" "${COMMON[@]}" --steps 100000 --set train.time_limit_s="$T_ODE" \
   --set init.teacher="$RUN/teacher" --set init.student="$RUN/teacher" --set ode.teacher_kind=causal \
-  --set ode.substeps=4 --set ode.guidance_scale=1 --set ode.num_pairs="$ODE_PAIRS" --set train.batch=64 \
+  --set ode.substeps=4 --set ode.guidance_scale=1 --set ode.num_pairs="$ODE_PAIRS" --set train.batch="$ODE_BATCH" \
   --set train.lr=2e-4 --set train.ema_decay=0.99 --set train.ema_start=100 --set train.checkpoint_every=1000
 pack ode "ema student" "$RUN/ode"
 TEACHER=$RUN/teacher
@@ -146,15 +163,17 @@ if [ "$T_SF" -ge 20 ]; then
   if [ "$FINAL_STAGE" = self_forcing ]; then
     tag=sf
     train self_forcing "$RUN/sf" "${COMMON[@]}" --steps 100000 --set train.time_limit_s="$T_SF" \
-      --set init.teacher="$TEACHER" --set init.student="$STUDENT" --set dmd.guidance_scale=1 --set dmd.shift=3 \
-      --set dmd.critic_steps=2 --set train.batch="$SF_BATCH" --set train.lr=2e-5 --set dmd.critic_lr=1e-4 \
+      --set init.teacher="$TEACHER" --set init.student="$STUDENT" --set dmd.guidance_scale="$SF_GUIDANCE" --set dmd.shift=3 \
+      --set dmd.teacher_attention="$TEACHER_ATTENTION" --set dmd.context_blocks="$SF_CONTEXT_BLOCKS" \
+      --set data.num_frames="$SF_FRAMES" --set dmd.exit_per="$SF_EXIT_PER" \
+      --set dmd.critic_steps=2 --set train.batch="$SF_BATCH" --set train.lr="$SF_LR" --set dmd.critic_lr="$SF_CRITIC_LR" \
       --set train.ema_decay=0.95 --set train.ema_start=20 --set train.checkpoint_every="$SF_CKPT_EVERY" \
       --set train.keep_checkpoints=1000
   else
     tag=rr
     RR_SET=()
     [ "$RR_DMD" != 0 ] && RR_SET=(--set init.teacher="$TEACHER" --set regression.dmd_weight="$RR_DMD" --set dmd.guidance_scale=1
-      --set dmd.shift=3 --set dmd.critic_lr=1e-4)
+      --set dmd.shift=3 --set dmd.critic_lr=1e-4 --set dmd.teacher_attention="$TEACHER_ATTENTION")
     [ "$RR_FOCUS" != 0 ] && RR_SET+=(--set regression.focus_weight="$RR_FOCUS" --set regression.focus_cols="$RR_FOCUS_COLS")
     [ "$RR_AUDIO_CHANGE" != 0 ] && RR_SET+=(--set regression.audio_change_weight="$RR_AUDIO_CHANGE")
     train rollout_regression "$RUN/rr" "${COMMON[@]}" --steps 100000 --set train.time_limit_s="$T_SF" \

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from streamgen.actions import ActionSpec
 from streamgen.models.action_modules import ActionInput
 
 RESERVED = ("latents", "audio", "text", "text_kv", "keyboard", "mouse")
@@ -107,6 +108,38 @@ def drop_text(batch: dict, p: float, generator: torch.Generator) -> dict:
     out = dict(batch)
     out["text"] = text * keep.to(text.dtype).to(text.device)[:, None, None]
     return out
+
+
+def null_actions(config, batch: dict, rows: torch.Tensor | None = None) -> dict:
+    """The batch with the action windows of the samples in ``rows`` (bool ``[B]``; None = all) replaced by
+    the model's null action (``ActionSpec.null_rows``: no key down, no motion), the unconditional branch of
+    action guidance. A batch without actions is returned as it is."""
+    present = [k for k in ("keyboard", "mouse") if k in batch]
+    if not present:
+        return batch
+    keyboard, mouse = ActionSpec.from_config(config).null_rows(1)  # [1, K], [1, M]
+    out = dict(batch)
+    for key, null in zip(("keyboard", "mouse"), (keyboard, mouse)):
+        if key not in batch:
+            continue
+        x = batch[key]  # [B, F, R, width]
+        null_t = torch.as_tensor(null[0], dtype=x.dtype, device=x.device).expand_as(x)  # [width] -> [B, F, R, width]
+        if rows is None:
+            out[key] = null_t.clone()
+        else:
+            keep = (~rows).to(x.device).view(-1, *([1] * (x.dim() - 1)))  # [B] -> [B, 1, 1, 1]
+            out[key] = torch.where(keep, x, null_t)
+    return out
+
+
+def drop_actions(config, batch: dict, p: float, generator: torch.Generator) -> dict:
+    """Action dropout (teacher training, for action guidance): each sample's action windows become the
+    null action with probability ``p``. Draws from ``generator`` only when the batch carries actions."""
+    ref = batch.get("keyboard", batch.get("mouse"))
+    if p <= 0 or ref is None:
+        return batch
+    rows = torch.rand(ref.shape[0], generator=generator) < p  # [B]
+    return null_actions(config, batch, rows)
 
 
 def frame_timesteps(t: torch.Tensor | float, batch: int, frames: int, device) -> torch.Tensor:

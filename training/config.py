@@ -91,18 +91,39 @@ class DMDConfig:
     min_t: float = 20.0
     max_t: float = 980.0
     shift: float = 5.0
-    # Reuse the generator update's rollout (detached) for the critic update of the same step instead of a
-    # second rollout: one rollout less per generator step; the critic sees a sample one update older.
-    reuse_rollout: bool = True
-    # Gradient truncation: one gradient-carrying forward per block at a step index drawn once per rollout
-    # and shared by all blocks (SF ``same_step_across_blocks``); last_step_only pins it to the last step.
+    # Gradient truncation: one gradient-carrying forward per block, at a step index drawn per block
+    # ("block": every denoising step is trained, in every block position) or once per rollout and shared
+    # by its blocks ("rollout", SF ``same_step_across_blocks``); last_step_only pins it to the last step
+    # (the shipped rollout-regression chain: an option, not Self-Forcing).
+    exit_per: str = "block"
     last_step_only: bool = False
+    # The attention the real score calls the teacher under: "auto" reads the teacher's training record
+    # (``training/teacher_record.py``): a bidirectional teacher without a mask, an ar_teacher through its
+    # teacher-forcing forward on the generated clean clip. Explicit values are for teachers saved before
+    # the record existed.
+    teacher_attention: str = "auto"
+    # Action guidance: the real score's unconditional branch drops the actions (the null action) as well
+    # as the text, so ``guidance_scale`` pushes action following. Needs a teacher trained with
+    # ``data.action_dropout > 0`` (it then knows the null action); false keeps the actions in both branches.
+    guide_actions: bool = True
+    # Real blocks of the clip written clean into the student's caches before its rollout (as
+    # ``Session.prime``); the rollout generates the rest. 0 = from noise (text-to-video Self-Forcing). A
+    # world needs enough to reveal the hidden state its picture does not show (Pong: the frame-skip phase,
+    # revealed by a press from rest; the world recipe primes 3 blocks = 12 frames, as its sessions are).
+    context_blocks: int = 0
 
     def __post_init__(self) -> None:
         if self.critic_steps < 1:
             raise ValueError(f"DMDConfig: critic_steps={self.critic_steps!r} must be >= 1")
         if not 0.0 <= self.min_t < self.max_t <= 1000.0:
             raise ValueError(f"DMDConfig: min_t={self.min_t!r}, max_t={self.max_t!r} must satisfy 0 <= min_t < max_t <= 1000")
+        if self.exit_per not in ("block", "rollout"):
+            raise ValueError(f"DMDConfig: exit_per={self.exit_per!r} must be 'block' or 'rollout'")
+        if self.teacher_attention not in ("auto", "bidirectional", "teacher_forcing"):
+            raise ValueError(f"DMDConfig: teacher_attention={self.teacher_attention!r} must be 'auto', 'bidirectional' "
+                             "or 'teacher_forcing'")
+        if self.context_blocks < 0:
+            raise ValueError(f"DMDConfig: context_blocks={self.context_blocks!r} must be >= 0")
 
 
 @dataclass(kw_only=True)
@@ -137,13 +158,18 @@ class DataConfig:
     num_frames: int | None = None
     # Probability of dropping the text condition (teacher training), for classifier-free guidance.
     cfg_dropout: float = 0.1
+    # Probability of replacing a sample's actions by the null action (teacher training), so the teacher
+    # also learns the action-free distribution and the real score can guide by actions (DMD's
+    # ``guide_actions``); the text's rate.
+    action_dropout: float = 0.1
     # Batch keys that run along time (dim 1 = frames * r): sliced per block in the streaming rollout.
     frame_keys: tuple[str, ...] = ("actions", "keys", "mouse", "audio", "audio_in")
 
     def __post_init__(self) -> None:
         self.frame_keys = tuple(self.frame_keys)
-        if not 0.0 <= self.cfg_dropout <= 1.0:
-            raise ValueError(f"DataConfig: cfg_dropout={self.cfg_dropout!r} must be in [0, 1]")
+        for name in ("cfg_dropout", "action_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"DataConfig: {name}={getattr(self, name)!r} must be in [0, 1]")
 
 
 @dataclass(kw_only=True)

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from streamgen.samplers import add_noise, classifier_free_guidance, predict_x0, shift_sigma
 from streamgen.training.conditioning import Cond, frame_timesteps
-from streamgen.training.modalities import VIDEO, predict, stream_t
+from streamgen.training.modalities import VIDEO, predict, predict_teacher_forcing, stream_t
+from streamgen.training.teacher_record import BIDIRECTIONAL, TEACHER_FORCING, training_mask
 
 
 def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -118,12 +119,29 @@ def _x0(xs: dict, v: dict, ts: dict) -> dict:
     return {k: predict_x0(xs[k], v[k], ts[k]) for k in xs}
 
 
+def teacher_velocity(teacher, x_t: dict, t: torch.Tensor, cond: Cond, *, attention: str = BIDIRECTIONAL,
+                     clean: dict | None = None) -> dict:
+    """The teacher's velocities through the forward it was trained with (``teacher_record.py``): a
+    bidirectional teacher over the whole clip under no mask; a teacher-forcing teacher through
+    ``[clean | noisy]`` under its training mask, ``clean`` being the clip's clean frames (the generated
+    clip itself, so noisy block i sees the clean blocks before it, as in its training)."""
+    mask = training_mask(attention, teacher.config, x_t[VIDEO].shape[1], x_t[VIDEO].device)
+    if attention == TEACHER_FORCING:
+        if clean is None:
+            raise ValueError("a teacher-forcing teacher's score needs the clean clip (clean=None)")
+        return predict_teacher_forcing(teacher, clean, x_t, t, cond, mask)
+    return predict(teacher, x_t, t, cond, mask=mask)
+
+
 @torch.no_grad()
-def real_score_x0(teacher, xs: dict, t: torch.Tensor, cond: Cond, uncond: Cond, scale: float) -> dict:
-    """Frozen teacher's x0 prediction of every stream with CFG (bidirectional, whole clip)."""
-    v = predict(teacher, xs, t, cond)
+def real_score_x0(teacher, xs: dict, t: torch.Tensor, cond: Cond, uncond: Cond, scale: float, *,
+                  attention: str = BIDIRECTIONAL, clean: dict | None = None) -> dict:
+    """Frozen teacher's x0 prediction of every stream with classifier-free guidance
+    ``x_uncond + scale (x_cond - x_uncond)`` (``uncond``: the text, and the actions when guiding by them,
+    dropped), through the forward the teacher was trained with (``teacher_velocity``)."""
+    v = teacher_velocity(teacher, xs, t, cond, attention=attention, clean=clean)
     if scale != 1:
-        vu = predict(teacher, xs, t, uncond)
+        vu = teacher_velocity(teacher, xs, t, uncond, attention=attention, clean=clean)
         v = {k: guided(v[k], vu[k], scale) for k in v}
     return _x0(xs, v, stream_t(teacher.config, t))
 
@@ -148,14 +166,17 @@ def _score_t(xs: dict, generator, shift, min_t, max_t) -> torch.Tensor:
 def dmd_generator_loss(
     xs: dict, teacher, critic, cond_real: Cond, uncond_real: Cond, cond_fake: Cond, *,
     scale: float, generator: torch.Generator, shift: float, min_t: float, max_t: float,
+    attention: str = BIDIRECTIONAL,
 ) -> tuple[torch.Tensor, dict]:
     """DMD loss of generated streams ``xs`` (grad flows into them only), summed over the streams, each
-    with its own per-sample normaliser; one score timestep per sample, shared by its streams."""
+    with its own per-sample normaliser; one score timestep per sample, shared by its streams. The real
+    score calls the teacher under ``attention`` (its training record), on the detached clip as the clean
+    half where it was trained by teacher forcing."""
     t = _score_t(xs, generator, shift, min_t, max_t)
     with torch.no_grad():
         detached = {k: x.detach() for k, x in xs.items()}
         x_t, _ = _noised(detached, t, teacher.config, generator)
-        p_real = real_score_x0(teacher, x_t, t, cond_real, uncond_real, scale)
+        p_real = real_score_x0(teacher, x_t, t, cond_real, uncond_real, scale, attention=attention, clean=detached)
         p_fake = fake_score_x0(critic, x_t, t, cond_fake)
         grads = {k: dmd_gradient(detached[k], p_real[k], p_fake[k]) for k in xs}
     loss = sum(dmd_loss(xs[k], grads[k]) for k in xs)

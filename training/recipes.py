@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Callable
 
 from streamgen.training.config import DMDConfig, RunConfig, TrainConfig
+from streamgen.training.objectives import ARTeacherObjective, ODEObjective, Objective, SelfForcingObjective, TeacherObjective
+from streamgen.training.objectives_rollout import LongTuningObjective, RolloutRegressionObjective
 
 
 def teacher() -> RunConfig:
@@ -65,6 +67,17 @@ RECIPES: dict[str, Callable[[], RunConfig]] = {
     "self_forcing": self_forcing,
     "long_tuning": long_tuning,
     "rollout_regression": rollout_regression,
+}
+
+
+# What one step of each recipe does: the trainer looks its objective up here and never branches on names.
+OBJECTIVES: dict[str, type[Objective]] = {
+    "teacher": TeacherObjective,
+    "ar_teacher": ARTeacherObjective,
+    "ode_init": ODEObjective,
+    "self_forcing": SelfForcingObjective,
+    "long_tuning": LongTuningObjective,
+    "rollout_regression": RolloutRegressionObjective,
 }
 
 

@@ -4,9 +4,10 @@ loop, ``streamgen.block_loop.run_block``, the loop ``streamgen.session.Session``
 few-step schedule with x0 prediction and re-noising with fresh noise, then a clean refill of the cache
 at ``context_noise``). The rollout adds only the gradient gating (stochastic gradient truncation):
 
-- one step index ``s`` is drawn once per rollout and shared by all blocks; the steps before ``s`` run
-  without grad, step ``s`` is the only gradient-carrying forward of the block and its x0 prediction is
-  the block's output (later steps are skipped);
+- one step index ``s`` per block (drawn per block, or once per rollout and shared by its blocks:
+  ``sample_exit_indices``); the steps before ``s`` run without grad, step ``s`` is the only
+  gradient-carrying forward of the block and its x0 prediction is the block's output (later steps are
+  skipped);
 - the refill runs on the detached output under ``no_grad``, so the cache only ever holds detached K / V
   and no gradient crosses blocks.
 
@@ -17,6 +18,7 @@ with ``s`` = the last step, batch 1 and the same seed the rollout produces exact
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -63,7 +65,7 @@ class TrainingKVCache(RollingKVCache):
 class Rollout:
     streams: dict[str, torch.Tensor]  # every generated stream over the whole rollout (video: [B, F, C, H, W])
     blocks: list[dict[str, torch.Tensor]]  # per block, the same tensors before concatenation
-    exit_index: int  # the step index that carried the gradient
+    exit_indices: tuple[int, ...]  # per block, the step index that carried the gradient
     caches: dict[str, TrainingKVCache]
 
     @property
@@ -75,11 +77,19 @@ class Rollout:
         return self.caches[VIDEO]
 
 
-def sample_exit_index(num_steps: int, generator: torch.Generator, last_step_only: bool = False) -> int:
-    """The denoising step index that carries the gradient; drawn from a generator shared by all ranks."""
+def sample_exit_indices(num_steps: int, num_blocks: int, generator: torch.Generator, *, per: str = "block",
+                        last_step_only: bool = False) -> tuple[int, ...]:
+    """The denoising step index that carries each block's gradient, drawn from ``generator`` (shared by all
+    ranks): one per block (``per="block"``: over a few rollouts every step is trained in every block
+    position) or one per rollout repeated for its blocks (``per="rollout"``); the last step for every block
+    with ``last_step_only``. Always ``num_blocks`` draws' worth of state for "block", one for "rollout"."""
+    if per not in ("block", "rollout"):
+        raise ValueError(f"exit steps drawn per {per!r}: expected 'block' or 'rollout'")
     if last_step_only:
-        return num_steps - 1
-    return int(torch.randint(num_steps, (1,), generator=generator))
+        return (num_steps - 1,) * num_blocks
+    if per == "rollout":
+        return (int(torch.randint(num_steps, (1,), generator=generator)),) * num_blocks
+    return tuple(int(i) for i in torch.randint(num_steps, (num_blocks,), generator=generator))
 
 
 def self_forcing_rollout(
@@ -89,7 +99,7 @@ def self_forcing_rollout(
     batch: int,
     num_frames: int,
     timesteps: tuple[float, ...],
-    exit_index: int,
+    exit_index: int | Sequence[int],
     noise_generator: torch.Generator,
     grad: bool = True,
     caches: dict[str, TrainingKVCache] | None = None,
@@ -99,6 +109,7 @@ def self_forcing_rollout(
 ) -> Rollout:
     """Generate ``num_frames`` video latent frames (and the audio of the same blocks) block by block.
 
+    ``exit_index``: the step index that carries each block's gradient, one for all blocks or one per block.
     Blocks before ``grad_from_block`` run entirely without grad (long tuning: frames no loss looks at).
     ``switch = (k, new_cond)``: before block k the prompt changes and the caches are re-built from the
     clean latents under the new conditioning, as ``Session.set_prompt`` does (LongLive re-cache)."""
@@ -106,8 +117,13 @@ def self_forcing_rollout(
     n = cfg.frames_per_block
     if num_frames % n:
         raise ValueError(f"num_frames={num_frames} is not a multiple of frames_per_block={n}")
-    if not 0 <= exit_index < len(timesteps):
-        raise ValueError(f"exit_index={exit_index} outside the {len(timesteps)} denoising steps")
+    num_blocks = num_frames // n
+    exits = (exit_index,) * num_blocks if isinstance(exit_index, int) else tuple(int(i) for i in exit_index)
+    if len(exits) != num_blocks:
+        raise ValueError(f"exit_index has {len(exits)} entries for {num_blocks} blocks")
+    bad = [i for i in exits if not 0 <= i < len(timesteps)]
+    if bad:
+        raise ValueError(f"exit_index={bad[0]} outside the {len(timesteps)} denoising steps")
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
     caches = caches or new_caches(model, batch, TrainingKVCache)
@@ -118,7 +134,7 @@ def self_forcing_rollout(
         return {k: torch.randn(shapes[k], generator=noise_generator, dtype=dtype).to(device) for k in names}
 
     blocks = []
-    for k in range(num_frames // n):
+    for k in range(num_blocks):
         start = start_frame + k * n
         if switch is not None and k == switch[0] and k > 0:
             cond = switch[1]
@@ -128,9 +144,9 @@ def self_forcing_rollout(
             return predict_cached(model, xs, t, cond, caches, start)
 
         blocks.append(block_loop.run_block(forward, noise, timesteps, context_noise=cfg.context_noise,
-                                           exit_index=exit_index, grad=grad and k >= grad_from_block))
+                                           exit_index=exits[k], grad=grad and k >= grad_from_block))
     out = {s: torch.cat([b[s] for b in blocks], dim=1) for s in names}  # video [B, F, C, H, W], audio [B, Fa, Ca]
-    return Rollout(out, blocks, exit_index, caches)
+    return Rollout(out, blocks, exits, caches)
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ from .data.games import game_spec
 from .data.locate import locate_many
 from .evaluate import key_rows, load_episodes, unit_audio
 from .state import resolve_weights
+from .teacher_record import RECORD_KEY, read_record
 
 
 def pick_start(ep: dict, game: str, context: int, per_block: int) -> int:
@@ -56,7 +57,8 @@ def write_world_folder(out: str | Path, model: str | Path, ae: str | Path, data:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config, net = load_checkpoint_dir(Path(model))
-    save_checkpoint(out, config, net, metadata={"source": str(model)})
+    record = read_record(model)  # how it was trained travels with it (a teacher's real score reads it)
+    save_checkpoint(out, config, net, metadata={"source": str(model), **({RECORD_KEY: record} if record else {})})
     for name in (VIDEO_FILE, AUDIO_FILE):
         shutil.copyfile(Path(ae) / name, out / name)
     np.savez(out / "start_context.npz", **start_context(config, data, episode=episode, context=context))

@@ -34,6 +34,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from streamgen.training.distributed import full_tensor
+from streamgen.training.teacher_record import RECORD_KEY, training_record
 # One resolution of run / checkpoints / step folders for training and the library alike.
 from streamgen.checkpoints.run_folder import resolve_checkpoint, resolve_weights  # noqa: F401 (re-exported)
 from streamgen.checkpoints.io import load_safetensors, read_json, safetensors_metadata, save_checkpoint, save_safetensors, write_json
@@ -130,7 +131,7 @@ def save_training_checkpoint(trainer, root: Path) -> Path:
         if partial.exists():
             shutil.rmtree(partial)
         partial.mkdir(parents=True)
-        meta = {"recipe": trainer.config.recipe, "step": step}
+        meta = {"recipe": trainer.config.recipe, "step": step, RECORD_KEY: training_record(trainer.config)}
         for n, state in weights.items():
             save_checkpoint(partial / n, trainer.model_config, state, metadata=meta)
         if ema is not None:

@@ -23,10 +23,11 @@ from streamgen.samplers import warped_timesteps
 from streamgen.training.config import RunConfig
 from streamgen.training.distributed import DistInfo, average_gradients, barrier, pick_device, seed_everything, wrap
 from streamgen.training.ema import EMA
-from streamgen.training.objectives import OBJECTIVES
+from streamgen.training.recipes import OBJECTIVES
 from streamgen.training.schedule import warmup_cosine
 from streamgen.training.seeds import local_seed, role_seed, shared_seed
 from streamgen.training.sources import make_source
+from streamgen.training.step_context import StepContext
 from streamgen.training.state import (
     load_training_checkpoint, model_state, resolve_checkpoint, resolve_weights, save_training_checkpoint,
 )
@@ -63,14 +64,19 @@ class Trainer:
             "local": torch.Generator().manual_seed(local_seed(t.seed, self.dist.rank)),
         }
         n = self.model_config.frames_per_block
-        frames = config.long.rollout_frames if config.recipe == "long_tuning" else (config.data.num_frames or self.model_config.window_frames)
+        objective_cls = OBJECTIVES[config.recipe]
+        self.wake_random_init = objective_cls.wake_random_init
+        frames = objective_cls.clip_frames(config, self.model_config)
         if frames % n:
             raise ValueError(f"clips of {frames} latent frames are not a multiple of frames_per_block={n}")
         self.source = make_source(config.data.source, self.model_config, num_frames=frames, batch=t.batch, seed=t.seed, rank=self.dist.rank)
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         barrier(self.dist)
-        self.objective = OBJECTIVES[config.recipe](self)
+        self.objective = objective_cls(StepContext(
+            config=config, model_config=self.model_config, timesteps=self.timesteps, generators=self.generators,
+            rank=self.dist.rank, device=self.device, dtype=self.dtype, batch=self.batch, update=self.update,
+            cached=self.cached, build_network=self.build_network))
         nets = self.objective.networks
         self.trainable = {k: m for k, m in nets.items() if k not in self.objective.frozen}
         opt_cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
@@ -82,13 +88,13 @@ class Trainer:
         self.step = 0
         self.last_losses: dict[str, float] = {}
 
-    # ----- building blocks used by the objectives ------------------------------------------------
+    # ----- what the objectives get passed in (StepContext) ----------------------------------------
     def build_network(self, init: str | None, *, trainable: bool, role: str = "student") -> torch.nn.Module:
         """A ``CausalDiT`` from a checkpoint folder, or randomly initialised from the run's seed."""
         if init is None:
             torch.manual_seed(role_seed(self.config.train.seed, role))
             model = CausalDiT(self.model_config)
-            if self.config.recipe not in ("teacher", "ar_teacher"):
+            if self.wake_random_init:
                 # Smoke runs of distillation recipes: a zero head would make every score zero.
                 model.wake_outputs(actions=False)
         else:
