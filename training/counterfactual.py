@@ -187,8 +187,13 @@ def _ball_summary(recs: list[dict], spec, tol: float, n: int) -> dict:
     per = [_ball(r["gen"], r["real"], r["last"][:1], spec) for r in recs]
     real_rows = Shapes(*(np.concatenate([getattr(p[2][0], f) for p in per]) for f in ("position", "mass", "extent", "runs")))
     real_cols = Shapes(*(np.concatenate([getattr(p[2][1], f) for p in per]) for f in ("position", "mass", "extent", "runs")))
-    ref = (calibrate(real_rows), calibrate(real_cols))
     shown = np.concatenate([p[0] for p in per]) & np.concatenate([r["new"] for r in recs])
+    if not ((real_rows.runs == 1) & ~np.isnan(real_rows.position)).any() or not shown.any():
+        nan = float("nan")  # a short split whose scored frames never show the ball: nothing to measure
+        return {"frames_shown": 0, "drawn_share": nan,
+                "first_16": {"frames": 0, "within_tolerance": nan, "copy_last_within_tolerance": nan,
+                             "mean_error_px_drawn": nan, "copy_last_mean_error_px": nan}}
+    ref = (calibrate(real_rows), calibrate(real_cols))
     drawn = np.concatenate([_ball_valid(*p[1], ref) for p in per])
     gen_xy = np.concatenate([np.stack([p[1][0].position, p[1][1].position], 1) for p in per])  # [N, 2]
     real_xy = np.stack([real_rows.position, real_cols.position], 1)  # [N, 2]
@@ -218,6 +223,22 @@ def _old(recs: list[dict], spec, tol: float) -> dict:
             "found": float((err < 1e9).mean()) if err.size else float("nan")}
 
 
+def report(pipe, data: str | Path, split: str, *, episodes: int, steps: int, per_episode: int, context: int = 12,
+           frames: int = 64, tol: float = 3.0, seed: int = 0, progress: bool = True) -> dict:
+    """The counterfactual measure of ``pipe`` on a fresh ``split`` ("val": every choice; "test": once per
+    shipped model), beside the dynamics references and copy-last (JSON-ready)."""
+    import torch
+
+    t0 = time.perf_counter()
+    meta = json.loads((Path(data) / "meta.json").read_text())
+    branches, info = splits(data, split, episodes=episodes, steps=steps, context=context, frames=frames,
+                            per_episode=per_episode)
+    with torch.inference_mode():
+        out = measure_model(pipe, branches, meta, context=context, tol=tol, tables=fit_references(data, meta),
+                            seed=seed, progress=progress)
+    return {"split": split, **info, **out, "seconds": time.perf_counter() - t0}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Counterfactual action following of a world model (JSON on stdout).")
     p.add_argument("--model", default="world")
@@ -243,15 +264,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    t0 = time.perf_counter()
-    meta = json.loads((Path(a.data) / "meta.json").read_text())
-    branches, info = splits(a.data, a.split, episodes=a.episodes, steps=a.steps, context=a.context, frames=a.frames,
-                            per_episode=a.per_episode)
     pipe = load_pipeline(a.model, device="cpu")
-    with torch.inference_mode():
-        out = measure_model(pipe, branches, meta, context=a.context, tol=a.tolerance, tables=fit_references(a.data, meta),
-                            seed=a.seed, progress=True)
-    out = {"model": a.model, "split": a.split, **info, **out, "seconds": time.perf_counter() - t0}
+    out = {"model": a.model, **report(pipe, a.data, a.split, episodes=a.episodes, steps=a.steps, per_episode=a.per_episode,
+                                      context=a.context, frames=a.frames, tol=a.tolerance, seed=a.seed)}
     text = json.dumps(out, indent=1)
     print(text)
     if a.out:

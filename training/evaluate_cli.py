@@ -41,6 +41,13 @@ def build_parser():
     p.add_argument("--drift-bound", type=float, default=12.0,
                    help="mean colour drift (0-255) under which the stream counts as stable (default 12)")
     p.add_argument("--stability-only", action="store_true", help="skip the rollouts (run the stability stream alone)")
+    p.add_argument("--split", choices=("val", "test"), default="val",
+                   help="split of the counterfactual measure (fresh episodes de-duplicated against training; default "
+                        "val, where every choice is made; test: once per shipped model)")
+    p.add_argument("--split-episodes", type=int, default=3, help="fresh episodes of the split (default 3; 0: skip the "
+                   "counterfactual measure)")
+    p.add_argument("--split-contexts", type=int, default=8, help="contexts branched per fresh episode (default 8)")
+    p.add_argument("--split-steps", type=int, default=600, help="steps per fresh episode (default 600)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--out", default=None, help="also write the JSON here")
@@ -54,13 +61,15 @@ def check_args(a) -> None:
     meta = Path(a.data) / "meta.json"
     if not meta.is_file():
         raise UsageError(f"--data {a.data}: no dataset there (no {meta}); build it with: {BUILD_DATA.format(data=a.data)}")
-    for name in ("episodes", "starts", "frames", "threads", "teacher_steps"):
+    for name in ("episodes", "starts", "frames", "threads", "teacher_steps", "split_contexts", "split_steps"):
         value = getattr(a, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} {value}: must be >= 1")
     check_model(a.model)
     if a.teacher:
         check_model(a.teacher)
+    if a.split_episodes < 0:
+        raise UsageError(f"--split-episodes {a.split_episodes}: must be >= 0")
     if a.out:
         check_output_file(a.out, "--out")
 
@@ -96,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
                       progress=not a.no_progress)
     if pipe.acceleration is not None:
         result["acceleration"] = pipe.acceleration.describe()
+    if a.split_episodes and not a.stability_only:  # the counterfactual measure (docs/world.md), beside the old ones
+        from .counterfactual import report as counterfactual
+
+        result["counterfactual"] = counterfactual(pipe, a.data, a.split, episodes=a.split_episodes, steps=a.split_steps,
+                                                  per_episode=a.split_contexts, context=a.context, frames=a.frames,
+                                                  tol=a.tolerance, seed=a.seed, progress=not a.no_progress)
     text = json.dumps(result, indent=1, default=float)
     print(text)
     if a.out:

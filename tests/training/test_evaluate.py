@@ -91,9 +91,23 @@ def test_evaluate_reports_consistent_numbers(world):
 def test_evaluate_command_prints_json(world, capsys):
     data, folder = world
     assert main(["--model", str(folder), "--data", str(data), "--starts", "1", "--context", "4", "--frames", "8",
-                 "--direction-blocks", "0", "--stability-frames", "0", "--threads", "1"]) == 0
+                 "--direction-blocks", "0", "--stability-frames", "0", "--threads", "1", "--split-episodes", "1",
+                 "--split-steps", "60", "--split-contexts", "1"]) == 0
     printed = capsys.readouterr()
     out = json.loads(printed.out)
     assert out["rollout_frames"] == 8 and "stability" not in out
+    # The counterfactual measure rides along, on the validation split unless told otherwise; the old measures stay.
+    cf = out["counterfactual"]
+    assert cf["split"] == "val" and {"paddle", "dynamics_reference", "copy_last", "ball", "old"} <= set(cf)
+    assert "action_following" in out and "psnr" in json.dumps(out)
     # Progress goes to stderr, one bar per phase, counting the rollouts it reports.
     assert "evaluate: rollouts: 100%" in printed.err and f"{out['starts']}/{out['starts']}" in printed.err
+
+
+def test_evaluate_measures_the_test_split_when_asked(world, capsys):
+    data, folder = world
+    assert main(["--model", str(folder), "--data", str(data), "--starts", "1", "--context", "4", "--frames", "8",
+                 "--direction-blocks", "0", "--stability-frames", "0", "--next-block-starts", "0", "--threads", "1",
+                 "--split", "test", "--split-episodes", "1", "--split-steps", "60", "--split-contexts", "1",
+                 "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["counterfactual"]["split"] == "test"
