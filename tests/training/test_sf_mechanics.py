@@ -198,3 +198,18 @@ def test_the_critic_learns_from_a_fresh_rollout(tmp_path, monkeypatch):
         grad, fresh = rollouts[n_before - 1]
         assert not grad and torch.equal(xs, fresh)  # the critic's batch is the new no-grad rollout
         assert not torch.equal(xs, rollouts[n_before - 2][1])  # not the generator's (stored) one
+
+
+def test_objectives_get_what_they_need_and_the_trainer_knows_no_recipe_names():
+    import ast
+    import inspect
+
+    from streamgen.training import objectives_rollout, recipes, trainer
+
+    for module in (objectives, objectives_rollout):  # objectives never reach for the trainer
+        tree = ast.parse(inspect.getsource(module))
+        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        assert "trainer" not in names, module.__name__
+    literals = {n.value for n in ast.walk(ast.parse(inspect.getsource(trainer))) if isinstance(n, ast.Constant)}
+    assert not literals & set(recipes.RECIPES), "the trainer branches on recipe names"
+    assert set(recipes.OBJECTIVES) == set(recipes.RECIPES)
