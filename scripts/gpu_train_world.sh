@@ -135,10 +135,14 @@ EOF
 )
 remaining=$((T_TEACHER - ($(date +%s) - t_teacher) - 10)) # minus the measured segment and one restart
 [ "$TEACHER_COMPILE" = true ] && remaining=$((remaining - 60)) # the resumed process compiles again
-total=$("$PY" -c "print(int($done_steps + max($rate, 1) / $TEACHER_BATCH * $remaining * 0.95))")
-log "ar_teacher: $done_steps steps at $rate samples/s; resuming to $total steps"
-train ar_teacher "$RUN/teacher" --resume "$RUN/teacher" "${COMMON[@]}" "${TEACHER_SET[@]}" --steps "$total" \
-  --set train.time_limit_s="$remaining"
+total=$("$PY" -c "print(max($done_steps, int($done_steps + max($rate, 1) / $TEACHER_BATCH * $remaining * 0.95)))")
+if [ "$total" -gt "$done_steps" ] && [ "$remaining" -gt 0 ]; then
+  log "ar_teacher: $done_steps steps at $rate samples/s; resuming to $total steps"
+  train ar_teacher "$RUN/teacher" --resume "$RUN/teacher" "${COMMON[@]}" "${TEACHER_SET[@]}" --steps "$total" \
+    --set train.time_limit_s="$remaining"
+else # the probe used the teacher's share (a slow or busy machine): keep its checkpoint
+  log "ar_teacher: $done_steps steps at $rate samples/s; no time left to resume"
+fi
 pack teacher "ema student" "$RUN/teacher"
 
 # 2. ODE initialisation from the teacher's own causal trajectories: 30 % of what is left.
