@@ -7,8 +7,8 @@
 #
 #   OUT=/path/to/results BUDGET_S=520 bash scripts/gpu_train_world.sh
 #   # the same chain on the CPU (the shipped student's weights as the ar_teacher stage's start; 45 minutes):
-#   DEVICE=cpu BUDGET_S=2700 TEACHER_INIT=streamgen/weights/world TEACHER_BATCH=8 \
-#     TEACHER_LR=1e-4 TEACHER_WARMUP=20 SF_BATCH=2 ODE_PAIRS=64 ODE_BATCH=8 SF_CKPT_EVERY=25 \
+#   DEVICE=cpu BUDGET_S=3600 TEACHER_INIT=streamgen/weights/world TEACHER_BATCH=8 TEACHER_LR=1e-4 TEACHER_WARMUP=20 \
+#     TEACHER_EMA=0.99 TEACHER_SHARE=35 SF_BATCH=2 ODE_PAIRS=64 ODE_BATCH=8 SF_CKPT_EVERY=10 \
 #     AE=streamgen/weights/world OUT=runs/sfworld/out RUN=runs/sfworld/chain bash scripts/gpu_train_world.sh
 #   # the whole budget on rollout regression from an earlier student (no teacher or ODE stage):
 #   OUT=/path/to/results BUDGET_S=520 START_STUDENT=runs/s3/cand_rr2 FINAL_STAGE=rollout_regression bash scripts/gpu_train_world.sh
@@ -52,6 +52,8 @@ RR_AUDIO=${RR_AUDIO:-0.5}          # regression.audio_weight (regression toward 
 RR_FOCUS=${RR_FOCUS:-0}            # regression.focus_weight on the player's columns (Pong's paddle: RR_FOCUS_COLS)
 RR_FOCUS_COLS=${RR_FOCUS_COLS:-[0.85,0.925]}
 RR_AUDIO_CHANGE=${RR_AUDIO_CHANGE:-0}  # regression.audio_change_weight (weighs a beep's onset and end: keeps the beeps)
+TEACHER_EMA=${TEACHER_EMA:-0.999}  # train.ema_decay of the teacher (a short CPU run: 0.99; at 0.999, 200 steps from
+                                   # TEACHER_INIT leave its EMA mostly the starting weights)
 ACTION_DROPOUT=${ACTION_DROPOUT:-0.1}  # data.action_dropout of the teacher: it learns the null action, for action guidance
 TEACHER_ATTENTION=${TEACHER_ATTENTION:-auto} # dmd.teacher_attention (auto: the teacher's record; older teachers: teacher_forcing)
 ODE_BATCH=${ODE_BATCH:-64}
@@ -116,7 +118,7 @@ if [ -z "$START_STUDENT" ]; then
 T_TEACHER=$(($(left) * TEACHER_SHARE / 100))
 log "ar_teacher: ${T_TEACHER}s"
 TEACHER_SET=(--set train.batch="$TEACHER_BATCH" --set train.lr="$TEACHER_LR" --set train.warmup="$TEACHER_WARMUP"
-  --set train.lr_schedule=cosine --set train.min_lr_ratio=0.05 --set train.ema_decay=0.999 --set train.ema_start=500
+  --set train.lr_schedule=cosine --set train.min_lr_ratio=0.05 --set train.ema_decay="$TEACHER_EMA" --set train.ema_start=500
   --set train.checkpoint_every=1000 --set train.motion_weight="$MOTION_WEIGHT" --set train.compile="$TEACHER_COMPILE"
   --set data.action_dropout="$ACTION_DROPOUT")
 [ -n "$TEACHER_INIT" ] && TEACHER_SET+=(--set init.student="$TEACHER_INIT" --set train.ema_start=0)
