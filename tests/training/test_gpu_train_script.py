@@ -35,10 +35,11 @@ def _run_script(tmp_path, **env) -> Path:
 
 @pytest.mark.slow
 def test_gpu_script_runs_every_stage_on_the_cpu_and_packs_weights(tmp_path):
-    out = _run_script(tmp_path, BUDGET_S="100", PROBE_S="8", TEACHER_BATCH="2", SF_BATCH="1", ODE_PAIRS="2",
+    out = _run_script(tmp_path, BUDGET_S="100", PROBE_S="8", TEACHER_BATCH="2", SF_BATCH="1", ODE_PAIRS="2", ODE_BATCH="2",
                       SF_CKPT_EVERY="2", TEACHER_SHARE="30", ODE_SHARE="30")
     progress = (out / "progress.txt").read_text()
-    assert "resuming to" in progress and "done" in progress
+    # A busy machine may spend the teacher's share in its probe: then the probe's checkpoint is kept.
+    assert ("resuming to" in progress or "no time left to resume" in progress) and "done" in progress
     for name in ("teacher", "ode", "sf_a"):
         with tarfile.open(out / f"{name}.tar") as tar:
             tar.extractall(tmp_path / name, filter="data")
