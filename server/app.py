@@ -92,8 +92,10 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     def block_done(model: str, info) -> None:  # engine thread
         state.metrics.block_done(model, info.step_s)
+
+    def batch_done(model: str, sessions: int, step_s: float) -> None:  # engine thread, once per batched step
         if state.manager is not None:
-            state.manager.capacity.observe(model, info.step_s)
+            state.manager.capacity.observe(model, step_s, sessions)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -103,17 +105,20 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         state.load_s = time.perf_counter() - t0
         state.specs = {name: ModelSpec.from_pipeline(name, p) for name, p in pipelines.items()}
         state.runtime = {name: _runtime(p.describe()) for name, p in pipelines.items()}
-        state.engine = Engine(pipelines, device=device, on_block_metrics=block_done)
+        state.engine = Engine(pipelines, device=device, on_block_metrics=block_done, on_batch=batch_done,
+                              max_batch=settings.max_batch)
         state.engine.start()
         state.manager = SessionManager(settings, state.engine, state.metrics, state.specs)
         state.manager.start_reaper()
         try:
             t1 = time.perf_counter()
             for name in pipelines:
-                if settings.warmup_blocks:
-                    times = await asyncio.to_thread(state.engine.warmup, name, settings.warmup_blocks)
-                    # The fastest block: the first ones pay lazy initialisation, not what streams will.
-                    state.manager.capacity.seed(name, min(times))
+                for k in settings.warmup_batch_sizes if settings.warmup_blocks else []:
+                    if settings.max_batch is not None and k > settings.max_batch:
+                        continue
+                    times = await asyncio.to_thread(state.engine.warmup, name, settings.warmup_blocks, k)
+                    # The fastest step: the first ones pay lazy initialisation, not what streams will.
+                    state.manager.capacity.seed(name, min(times), k)
             state.warmup_s = time.perf_counter() - t1
             state.ready = True
             state.metrics.ready.set(1)

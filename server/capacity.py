@@ -1,20 +1,27 @@
 """Admission by measured capacity: how many streams the engine thread can keep at their frame rate.
 
-The engine steps every session of a device on one thread, round-robin. A stream of a model whose block
-takes ``block_s`` to generate and plays for ``frames_per_block / fps`` seconds uses the share
-``load = block_s * fps / frames_per_block`` of that thread. Streams stay real-time while the loads of
-all admitted sessions sum to at most ``utilization`` (< 1 leaves room for jitter). ``block_s`` is
-measured: seeded by the warm-up blocks, then a moving average of every block the engine generates, so a
-machine that gets busier admits fewer new sessions. ``max_sessions`` (a setting) overrides it all.
+The engine steps the sessions of a device on one thread, each model's due sessions together in one
+batched step (server/engine.py; at most ``max_batch`` per step). A model whose batched step of ``k``
+sessions takes ``step_s(k)`` and whose blocks play for ``frames_per_block / fps`` seconds uses the share
+``load = step_s(k) * fps / frames_per_block`` of that thread for those ``k`` streams. Streams stay
+real-time while the loads of all models' admitted sessions sum to at most ``utilization`` (< 1 leaves
+room for jitter). ``step_s(k)`` is measured, never assumed to be ``k x step_s(1)``: the warm-up times
+batches of a few sizes (``seed``, 1, 2, 4 and 8 sessions by default), then a moving average per batch
+size follows every step the engine takes (``observe``), so a machine that gets busier admits fewer new
+sessions. Between measured sizes the time is interpolated linearly, past the largest extrapolated
+along the last two; more than ``max_batch`` sessions take several steps. ``max_sessions`` (a setting)
+overrides it all.
 
 ``measured_capacity(...)`` is the public answer for one model (also in ``GET /v1/models``); a cluster
 router can call it or read the endpoint.
 """
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
+
+# The most sessions of one model the capacity search considers (far above what one engine thread runs).
+MAX_COUNTED_SESSIONS = 4096
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,52 +36,93 @@ class StreamShape:
         return self.frames_per_block / self.fps
 
 
-def measured_capacity(block_s: float | None, shape: StreamShape, utilization: float) -> int | None:
+def step_seconds(batch_s: dict[int, float], sessions: int, max_batch: int | None = None) -> float:
+    """Seconds to step ``sessions`` sessions of a model whose measured batched steps took ``batch_s``
+    (batch size -> seconds; not empty): several steps past ``max_batch``; linear between measured sizes,
+    along the last two past the largest (``k x`` the one size when only one was measured)."""
+    if sessions <= 0:
+        return 0.0
+    if max_batch is not None and sessions > max_batch:
+        full, rest = divmod(sessions, max_batch)
+        return full * step_seconds(batch_s, max_batch) + step_seconds(batch_s, rest)
+    if sessions in batch_s:
+        return batch_s[sessions]
+    sizes = sorted(batch_s)
+    below = [k for k in sizes if k < sessions]
+    above = [k for k in sizes if k > sessions]
+    if below and above:
+        lo, hi = below[-1], above[0]
+        return batch_s[lo] + (batch_s[hi] - batch_s[lo]) * (sessions - lo) / (hi - lo)
+    if above:  # below the smallest measured size: no faster than that size per session
+        return batch_s[above[0]] * sessions / above[0]
+    if len(below) == 1:
+        return batch_s[below[0]] * sessions / below[0]
+    lo, hi = below[-2], below[-1]
+    slope = max((batch_s[hi] - batch_s[lo]) / (hi - lo), 0.0)
+    return batch_s[hi] + slope * (sessions - hi)
+
+
+def measured_capacity(batch_s: dict[int, float] | None, shape: StreamShape, utilization: float,
+                      max_batch: int | None = None) -> int | None:
     """Sessions of one model that one engine thread keeps at frame rate (None before any measurement)."""
-    if block_s is None:
+    if not batch_s:
         return None
-    if block_s <= 0:
+    if min(batch_s.values()) <= 0:
         return 1_000_000  # nothing measurable: not the limit (max_connections and the rate limits are)
-    return max(0, math.floor(utilization * shape.block_period_s / block_s))
+    budget = utilization * shape.block_period_s
+    k = 0
+    while k < MAX_COUNTED_SESSIONS and step_seconds(batch_s, k + 1, max_batch) <= budget:
+        k += 1
+    return k
 
 
 class Capacity:
-    """Block-time estimates per model and the admission rule built on them (thread-safe)."""
+    """Batched-step time estimates per model and batch size, and the admission rule on them (thread-safe)."""
 
-    # Weight of a new block in the moving average: ~20 blocks of memory, so a load change shows within
-    # a second or two of streaming, while a single slow block barely moves it.
+    # Weight of a new step in the moving average: ~20 steps of memory, so a load change shows within
+    # a second or two of streaming, while a single slow step barely moves it.
     EMA_WEIGHT = 0.05
 
-    def __init__(self, shapes: dict[str, StreamShape], *, utilization: float, override: int | None) -> None:
-        self.shapes, self.utilization, self.override = shapes, utilization, override
-        self._block_s: dict[str, float] = {}
+    def __init__(self, shapes: dict[str, StreamShape], *, utilization: float, override: int | None,
+                 max_batch: int | None = None) -> None:
+        self.shapes, self.utilization, self.override, self.max_batch = shapes, utilization, override, max_batch
+        self._batch_s: dict[str, dict[int, float]] = {}
         self._lock = threading.Lock()
 
-    def seed(self, model: str, block_s: float) -> None:
-        """Set the estimate outright (from the warm-up's steady-state blocks)."""
+    def seed(self, model: str, block_s: float, sessions: int = 1) -> None:
+        """Set the estimate for a batch of ``sessions`` outright (from the warm-up's steady-state steps)."""
         with self._lock:
-            self._block_s[model] = block_s
+            self._batch_s.setdefault(model, {})[sessions] = block_s
 
-    def observe(self, model: str, block_s: float) -> None:
-        """One generated block (called on the engine thread)."""
+    def observe(self, model: str, block_s: float, sessions: int = 1) -> None:
+        """One batched step of ``sessions`` sessions (called on the engine thread)."""
         with self._lock:
-            old = self._block_s.get(model)
-            self._block_s[model] = block_s if old is None else old + self.EMA_WEIGHT * (block_s - old)
+            table = self._batch_s.setdefault(model, {})
+            old = table.get(sessions)
+            table[sessions] = block_s if old is None else old + self.EMA_WEIGHT * (block_s - old)
+
+    def batch_s(self, model: str) -> dict[int, float]:
+        """Measured seconds per batched step, by batch size (a copy)."""
+        with self._lock:
+            return dict(self._batch_s.get(model, {}))
 
     def block_s(self, model: str) -> float | None:
-        with self._lock:
-            return self._block_s.get(model)
+        """Seconds of one session's block stepped alone (None: not measured yet)."""
+        table = self.batch_s(model)
+        return step_seconds(table, 1) if table else None
 
-    def load(self, model: str) -> float | None:
-        """Share of the engine thread one stream of ``model`` uses (None: not measured yet)."""
-        b = self.block_s(model)
-        return None if b is None else b / self.shapes[model].block_period_s
+    def load(self, model: str, sessions: int = 1) -> float | None:
+        """Share of the engine thread ``sessions`` streams of ``model`` use (None: not measured yet)."""
+        table = self.batch_s(model)
+        if not table:
+            return None
+        return step_seconds(table, sessions, self.max_batch) / self.shapes[model].block_period_s
 
     def sessions_for(self, model: str) -> int | None:
         """How many sessions of ``model`` alone fit (the override when set)."""
         if self.override is not None:
             return self.override
-        return measured_capacity(self.block_s(model), self.shapes[model], self.utilization)
+        return measured_capacity(self.batch_s(model), self.shapes[model], self.utilization, self.max_batch)
 
     def admits(self, running: list[str], model: str) -> bool:
         """Whether one more ``model`` session fits next to sessions of the models in ``running``."""
@@ -82,12 +130,17 @@ class Capacity:
             return len(running) + 1 <= self.override
         if not running:
             return True  # one stream always runs, even of a model too slow for real time on this device
-        loads = [self.load(m) for m in running + [model]]
+        counts: dict[str, int] = {}
+        for m in running + [model]:
+            counts[m] = counts.get(m, 0) + 1
+        loads = [self.load(m, k) for m, k in counts.items()]
         if any(v is None for v in loads):
             return False  # unmeasured: one stream at a time until a block has been timed
         return sum(loads) <= self.utilization  # type: ignore[arg-type]
 
     def describe(self, model: str) -> dict:
-        b = self.block_s(model)
+        table = self.batch_s(model)
+        b = step_seconds(table, 1) if table else None
         return {"block_ms": None if b is None else round(b * 1000.0, 3),
-                "measured_capacity": measured_capacity(b, self.shapes[model], self.utilization)}
+                "batch_ms": {str(k): round(v * 1000.0, 3) for k, v in sorted(table.items())},
+                "measured_capacity": measured_capacity(table, self.shapes[model], self.utilization, self.max_batch)}

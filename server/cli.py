@@ -35,6 +35,8 @@ def build_parser(prog: str = "streamgen serve") -> argparse.ArgumentParser:
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when present)")
     p.add_argument("--max-sessions", type=int, help="sessions per device (default: as many as the measured block "
                    "time keeps at frame rate)")
+    p.add_argument("--max-batch", type=int, help="most sessions of a model stepped together in one batched step "
+                   "(default: every due session)")
     p.add_argument("--idle-timeout", dest="idle_timeout_s", type=float,
                    help=f"seconds of client silence before a session is reclaimed (default {d['idle_timeout_s'].default})")
     p.add_argument("--auth-token", help="require 'Authorization: Bearer TOKEN' (or ?token= on the WebSocket)")

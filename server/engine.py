@@ -1,10 +1,17 @@
-"""One engine thread per device: it owns the pipelines and steps every session round-robin.
+"""One engine thread per device: it owns the pipelines and steps every session in rounds.
 
 The asyncio event loop never runs model code: it only hands input to an :class:`EngineSession`
 (under a lock, latest-wins) and takes frames out of its :class:`OutputBuffer`. Session creation,
-``step()``, prompt switches and ``close()`` all run here, on the engine thread. A session is stepped
+steps, prompt switches and ``close()`` all run here, on the engine thread. A session is stepped
 only while its buffer holds less than ``ahead_blocks`` blocks, so generation follows playback and a
 slow consumer costs dropped frames, never a growing queue.
+
+Each round gathers the sessions that want a block (rotating who goes first), groups them by model and
+steps each group in one batched step (``streamgen.batch_step``; at most ``max_batch`` sessions per
+step): per session its own input (actions, prompt switch), its own ``BlockInfo`` and its own failure.
+A session's input and prompt switch are applied before the batched forwards; if a batch fails, its
+sessions are stepped again one by one, so only the faulty one fails. Sessions join and leave between
+steps (commands run after every step), so a joining or leaving session never stalls the others.
 """
 from __future__ import annotations
 
@@ -16,7 +23,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from collections import Counter
 from typing import Any, Callable
+
+from streamgen.batch_step import run_batch
 
 from .buffer import OutputBuffer
 
@@ -34,8 +44,9 @@ class BlockInfo:
     queue_depth: int
     dropped_frames: int
     applied_seq: int | None
-    step_s: float
+    step_s: float  # the step that generated the block (all sessions of its batch)
     ready_t: float
+    batch_size: int = 1  # sessions generated in the same batched step
 
 
 @dataclass(eq=False)
@@ -90,7 +101,8 @@ class Engine:
     """The engine thread of one device."""
 
     def __init__(self, pipelines: dict[str, Any], *, device: str, on_block_metrics: Callable | None = None,
-                 idle_wait_s: float = 0.1) -> None:
+                 idle_wait_s: float = 0.1, max_batch: int | None = None,
+                 on_batch: Callable[[str, int, float], None] | None = None) -> None:
         self.pipelines = pipelines
         self.device = device
         self._sessions: list[EngineSession] = []
@@ -101,7 +113,12 @@ class Engine:
         self._rr = itertools.count()
         self._on_block_metrics = on_block_metrics
         self._idle_wait_s = idle_wait_s  # the longest the thread sleeps without a wake-up (shutdown latency)
-        self.steps = 0
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"max_batch={max_batch}: must be >= 1 (or None: all due sessions of a model)")
+        self.max_batch = max_batch
+        self._on_batch = on_batch  # (model, sessions, seconds) after every batched step, on the engine thread
+        self.steps = 0  # blocks generated
+        self.batches: Counter[int] = Counter()  # batch size -> batched steps of that size
 
     # ----- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -152,18 +169,22 @@ class Engine:
     def session_count(self) -> int:
         return len(self._sessions)
 
-    def warmup(self, model: str, blocks: int) -> list[float]:
-        """Generate and discard ``blocks`` blocks on the engine thread; returns each block's seconds."""
+    def warmup(self, model: str, blocks: int, sessions: int = 1) -> list[float]:
+        """Generate and discard ``blocks`` blocks of ``sessions`` sessions stepped together (one batched
+        step per block) on the engine thread; returns each step's seconds."""
         def run() -> list[float]:
             times = []
-            s = self.pipelines[model].start(seed=0)
+            pipe = self.pipelines[model]
+            streams = []
             try:
+                streams = [pipe.start(seed=i) for i in range(sessions)]
                 for _ in range(blocks):
                     t0 = time.perf_counter()
-                    s.step()
+                    run_batch(streams, [s.begin_block(None) for s in streams], t0)
                     times.append(time.perf_counter() - t0)
             finally:
-                s.close()
+                for s in streams:
+                    s.close()
             return times
         return self.submit(run).result()
 
@@ -182,21 +203,31 @@ class Engine:
         self._reap()
 
     def _round(self) -> bool:
-        """Step each session that wants a block once (rotating who goes first); True if any stepped.
-        A method of its own so that no reference to a session outlives the round (closed sessions are
-        freed at once)."""
-        stepped = False
+        """Step every session that wants a block once, each model's in batches (rotating who goes first);
+        True if any stepped. A method of its own so that no reference to a session outlives the round
+        (closed sessions are freed at once)."""
         n = len(self._sessions)
         start = next(self._rr) % n if n else 0
+        groups: dict[str, list[EngineSession]] = {}
         for es in self._sessions[start:] + self._sessions[:start]:
-            if self._stop.is_set():
-                break
-            if es.closing or es.paused or es.failed is not None or not es.buffer.wants_block():
-                continue
-            self._step(es)
-            stepped = True
-            self._run_commands()  # new sessions and closes need not wait for a whole round
+            if self._due(es):
+                groups.setdefault(es.model, []).append(es)
+        stepped = False
+        for model, due in groups.items():
+            size = self.max_batch or len(due)
+            for i in range(0, len(due), size):
+                if self._stop.is_set():
+                    return stepped
+                batch = [es for es in due[i : i + size] if self._due(es)]  # a command may have closed some
+                if batch:
+                    self._step_batch(model, batch)
+                    stepped = True
+                self._run_commands()  # new sessions and closes need not wait for a whole round
         return stepped
+
+    @staticmethod
+    def _due(es: EngineSession) -> bool:
+        return not (es.closing or es.paused or es.failed is not None) and es.buffer.wants_block()
 
     def _run_commands(self) -> None:
         while True:
@@ -226,30 +257,63 @@ class Engine:
                 keep.append(es)
         self._sessions = keep
 
-    def _step(self, es: EngineSession) -> None:
-        actions, prompt, applied_seq = es.take_input()
+    def _step_batch(self, model: str, group: list[EngineSession]) -> None:
+        """One block of every session in ``group`` (one model) in one batched step."""
+        t0 = time.perf_counter()
+        begun = []  # (session, its wire actions, its action windows, the last applied input seq)
+        for es in group:
+            actions, prompt, applied_seq = es.take_input()
+            try:
+                if prompt is not _UNSET:
+                    es.session.set_prompt(prompt)
+                begun.append((es, actions, es.session.begin_block(actions or None), applied_seq))
+            except Exception as e:  # noqa: BLE001 - its input fails this session only
+                self._fail(es, e)
+        if not begun:
+            return
         try:
-            if prompt is not _UNSET:
-                es.session.set_prompt(prompt)
-            t0 = time.perf_counter()
-            chunk = es.session.step(actions=actions or None)
-            step_s = time.perf_counter() - t0
-            ready_t = time.monotonic()
+            chunks = run_batch([b[0].session for b in begun], [b[2] for b in begun], t0)
+            done = list(zip(begun, chunks))
+        except Exception:  # noqa: BLE001 - find the faulty session: step them one by one
+            if len(begun) > 1:
+                log.warning("a batch of %d %s sessions failed; stepping them one by one", len(begun), model, exc_info=True)
+            done = []
+            for b in begun:
+                try:
+                    done.append((b, run_batch([b[0].session], [b[2]], time.perf_counter())[0]))
+                except Exception as e:  # noqa: BLE001 - a failing session must not take the engine down
+                    self._fail(b[0], e)
+        step_s = time.perf_counter() - t0
+        if done:
+            self.batches[len(done)] += 1
+            if self._on_batch is not None:
+                self._notify(lambda n: self._on_batch(model, n, step_s), len(done))
+        for (es, actions, _, applied_seq), chunk in done:
+            self._deliver(es, actions, applied_seq, chunk, step_s, len(done))
+
+    def _fail(self, es: EngineSession, e: BaseException) -> None:
+        log.error("session %s failed at block %d", es.id, es.blocks, exc_info=e)
+        es.failed = e
+        self._notify(es.on_error, e)
+
+    def _deliver(self, es: EngineSession, actions: list, applied_seq: int | None, chunk, step_s: float,
+                 batch_size: int) -> None:
+        """Hand one session's generated block to its buffer and report it."""
+        ready_t = time.monotonic()
+        try:
             es.action_log.extend(actions)
             if actions:
                 es.block_actions.append((chunk.block_index, actions))
             es.buffer.push_block(chunk.video, chunk.audio, chunk.sample_rate, chunk.block_index, ready_t)
-        except Exception as e:  # noqa: BLE001 - a failing session must not take the engine down
-            log.exception("session %s failed at block %d", es.id, es.blocks)
-            es.failed = e
-            self._notify(es.on_error, e)
+        except Exception as e:  # noqa: BLE001
+            self._fail(es, e)
             return
         es.blocks += 1
         self.steps += 1
         timings = {k: round(v * 1000.0, 3) for k, v in chunk.timings.items() if v >= 0}
         info = BlockInfo(block_index=chunk.block_index, frames=int(chunk.video.shape[0]), timings_ms=timings,
                          queue_depth=es.buffer.queued(), dropped_frames=es.buffer.dropped,
-                         applied_seq=applied_seq, step_s=step_s, ready_t=ready_t)
+                         applied_seq=applied_seq, step_s=step_s, ready_t=ready_t, batch_size=batch_size)
         if self._on_block_metrics is not None:
             self._notify(lambda i: self._on_block_metrics(es.model, i), info)
         self._notify(es.on_block, info)

@@ -278,7 +278,8 @@ class SessionManager:
         self._reaper: asyncio.Task | None = None
         self._trim_after: float | None = None  # when to hand ended sessions' memory back to the OS
         self.capacity = Capacity({n: sp.shape for n, sp in specs.items()},
-                                 utilization=settings.capacity_utilization, override=settings.max_sessions)
+                                 utilization=settings.capacity_utilization, override=settings.max_sessions,
+                                 max_batch=settings.max_batch)
         self.limits = AddressLimits(AddressLimitConfig(
             sessions_per_min=settings.client_sessions_per_min, session_burst=settings.client_session_burst,
             messages_per_s=settings.client_messages_per_s, message_burst=settings.client_message_burst,

@@ -79,6 +79,14 @@ class ServerSettings(BaseSettings):
     # Share of the engine thread's time that admitted streams may use; the rest absorbs jitter and other
     # work on the machine (a stream needing 100 % would fall behind at the first hiccup).
     capacity_utilization: float = 0.8
+    # Most sessions of one model stepped together in one batched step (streamgen.batch_step). None: every
+    # session of a model that is due for a block, the fastest on a CPU where batching pays; a number bounds
+    # one step's latency (and its memory on a GPU) at the cost of more steps per round.
+    max_batch: int | None = None
+    # Batch sizes the warm-up times (warmup_blocks steps each, sizes above max_batch skipped) so admission
+    # knows what k sessions stepped together cost instead of assuming k times one; sizes in between are
+    # interpolated. Each size holds that many sessions' caches at once during the warm-up.
+    warmup_batch_sizes: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [1, 2, 4, 8])
     retry_after_s: float = 5.0  # what a refused client is told to wait; one typical session turnover
     # A session that sends nothing (not even ping) this long is reclaimed; clients ping every 2 s.
     idle_timeout_s: float = 30.0
@@ -187,14 +195,22 @@ class ServerSettings(BaseSettings):
             parse_feature_cache(v)  # one line naming the bad value
         return v
 
-    @field_validator("extra_models", "allowed_origins", "allowed_hosts", "ice_servers", mode="before")
+    @field_validator("extra_models", "allowed_origins", "allowed_hosts", "ice_servers", "warmup_batch_sizes",
+                     mode="before")
     @classmethod
     def _split_csv(cls, v):
         if isinstance(v, str):
             return [p.strip() for p in v.split(",") if p.strip()]
         return v
 
-    @field_validator("max_sessions", "warmup_blocks", "ahead_blocks", "send_queue_max", "send_buffer_bytes",
+    @field_validator("warmup_batch_sizes")
+    @classmethod
+    def _batch_sizes(cls, v):
+        if any(k < 1 for k in v):
+            raise ValueError(f"warmup_batch_sizes={v}: every size must be >= 1")
+        return sorted(set(v))
+
+    @field_validator("max_sessions", "max_batch", "warmup_blocks", "ahead_blocks", "send_queue_max", "send_buffer_bytes",
                      "max_header_bytes",
                      "max_connections", "client_session_burst", "client_message_burst", "max_tracked_clients")
     @classmethod

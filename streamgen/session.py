@@ -111,28 +111,49 @@ class Session:
         block (mono PCM at ``config.audio_in.sample_rate``; ``audio_features.SpeechInput``: sample 0 starts
         the first generated frame, audio a block needs and lacks is silence); ignored by other models.
         """
+        t0 = time.perf_counter()
+        return self.run_block(self.begin_block(actions, audio), t0)
+
+    @torch.inference_mode()
+    def begin_block(self, actions: Any = None, audio: Any = None) -> ActionInput | None:
+        """The per-session work before a block's forwards (``step`` and ``streamgen.batch_step``): this
+        block's action windows from the wire events (None: no action model), the speech received (avatars),
+        and in ``recompute`` mode the cache rebuilt under the current prompt."""
         if self.closed:
             raise RuntimeError("step() on a closed session")
-        t0 = time.perf_counter()
-        cfg = self.config
         acts = self._block_actions(actions)
         if self.speech is not None:
             self.speech.start(self.next_frame)
             if audio is not None:
                 self.speech.push(audio)
-        if cfg.prompt_switch == "recompute" and self.next_frame > 0:
-            self._rebuild_cache(cfg.recompute_frames)
+        if self.config.prompt_switch == "recompute" and self.next_frame > 0:
+            self._rebuild_cache(self.config.recompute_frames)
+        return acts
+
+    @torch.inference_mode()
+    def run_block(self, acts: ActionInput | None, t0: float) -> Chunk:
+        """The block begun by ``begin_block`` (``acts``: its action windows), generated alone through the
+        block loop, decoded beside the refill; ``t0``: when the block began (``timings["total"]``)."""
+        cfg = self.config
         timings: dict[str, float] = {}
         decoded: list[torch.Tensor | None] = []
-        out = block_loop.run_block(self._block_forward(self.next_frame, acts), self._block_noise, self.pipe.timesteps,
+        out = block_loop.run_block(self._block_forward(self.next_frame, acts), self.block_noise, self.pipe.timesteps,
                                    context_noise=cfg.context_noise, timings=timings,
                                    around_refill=lambda x0, refill: decoded.append(self._decode_beside(x0["video"], refill)))
+        return self.finish_block(out, acts, timings, t0, frames=decoded[0])
+
+    @torch.inference_mode()
+    def finish_block(self, out: block_loop.Streams, acts: ActionInput | None, timings: dict[str, float], t0: float, *,
+                     frames: torch.Tensor | None = None) -> Chunk:
+        """Keep the block's clean latents ``out`` (one ``[1, ...]`` tensor per stream) for re-caching, decode
+        and emit it (``frames``: already decoded), with the block loop's ``timings`` and the total since ``t0``."""
         x0, a0 = out["video"], out.get("audio")
         self._remember(x0, a0, acts)
+        cfg = self.config
         if self.speech is not None:  # keep the windows of the frames a re-cache may replay
             keep = block_loop.keep_frames(cfg) + cfg.audio_in.radius
             self.speech.prune(range(cfg.sink_frames + cfg.audio_in.radius), self.next_frame - keep)
-        chunk = self.emit(x0, a0, frames=decoded[0])
+        chunk = self.emit(x0, a0, frames=frames)
         chunk.timings = {**timings, **chunk.timings}
         chunk.timings["total"] = time.perf_counter() - t0
         return chunk
@@ -333,7 +354,7 @@ class Session:
             return {"video": out[0], "audio": out[1]} if "audio" in xs else {"video": out}
         return forward
 
-    def _block_noise(self) -> block_loop.Streams:
+    def block_noise(self) -> block_loop.Streams:
         """One fresh draw per stream from the session's generator, video first."""
         cfg = self.config
         draw = {"video": self._noise((1, cfg.frames_per_block, cfg.in_channels, cfg.latent_height, cfg.latent_width))}
@@ -344,7 +365,7 @@ class Session:
     def _refill(self, x0: torch.Tensor, a0: torch.Tensor | None = None, acts: ActionInput | None = None) -> None:
         """Overwrite the block's K / V with those of its clean latents at ``context_noise`` (priming)."""
         clean = {"video": x0} if a0 is None else {"video": x0, "audio": a0}
-        block_loop.refill(self._block_forward(self.next_frame, acts), clean, self._block_noise, self.config.context_noise)
+        block_loop.refill(self._block_forward(self.next_frame, acts), clean, self.block_noise, self.config.context_noise)
 
     def _decode_beside(self, x0: torch.Tensor, refill: Callable[[], None]) -> torch.Tensor | None:
         """The block loop's ``refill``, with the video decode beside it on the pipeline's side CUDA stream

@@ -1,7 +1,10 @@
-"""``streamgen bench``: throughput and latency of a streaming session, as JSON.
+"""``streamgen bench``: throughput and latency of streaming sessions, as JSON.
 
 Frames/s counts decoded video frames per wall second over the measured blocks (warm-up excluded);
 time to first frame is ``start()`` to the first returned chunk of a fresh session on a warmed pipeline.
+With ``sessions=N`` (``--sessions``), N sessions (seeds ``seed .. seed+N-1``) step together in one batched
+step per block (``streamgen.batch_step``): frames/s is then the total over them (also given per session),
+and a "block" is the batch's step.
 """
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import statistics
 import time
 
 import torch
+
+from streamgen.batch_step import step_batch
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -28,39 +33,46 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run_bench(pipe, *, blocks: int, warmup: int = 3, seed: int = 0, progress=None) -> dict:
+def _start(pipe, sessions: int, seed: int) -> list:
+    return [pipe.start(seed=seed + i) for i in range(sessions)]
+
+
+def run_bench(pipe, *, blocks: int, warmup: int = 3, seed: int = 0, progress=None, sessions: int = 1) -> dict:
     device = pipe.device
-    warm = pipe.start(seed=seed)
+    warm = _start(pipe, sessions, seed)
     for _ in range(warmup):
-        warm.step()
-    warm.close()
+        step_batch(warm)
+    for s in warm:
+        s.close()
     _sync(device)
 
     t0 = time.perf_counter()
-    session = pipe.start(seed=seed)
-    first = session.step()
+    streams = _start(pipe, sessions, seed)
+    step_batch(streams)
     _sync(device)
     ttff = time.perf_counter() - t0
 
     # Wall time per block, and the process CPU time per block: on a shared machine the latter shows
     # whether the work itself stays flat when other processes make the wall clock noisy.
-    per_block, per_block_cpu, frames, audio_samples = [], [], first.video.shape[0], 0
+    per_block, per_block_cpu, frames, audio_samples = [], [], 0, 0
     mem_after_warm = _peak_memory_mb(device)
     start = time.perf_counter()
     for _ in range(blocks - 1):
         b0, c0 = time.perf_counter(), time.process_time()
-        chunk = session.step()
+        chunks = step_batch(streams)
         _sync(device)
         per_block.append(time.perf_counter() - b0)
         per_block_cpu.append(time.process_time() - c0)
-        frames += chunk.video.shape[0]
-        if chunk.audio is not None:
-            audio_samples += chunk.audio.shape[0]
+        for chunk in chunks:
+            frames += chunk.video.shape[0]
+            if chunk.audio is not None:
+                audio_samples += chunk.audio.shape[0] / sessions  # audio time per stream
         if progress is not None:
             progress.update(1)
     wall = time.perf_counter() - start
-    session.close()
-    gen_frames = frames - first.video.shape[0]
+    for s in streams:
+        s.close()
+    gen_frames = frames
     def early(values):  # blocks 10-110 (or the first half of a short run)
         return values[9:109] if len(values) >= 209 else values[: max(1, len(values) // 2)]
 
@@ -74,11 +86,13 @@ def run_bench(pipe, *, blocks: int, warmup: int = 3, seed: int = 0, progress=Non
         "attention_backend": pipe.model.attention_backend,
         "acceleration": pipe.acceleration.describe() if pipe.acceleration is not None else None,
         "blocks": blocks,
+        "sessions": sessions,
         "frames_per_block": pipe.frames_per_chunk,
         "resolution": [pipe.width, pipe.height],
         "stream_fps": pipe.fps,
-        "frames_per_second": gen_frames / wall if wall > 0 else float("nan"),
-        "realtime_factor": (gen_frames / wall) / pipe.fps if wall > 0 else float("nan"),
+        "frames_per_second": gen_frames / wall if wall > 0 else float("nan"),  # all sessions together
+        "frames_per_second_per_session": gen_frames / wall / sessions if wall > 0 else float("nan"),
+        "realtime_factor": (gen_frames / wall) / sessions / pipe.fps if wall > 0 else float("nan"),  # per session
         "time_to_first_frame_s": ttff,
         "block_ms_p50": 1000 * statistics.median(per_block) if per_block else None,
         "block_ms_p95": 1000 * _pct(per_block, 0.95) if per_block else None,

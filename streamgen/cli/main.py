@@ -117,9 +117,13 @@ def cmd_bench(args) -> int:
     if args.warmup < 0:
         raise UsageError(f"--warmup {args.warmup}: must be >= 0")
     pipe = _load(args, _check(args), speed_settings(args))
-    with tqdm(total=args.blocks - 1, desc=f"bench {args.model}", unit="block", file=sys.stderr, disable=args.quiet) as bar:
-        result = run_bench(pipe, blocks=args.blocks, warmup=args.warmup, seed=args.seed, progress=bar)
-    print(json.dumps(result, indent=2))
+    results = []
+    for n in args.sessions:
+        with tqdm(total=args.blocks - 1, desc=f"bench {args.model} x{n}", unit="block", file=sys.stderr,
+                  disable=args.quiet) as bar:
+            results.append(run_bench(pipe, blocks=args.blocks, warmup=args.warmup, seed=args.seed, progress=bar,
+                                     sessions=n))
+    print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
     return 0
 
 
@@ -178,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(b)
     b.add_argument("--blocks", type=positive, default=200, help="blocks to time, the first one included (default 200)")
     b.add_argument("--warmup", type=int, default=3, help="blocks of a warm-up session before timing (default 3)")
+    b.add_argument("--sessions", type=positive, nargs="+", default=[1], metavar="N",
+                   help="sessions stepped together in one batched step per block; several values (1 2 4 8) "
+                   "print a JSON list, one result per count (default 1)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     add_speed_flags(b)
     b.set_defaults(func=cmd_bench)

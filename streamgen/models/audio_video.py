@@ -19,6 +19,7 @@ only its public pieces (``embed_video``, ``embed_time``, ``unpatchify``, ``block
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -27,8 +28,8 @@ import torch.nn as nn
 from streamgen.config import ModelConfig
 from streamgen.models.av_rope import relative_shift_blocks, shifted
 from streamgen.models.init import INIT_STD
-from streamgen.models.kv_cache import RollingKVCache
-from streamgen.models.layers import DiTBlock
+from streamgen.models.kv_cache import CacheWrite, RollingKVCache
+from streamgen.models.layers import DiTBlock, apply_rope_rows, cat_rows, stack_rope
 from streamgen.models.norms import layer_norm_modulate
 from streamgen.models.rope import apply_rope
 
@@ -146,39 +147,95 @@ def sink_kv(model: nn.Module, text_kv, batch: int = 1) -> list[KV]:
 
 
 def joint_forward_cached(
-    model, x, t, audio, audio_t, text_kv, cache: RollingKVCache, start_frame: int,
-    audio_cache: RollingKVCache, audio_start: int, sinks: list[KV], actions,
+    model, x, t, audio, audio_t, text_kv, caches: list[RollingKVCache], starts: list[int],
+    audio_caches: list[RollingKVCache], audio_starts: list[int], sinks: list[list[KV]], actions,
 ):
-    """One streaming block of both modalities; writes each modality's K / V into its own cache."""
-    c = model.config
-    plan_v = cache.plan(start_frame, x.shape[1])
-    plan_a = audio_cache.plan(audio_start, audio.shape[1])
-    relative = c.rope_mode == "relative"
-    if relative:  # keys stored un-rotated, rotated on read at window-relative positions (av_rope)
-        blocks = relative_shift_blocks(c, start_frame // c.frames_per_block)
-        sv, sa = blocks * c.frames_per_block, blocks * c.audio_frames_per_block
-        rope_v = model.rope.for_positions(shifted(range(start_frame, start_frame + x.shape[1]), cache.sink, sv))
-        rope_a = model.audio_rope.for_frames(shifted(range(audio_start, audio_start + audio.shape[1]), audio_cache.sink, sa))
-        key_rope_v = model.rope.for_positions(shifted(cache.frame_at_slot[: cache.valid_frames], cache.sink, sv))
-        key_rope_a = model.audio_rope.for_frames(shifted(audio_cache.frame_at_slot[: audio_cache.valid_frames], audio_cache.sink, sa))
-    else:
-        rope_v = model.rope.for_frames(start_frame, x.shape[1])
-        rope_a = model.audio_rope.for_frames(tuple(range(audio_start, audio_start + audio.shape[1])))
+    """One streaming block of both modalities; writes each modality's K / V into its own cache.
+
+    One entry per row of the batch in ``caches``, ``starts``, ``audio_caches``, ``audio_starts`` and
+    ``sinks`` (batched sessions, ``streamgen.batch_step``), or a single entry for the whole batch: each
+    row writes and reads its own caches at its own positions (in one attention call for all rows when
+    they read as many slots); everything else runs on the stacked batch.
+    """
+    rows = [JointRow.plan(model, x.shape[1], audio.shape[1], *row)
+            for row in zip(caches, starts, audio_caches, audio_starts, sinks)]
+    if len({(r.plan_v.valid_tokens, r.plan_a.valid_tokens) for r in rows}) == 1:
+        attend = _attend_rows(model, rows)
+    else:  # rows reading different numbers of slots (some sessions still filling their windows)
+        per_row = [_attend_rows(model, [r]) for r in rows]
+
+        def attend(i, *qkv):  # each of qv, kv, vv, qa, ka, va split by row: [1, L, H, D]
+            outs = [a(i, *(u[r : r + 1] for u in qkv)) for r, a in enumerate(per_row)]
+            return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])  # [B, Lv / La, H, D]
+    return run_joint(model, x, t, audio, audio_t, text_kv, attend, actions, 0)
+
+
+@dataclass
+class JointRow:
+    """One stream's block over its own caches: plans and RoPE of both modalities, its sinks' K / V."""
+
+    cache: RollingKVCache
+    audio_cache: RollingKVCache
+    plan_v: CacheWrite
+    plan_a: CacheWrite
+    rope_v: tuple[torch.Tensor, torch.Tensor]
+    rope_a: tuple[torch.Tensor, torch.Tensor]
+    key_rope_v: tuple[torch.Tensor, torch.Tensor] | None  # relative mode: keys rotated on read
+    key_rope_a: tuple[torch.Tensor, torch.Tensor] | None
+    sinks: list[KV]
+
+    @staticmethod
+    def plan(model, nv: int, na: int, cache: RollingKVCache, start_frame: int, audio_cache: RollingKVCache,
+             audio_start: int, sinks: list[KV]) -> "JointRow":
+        """Place a block of ``nv`` video / ``na`` audio frames in the stream's caches."""
+        c = model.config
+        plan_v = cache.plan(start_frame, nv)
+        plan_a = audio_cache.plan(audio_start, na)
+        key_rope_v = key_rope_a = None
+        if c.rope_mode == "relative":  # keys stored un-rotated, rotated on read at window-relative positions
+            blocks = relative_shift_blocks(c, start_frame // c.frames_per_block)
+            sv, sa = blocks * c.frames_per_block, blocks * c.audio_frames_per_block
+            rope_v = model.rope.for_positions(shifted(range(start_frame, start_frame + nv), cache.sink, sv))
+            rope_a = model.audio_rope.for_frames(shifted(range(audio_start, audio_start + na), audio_cache.sink, sa))
+            key_rope_v = model.rope.for_positions(shifted(cache.frame_at_slot[: cache.valid_frames], cache.sink, sv))
+            key_rope_a = model.audio_rope.for_frames(shifted(audio_cache.frame_at_slot[: audio_cache.valid_frames], audio_cache.sink, sa))
+        else:
+            rope_v = model.rope.for_frames(start_frame, nv)
+            rope_a = model.audio_rope.for_frames(tuple(range(audio_start, audio_start + na)))
+        return JointRow(cache, audio_cache, plan_v, plan_a, rope_v, rope_a, key_rope_v, key_rope_a, sinks)
+
+
+def _attend_rows(model, rows: list[JointRow]) -> Callable:
+    """The joint attention of the batch whose row r is ``rows[r]`` (one row: the whole batch), all rows
+    reading as many slots: per row cache writes and reads, one attention call per modality."""
+    relative = model.config.rope_mode == "relative"
+    rope_v, rope_a = stack_rope([r.rope_v for r in rows]), stack_rope([r.rope_a for r in rows])
+    if relative:
+        key_rope_v, key_rope_a = stack_rope([r.key_rope_v for r in rows]), stack_rope([r.key_rope_a for r in rows])
     backend = model.backend
+    one = len(rows) == 1
 
     def attend(i, qv, kv, vv, qa, ka, va):
-        cache.write(i, plan_v, kv if relative else apply_rope(kv, *rope_v), vv)
-        audio_cache.write(i, plan_a, ka if relative else apply_rope(ka, *rope_a), va)
-        kv_v, vv_v = cache.read(i, plan_v)
-        kv_a, vv_a = audio_cache.read(i, plan_a)
+        if not relative:  # absolute mode stores rotated keys
+            kv, ka = apply_rope_rows(kv, rope_v), apply_rope_rows(ka, rope_a)
+        for r, row in enumerate(rows):
+            pick = (lambda u: u) if one else (lambda u: u[r : r + 1])
+            row.cache.write(i, row.plan_v, pick(kv), pick(vv))
+            row.audio_cache.write(i, row.plan_a, pick(ka), pick(va))
+        reads_v = [row.cache.read(i, row.plan_v) for row in rows]
+        reads_a = [row.audio_cache.read(i, row.plan_a) for row in rows]
+        kv_v, vv_v = cat_rows([k for k, _ in reads_v]), cat_rows([v for _, v in reads_v])  # [B, Nv, H, D]
+        kv_a, vv_a = cat_rows([k for k, _ in reads_a]), cat_rows([v for _, v in reads_a])  # [B, Na, H, D]
         if relative:
-            kv_v, kv_a = apply_rope(kv_v, *key_rope_v), apply_rope(kv_a, *key_rope_a)
+            kv_v, kv_a = apply_rope_rows(kv_v, key_rope_v), apply_rope_rows(kv_a, key_rope_a)
         keys, values = torch.cat([kv_v, kv_a], dim=1), torch.cat([vv_v, vv_a], dim=1)  # [B, Nv+Na, H, D]
-        ov = backend(apply_rope(qv, *rope_v), keys, values)
-        if sinks:
-            keys = torch.cat([sinks[i][0].to(keys.dtype), keys], dim=1)  # [B, S+Nv+Na, H, D]
-            values = torch.cat([sinks[i][1].to(values.dtype), values], dim=1)
-        oa = backend(apply_rope(qa, *rope_a), keys, values)
+        ov = backend(apply_rope_rows(qv, rope_v), keys, values)
+        if rows[0].sinks:
+            sink_k = cat_rows([r.sinks[i][0] for r in rows]).to(keys.dtype)  # [B, S, H, D]
+            sink_v = cat_rows([r.sinks[i][1] for r in rows]).to(values.dtype)
+            keys = torch.cat([sink_k, keys], dim=1)  # [B, S+Nv+Na, H, D]
+            values = torch.cat([sink_v, values], dim=1)
+        oa = backend(apply_rope_rows(qa, rope_a), keys, values)
         return ov, oa
 
-    return run_joint(model, x, t, audio, audio_t, text_kv, attend, actions, 0)
+    return attend

@@ -7,7 +7,7 @@ Latents are ``[B, F, C, H, W]`` (frame-major, the natural order for streaming); 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -295,20 +295,25 @@ class CausalDiT(nn.Module):
         x: torch.Tensor,
         t: torch.Tensor,
         text_kv: TextKV,
-        cache: RollingKVCache,
-        start_frame: int,
+        cache: RollingKVCache | Sequence[RollingKVCache],
+        start_frame: int | Sequence[int],
         *,
         actions: ActionInput | None = None,
         audio: torch.Tensor | None = None,
         audio_t: torch.Tensor | None = None,
-        audio_cache: RollingKVCache | None = None,
-        sink_kv: TextKV | None = None,
+        audio_cache: RollingKVCache | Sequence[RollingKVCache] | None = None,
+        sink_kv: TextKV | Sequence[TextKV] | None = None,
         cond: torch.Tensor | None = None,
         action_caches: Mg2ActionCaches | None = None,
         audio_in: torch.Tensor | None = None,
     ):
         """One streaming block: x ``[B, n, C, H, W]`` at absolute frames ``start_frame ..``; writes its K / V
         into the cache (overwriting on a re-run) and attends to everything the cache holds.
+
+        Batched sessions (``streamgen.batch_step``): ``cache`` / ``start_frame`` (and ``audio_cache`` /
+        ``sink_kv``) are sequences with one entry per row of ``x``; each row writes and reads only its own
+        cache, at its own position; ``text_kv`` entries are then stacked ``[B, ...]`` (or ``[1, ...]``
+        shared) or, per layer, a list of one ``(k, v)`` per row.
 
         Joint models: ``audio [B, na, Ca]`` of the same block (audio frames ``start_frame / n * na ..``),
         its own ``audio_cache`` (``audio_video.new_audio_cache``) and the prompt's ``sink_kv``
@@ -318,29 +323,43 @@ class CausalDiT(nn.Module):
         """
         self._check_audio(audio)
         n = x.shape[1]
+        single = isinstance(cache, RollingKVCache)  # one cache for the whole batch (its own batch size)
+        caches = [cache] if single else list(cache)
+        starts = [start_frame] if single else list(start_frame)
+        if not single and not len(caches) == len(starts) == x.shape[0]:
+            raise ValueError(f"{len(caches)} caches and {len(starts)} start frames for a batch of {x.shape[0]}")
         if audio is not None:
             if audio_cache is None:
                 raise ValueError("a joint audio-video block needs its audio_cache")
             c = self.config
-            if start_frame % c.frames_per_block:
+            if any(s % c.frames_per_block for s in starts):
                 raise ValueError(f"start_frame={start_frame} is not at a block boundary of {c.frames_per_block} frames")
-            audio_start = start_frame // c.frames_per_block * c.audio_frames_per_block
-            sinks = self.sink_kv(text_kv, x.shape[0]) if sink_kv is None else sink_kv
-            return joint_forward_cached(self, x, t, audio, audio_t, text_kv, cache, start_frame, audio_cache,
-                                        audio_start, sinks, actions)
-        plan = cache.plan(start_frame, n)
-        if cache.relative:
-            rope = self.rope.for_positions(plan.query_positions)
-        else:
-            rope = self.rope.for_frames(start_frame, n)
-        key_rope = self.rope.for_positions(plan.key_positions) if cache.relative else None
-        ctx = AttnContext(rope=rope, cache=cache, plan=plan, key_rope=key_rope)
+            audio_caches = [audio_cache] if single else list(audio_cache)
+            if single:
+                sinks = [self.sink_kv(text_kv, x.shape[0]) if sink_kv is None else sink_kv]
+            elif sink_kv is None or len(sink_kv) != len(caches):
+                raise ValueError("batched joint blocks need one sink_kv per row")
+            else:
+                sinks = list(sink_kv)
+            audio_starts = [s // c.frames_per_block * c.audio_frames_per_block for s in starts]
+            return joint_forward_cached(self, x, t, audio, audio_t, text_kv, caches, starts, audio_caches,
+                                        audio_starts, sinks, actions)
+        contexts = []
+        for cache_r, start_r in zip(caches, starts):
+            plan = cache_r.plan(start_r, n)
+            if cache_r.relative:
+                rope = self.rope.for_positions(plan.query_positions)
+            else:
+                rope = self.rope.for_frames(start_r, n)
+            key_rope = self.rope.for_positions(plan.key_positions) if cache_r.relative else None
+            contexts.append(AttnContext(rope=rope, cache=cache_r, plan=plan, key_rope=key_rope))
         if self._mg2_actions and actions is not None:
-            if action_caches is None:
+            if action_caches is None or not single:
                 raise ValueError("Matrix-Game 2.0's action modules stream over their own caches: pass "
-                                 "action_caches=model.new_action_caches(...) (the session owns them)")
+                                 "action_caches=model.new_action_caches(...) (the session owns them; one session "
+                                 "per forward)")
             actions = action_caches.step(actions, start_frame, n)
-        return self.run_blocks(x, t, text_kv, ctx, actions, cond, **speech_kw(audio_in))
+        return self.run_blocks(x, t, text_kv, AttnContext.per_row(contexts), actions, cond, **speech_kw(audio_in))
 
     def forward_teacher_forcing(
         self,

@@ -36,14 +36,48 @@ class AttnContext:
     """How self-attention sees the sequence in one forward.
 
     ``rope``: cos / sin of the input tokens. Either ``mask`` (token mask or None = bidirectional) for
-    full-sequence forwards, or ``cache`` + ``plan`` for a streaming block.
+    full-sequence forwards, or ``cache`` + ``plan`` for a streaming block, or ``rows`` for a batch of
+    streaming blocks of different sessions (``streamgen.batch_step``): one context per batch row, each
+    with its own cache, plan and RoPE, so each row writes and reads only its own session's cache.
     """
 
-    rope: tuple[torch.Tensor, torch.Tensor]
+    rope: tuple[torch.Tensor, torch.Tensor] | None = None
     mask: torch.Tensor | None = None
     cache: RollingKVCache | None = None
     plan: CacheWrite | None = None
     key_rope: tuple[torch.Tensor, torch.Tensor] | None = None  # relative mode: cos / sin of the cached keys
+    rows: tuple["AttnContext", ...] | None = None  # batched streaming: row r of the batch uses rows[r]
+
+    @staticmethod
+    def per_row(rows: list["AttnContext"]) -> "AttnContext":
+        """The context of a batch whose row ``r`` streams under ``rows[r]`` (a single row is itself): the
+        rows' RoPE stacked (``[B * L, D/2]``), and their key RoPE too when every row reads as many slots."""
+        if len(rows) == 1:
+            return rows[0]
+        same = len({r.plan.valid_tokens for r in rows}) == 1
+        key_rope = stack_rope([r.key_rope for r in rows]) if same and rows[0].key_rope is not None else None
+        return AttnContext(rows=tuple(rows), rope=stack_rope([r.rope for r in rows]), key_rope=key_rope)
+
+
+def stack_rope(ropes: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row cos / sin ``[L, D/2]`` of a batch's rows -> one table ``[B * L, D/2]`` (``apply_rope_rows``)."""
+    if len(ropes) == 1:
+        return ropes[0]
+    return torch.cat([c for c, _ in ropes]), torch.cat([s for _, s in ropes])
+
+
+def apply_rope_rows(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """RoPE on ``x [B, L, H, D]`` with cos / sin ``[L, D/2]`` (every row alike) or ``[B * L, D/2]``
+    (``stack_rope``: each row its own positions)."""
+    b, l, h, d = x.shape
+    if rope[0].shape[0] == l:
+        return apply_rope(x, *rope)
+    return apply_rope(x.reshape(1, b * l, h, d), *rope).view(b, l, h, d)  # rows side by side: [1, B*L, H, D]
+
+
+def cat_rows(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Rows ``[1, ...]`` -> ``[B, ...]`` (one row: itself, not a copy)."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
 
 class _Projections(nn.Module):
@@ -72,29 +106,32 @@ class SelfAttention(_Projections):
 
     def forward(self, x: torch.Tensor, ctx: AttnContext, layer: int) -> torch.Tensor:
         b, l, _ = x.shape
-        if ctx.cache is not None and self.backend.fused_cache:
-            return self._cached_triton(x, ctx, layer)
-        q, k, v = self.qkv(x)
-        cos, sin = ctx.rope
-        q = apply_rope(q, cos, sin)
-        if ctx.cache is None:
-            out = self.backend(q, apply_rope(k, cos, sin), v, ctx.mask)
+        rows = (ctx,) if ctx.rows is None else ctx.rows  # batched sessions: one context per batch row
+        if ctx.cache is None and ctx.rows is None:
+            q, k, v = self.qkv(x)
+            cos, sin = ctx.rope
+            out = self.backend(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, ctx.mask)
+        elif len(rows) != 1 and len(rows) != b:
+            raise ValueError(f"{len(rows)} row contexts for a batch of {b}")
+        elif self.backend.fused_cache:
+            heads = (b, l, self.num_heads, self.head_dim)
+            raw = (self.q(x).view(heads), self.k(x).view(heads), self.v(x).view(heads))  # [B, L, H, D] each
+            out = cat_rows([self._cached_triton(*(t[r : r + 1] if len(rows) > 1 else t for t in raw), row, layer)
+                            for r, row in enumerate(rows)])
         else:
-            out = self._cached(q, k, v, ctx, layer)
+            out = self._cached(*self.qkv(x), ctx, rows, layer)
         return self.o(out.reshape(b, l, self.num_heads * self.head_dim))  # [B, L, C]
 
-    def _cached_triton(self, x: torch.Tensor, ctx: AttnContext, layer: int) -> torch.Tensor:
-        """Backend "triton" over the cache: one kernel norms and rotates q / k and writes k, v into the
-        slots (k un-rotated in relative mode), a second attends over the valid slots (rotating keys)."""
+    def _cached_triton(self, q, k, v, ctx: AttnContext, layer: int) -> torch.Tensor:
+        """Backend "triton" over the cache, from the raw projections ``[B, L, H, D]``: one kernel norms and
+        rotates q / k and writes k, v into the slots (k un-rotated in relative mode), a second attends
+        over the valid slots (rotating keys)."""
         from streamgen.kernels.cache_attention import cache_attention
         from streamgen.kernels.qk_norm_rope import qk_norm_rope_cache_write
 
-        b, l, _ = x.shape
-        heads = (b, l, self.num_heads, self.head_dim)
         cache, plan = ctx.cache, ctx.plan
         q = qk_norm_rope_cache_write(
-            self.q(x).view(heads), self.k(x).view(heads), self.v(x).view(heads),  # [B, L, H, D] each
-            getattr(self.norm_q, "weight", None), getattr(self.norm_k, "weight", None), *ctx.rope,
+            q, k, v, getattr(self.norm_q, "weight", None), getattr(self.norm_k, "weight", None), *ctx.rope,
             cache.k, cache.v, layer=layer, slot_start=plan.slot_start, rotate_k=not cache.relative,
             eps=getattr(self.norm_q, "eps", 0.0),
         )  # [B, L, H, D]
@@ -103,19 +140,29 @@ class SelfAttention(_Projections):
         if cache.relative:
             kcos, ksin = ctx.key_rope
             rel = dict(key_cos=kcos, key_sin=ksin)
-        out = cache_attention(q, keys, values, **rel)  # [B, L, H, D]
-        return self.o(out.reshape(b, l, self.num_heads * self.head_dim))  # [B, L, C]
+        return cache_attention(q, keys, values, **rel)  # [B, L, H, D]
 
-    def _cached(self, q, k, v, ctx: AttnContext, layer: int) -> torch.Tensor:
-        cache, plan = ctx.cache, ctx.plan
-        if cache.relative:
-            cache.write(layer, plan, k, v)  # un-rotated keys
-            keys, values = cache.read(layer, plan)
-            keys = apply_rope(keys, *ctx.key_rope)
-        else:
-            cache.write(layer, plan, apply_rope(k, *ctx.rope), v)
-            keys, values = cache.read(layer, plan)
-        return self.backend(q, keys, values)
+    def _cached(self, q, k, v, ctx: AttnContext, rows: tuple[AttnContext, ...], layer: int) -> torch.Tensor:
+        """Un-rotated q, k, v ``[B, L, H, D]`` over the cache (``rows``: one context for the whole batch, or
+        one per row, each with its own cache): rotate q, write each row's k / v into its cache, attend to
+        its valid slots, in one attention call when every row reads as many slots."""
+        relative = rows[0].cache.relative
+        q = apply_rope_rows(q, ctx.rope)
+        if not relative:
+            k = apply_rope_rows(k, ctx.rope)  # absolute mode stores rotated keys
+        one = len(rows) == 1
+        for r, row in enumerate(rows):
+            row.cache.write(layer, row.plan, k if one else k[r : r + 1], v if one else v[r : r + 1])
+        reads = [row.cache.read(layer, row.plan) for row in rows]
+        if len({kr.shape[1] for kr, _ in reads}) == 1:
+            keys, values = cat_rows([kr for kr, _ in reads]), cat_rows([vr for _, vr in reads])  # [B, Lk, H, D]
+            if relative:
+                keys = apply_rope_rows(keys, ctx.key_rope)
+            return self.backend(q, keys, values)
+        outs = []  # rows reading different numbers of slots (sessions still filling their windows)
+        for r, (row, (keys, values)) in enumerate(zip(rows, reads)):
+            outs.append(self.backend(q[r : r + 1], apply_rope(keys, *row.key_rope) if relative else keys, values))
+        return torch.cat(outs)  # [B, L, H, D]
 
 
 class CrossAttention(_Projections):
@@ -127,13 +174,20 @@ class CrossAttention(_Projections):
         v = self.v(context).view(b, l, self.num_heads, self.head_dim)  # [B, Lc, H, D]
         return k, v
 
-    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv) -> torch.Tensor:
+        """``kv``: the context's ``(k, v)`` ``[B or 1, Lc, H, D]``, or a list with one ``(k, v)`` per batch
+        row (batched sessions whose prompts differ in length)."""
         b, l, _ = x.shape
         q = self.norm_q(self.q(x)).view(b, l, self.num_heads, self.head_dim)  # [B, L, H, D]
-        k, v = kv
-        if k.shape[0] != b:
-            k, v = k.expand(b, *k.shape[1:]), v.expand(b, *v.shape[1:])
-        out = self.backend(q, k, v)
+        if isinstance(kv, list):
+            if len(kv) != b:
+                raise ValueError(f"{len(kv)} per-row text K / V for a batch of {b}")
+            out = torch.cat([self.backend(q[r : r + 1], *row) for r, row in enumerate(kv)])  # [B, L, H, D]
+        else:
+            k, v = kv
+            if k.shape[0] != b:
+                k, v = k.expand(b, *k.shape[1:]), v.expand(b, *v.shape[1:])
+            out = self.backend(q, k, v)
         return self.o(out.reshape(b, l, self.num_heads * self.head_dim))  # [B, L, C]
 
 

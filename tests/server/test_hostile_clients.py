@@ -15,6 +15,8 @@ import httpx
 import websockets
 from streamgen_client import protocol as P
 
+from streamgen.server.capacity import step_seconds
+
 from .conftest import running_server, unhandled
 from .rtc_client import RtcClient
 from .ws_client import WsClient
@@ -92,10 +94,17 @@ def test_admission_follows_measured_capacity_and_models_reports_it():
     assert models["max_sessions"] is None
     assert tiny["measured_capacity"] >= 0 and tiny["block_ms"] > 0  # 0 on a machine too busy for one stream
     period = tiny["frames_per_block"] / tiny["fps"]
-    assert tiny["measured_capacity"] == int(models["capacity_utilization"] * period / block_s)
+    # Capacity counts batched steps as measured (server/capacity.py): k sessions fit while the measured
+    # (or interpolated) step of k stays within the budget.
+    batch_s = {int(k): v / 1000.0 for k, v in tiny["batch_ms"].items()}
+    assert sorted(batch_s) == [1, 2, 4, 8]  # the warm-up timed each batch size
+    budget = models["capacity_utilization"] * period
+    cap = tiny["measured_capacity"]
+    assert step_seconds(batch_s, cap) <= budget < step_seconds(batch_s, cap + 1)
 
     one_stream = block_s / period
-    with running_server(capacity_utilization=one_stream * 1.5) as server:  # one fits, two do not
+    # max_batch=1: no batching, so two streams cost two steps and need twice the share of one.
+    with running_server(capacity_utilization=one_stream * 1.5, max_batch=1) as server:  # one fits, two do not
         async def run():
             async with WsClient(server.url) as a:
                 first = await a.start("tiny")
