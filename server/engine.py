@@ -273,21 +273,25 @@ class Engine:
             return
         try:
             chunks = run_batch([b[0].session for b in begun], [b[2] for b in begun], t0)
-            done = list(zip(begun, chunks))
         except Exception:  # noqa: BLE001 - find the faulty session: step them one by one
             if len(begun) > 1:
                 log.warning("a batch of %d %s sessions failed; stepping them one by one", len(begun), model, exc_info=True)
-            done = []
             for b in begun:
+                t1 = time.perf_counter()
                 try:
-                    done.append((b, run_batch([b[0].session], [b[2]], time.perf_counter())[0]))
+                    chunk = run_batch([b[0].session], [b[2]], t1)[0]
                 except Exception as e:  # noqa: BLE001 - a failing session must not take the engine down
                     self._fail(b[0], e)
-        step_s = time.perf_counter() - t0
-        if done:
-            self.batches[len(done)] += 1
-            if self._on_batch is not None:
-                self._notify(lambda n: self._on_batch(model, n, step_s), len(done))
+                    continue
+                self._done(model, [(b, chunk)], time.perf_counter() - t1)
+            return
+        self._done(model, list(zip(begun, chunks)), time.perf_counter() - t0)
+
+    def _done(self, model: str, done: list, step_s: float) -> None:
+        """Count one batched step of ``len(done)`` sessions and hand each its block."""
+        self.batches[len(done)] += 1
+        if self._on_batch is not None:
+            self._notify(lambda n: self._on_batch(model, n, step_s), len(done))
         for (es, actions, _, applied_seq), chunk in done:
             self._deliver(es, actions, applied_seq, chunk, step_s, len(done))
 
