@@ -3,8 +3,8 @@
 Routes: ``/`` (the web page), ``/static/*``, ``POST /v1/offer`` (WebRTC), ``/v1/ws`` (WebSocket),
 ``GET /v1/models``, ``GET /v1/stats``, ``/healthz``, ``/readyz``, ``/metrics``, and the OpenAPI docs at
 ``/docs``. The lifespan loads the pipelines, starts the engine thread and warms it up; ``/readyz``
-answers 200 only after that, and the warm-up's block times seed the measured capacity
-(server/capacity.py). Middleware: HostGuard (DNS rebinding), CORS for ``allowed_origins``, and the
+answers 200 only after that, and the warm-up's step times (batches of ``warmup_batch_sizes``
+sessions) seed the measured capacity (server/capacity.py). Middleware: HostGuard (DNS rebinding), CORS for ``allowed_origins``, and the
 token check of the ops routes when ``ops_require_token`` is set. Credentials never reach the logs.
 """
 from __future__ import annotations
@@ -199,6 +199,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     async def stats() -> dict:
         snap = state.metrics.snapshot()
         snap["engine_steps"] = state.engine.steps if state.engine else 0
+        # batch size -> batched steps of that size (the engine steps each model's due sessions together)
+        snap["engine_batches"] = {str(k): n for k, n in sorted(state.engine.batches.items())} if state.engine else {}
         return snap
 
     return app

@@ -1,13 +1,17 @@
-"""Serving benchmark: ``python -m streamgen.server.bench --model tiny --sessions 1 4 --seconds 10``.
+"""Serving benchmark: ``python -m streamgen.server.bench --model tiny --sessions 1 2 4 8 --seconds 10``.
 
-For each session count it starts a fresh server in this process (uvicorn on a free loopback port),
-connects that many real aiortc clients and reports, per scenario:
+For each session count it starts a fresh server in this process (uvicorn on a free loopback port; with
+``--server-process`` in its own process), connects that many real aiortc clients and reports, per scenario:
 
 - ``ttff_ms``: offer POSTed -> first decoded video frame at the client (p50 / max over sessions);
 - ``server_overhead_ms``: frame ready (block out and its deadline reached) -> frame handed to aiortc;
 - ``ready_to_decoded_ms``: frame ready -> decoded at the client (adds VP8 encode, RTP, loopback, decode);
-- ``fps``: frames decoded per second per session after the first second (min / mean over sessions);
-- ``block_ms``: the engine's per-block generation time.
+- ``fps_per_session``: frames decoded per second per session after the first second (min / median /
+  mean over sessions) and ``fps_total``, their sum;
+- ``block_ms``: the engine's step time (a batched step of every due session of the model);
+- ``admitted`` / ``measured_capacity`` / ``engine_batches``: with ``--admission measured`` (the default)
+  the server admits by its measured capacity (server/capacity.py), so a count it cannot keep at frame
+  rate shows as fewer admitted sessions; the engine's batch sizes (size -> steps) show the batching.
 Both ends share one monotonic clock, so the cross-process-free timings need no clock sync.
 """
 from __future__ import annotations
@@ -40,6 +44,7 @@ class _Client:
         self.frames: list[tuple[int, float]] = []  # (rtp pts, decoded at)
         self.t_offer = 0.0
         self.session_id = ""
+        self.refused = False  # the server answered busy (its measured capacity is full)
         self.tasks: list[asyncio.Task] = []
 
     async def connect(self) -> None:
@@ -55,6 +60,9 @@ class _Client:
         async with httpx.AsyncClient() as http:
             r = await http.post(self.url + "/v1/offer", timeout=30, json={
                 "sdp": pc.localDescription.sdp, "type": "offer", "model": self.model})
+        if r.status_code == 503:
+            self.refused = True
+            return
         r.raise_for_status()
         self.session_id = r.json()["session_id"]
         await pc.setRemoteDescription(RTCSessionDescription(sdp=r.json()["sdp"], type="answer"))
@@ -83,7 +91,8 @@ def _pct(a, q) -> float | None:
     return round(float(np.percentile(a, q)), 2) if len(a) else None
 
 
-def run_scenario_subprocess(model: str, sessions: int, seconds: float, device: str | None) -> dict:
+def run_scenario_subprocess(model: str, sessions: int, seconds: float, device: str | None,
+                            measured: bool = True) -> dict:
     """The server in its own process (``python -m streamgen.server``): clients and server do not share a
     GIL. Server-side timings come from ``/v1/stats``; ready -> decoded needs both ends in one process."""
     import os
@@ -92,8 +101,10 @@ def run_scenario_subprocess(model: str, sessions: int, seconds: float, device: s
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "streamgen.server", "--model", model, "--port", str(port), "--max-sessions",
-           str(sessions), "--idle-timeout", str(seconds + 30), "--log-level", "warning"]
+    cmd = [sys.executable, "-m", "streamgen.server", "--model", model, "--port", str(port),
+           "--idle-timeout", str(seconds + 30), "--log-level", "warning"]
+    if not measured:
+        cmd += ["--max-sessions", str(sessions)]
     if device:
         cmd += ["--device", device]
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
@@ -110,32 +121,46 @@ def run_scenario_subprocess(model: str, sessions: int, seconds: float, device: s
             time.sleep(0.1)
 
         async def go():
-            clients = [_Client(url, model) for _ in range(sessions)]
-            await asyncio.gather(*(c.connect() for c in clients))
+            clients = await _connect(url, model, sessions)
             await asyncio.sleep(seconds)
             result = _measure(clients, {})
+            snap = httpx.get(url + "/v1/stats", timeout=5).json()  # while the sessions still stream
             await asyncio.gather(*(c.close() for c in clients))
-            return result
+            return result, snap
 
-        result = asyncio.run(go())
-        snap = httpx.get(url + "/v1/stats", timeout=5).json()
+        result, snap = asyncio.run(go())
         spec = next(m for m in httpx.get(url + "/v1/models", timeout=5).json()["models"] if m["name"] == model)
     finally:
         proc.terminate()
         proc.wait(20)
     result.update(server_overhead_ms=snap["frame_overhead_ms"], ready_to_decoded_ms=None, model=model,
                   sessions=sessions, seconds=seconds, model_fps=spec["fps"], frame=f"{spec['width']}x{spec['height']}",
-                  block_ms=snap["block_ms"], server="subprocess")
+                  block_ms=snap["block_ms"], server="subprocess", admission="measured" if measured else "fixed",
+                  measured_capacity=spec["measured_capacity"], batch_ms=spec["batch_ms"],
+                  engine_batches=snap["engine_batches"])
     return result
 
 
-def run_scenario(model: str, sessions: int, seconds: float, device: str | None) -> dict:
+async def _connect(url: str, model: str, sessions: int) -> list[_Client]:
+    """``sessions`` clients connected one after another (admission sees each); those refused are closed."""
+    clients = []
+    for _ in range(sessions):
+        c = _Client(url, model)
+        await c.connect()
+        clients.append(c)
+    for c in clients:
+        if c.refused:
+            await c.close()
+    return clients
+
+
+def run_scenario(model: str, sessions: int, seconds: float, device: str | None, measured: bool = True) -> dict:
     import uvicorn
 
     from .app import create_app
     from .httpserver import uvicorn_options
 
-    settings = ServerSettings(model=model, device=device, port=_free_port(), max_sessions=sessions,
+    settings = ServerSettings(model=model, device=device, port=_free_port(), max_sessions=None if measured else sessions,
                               idle_timeout_s=seconds + 30)
     app = create_app(settings)
     state = app.state.streamgen
@@ -150,8 +175,7 @@ def run_scenario(model: str, sessions: int, seconds: float, device: str | None) 
         time.sleep(0.05)
 
     async def go():
-        clients = [_Client(url, model) for _ in range(sessions)]
-        await asyncio.gather(*(c.connect() for c in clients))
+        clients = await _connect(url, model, sessions)
         await asyncio.sleep(seconds)
         tracks = {sid: s.tracks[0] for sid, s in state.manager.sessions.items()}  # type: ignore[attr-defined]
         result = _measure(clients, tracks)
@@ -165,15 +189,19 @@ def run_scenario(model: str, sessions: int, seconds: float, device: str | None) 
         thread.join(15)
     spec = state.specs[model]
     snap = state.metrics.snapshot()
+    capacity = state.manager.capacity.describe(model)
     result.update(model=model, sessions=sessions, seconds=seconds, model_fps=spec.fps,
-                  frame=f"{spec.width}x{spec.height}", block_ms=snap["block_ms"], server="in-process")
+                  frame=f"{spec.width}x{spec.height}", block_ms=snap["block_ms"], server="in-process",
+                  admission="measured" if measured else "fixed", measured_capacity=capacity["measured_capacity"],
+                  batch_ms=capacity["batch_ms"],
+                  engine_batches={str(k): n for k, n in sorted(state.engine.batches.items())})
     return result
 
 
 def _measure(clients: list[_Client], tracks: dict) -> dict:
     ttff, fps, overhead, e2e = [], [], [], []
     for c in clients:
-        if not c.frames:
+        if c.refused or not c.frames:
             continue
         ttff.append((c.frames[0][1] - c.t_offer) * 1000)
         t = np.array([a for _, a in c.frames])
@@ -196,7 +224,10 @@ def _measure(clients: list[_Client], tracks: dict) -> dict:
         "ttff_ms": {"p50": _pct(ttff, 50), "max": _pct(ttff, 100)},
         "server_overhead_ms": {"p50": _pct(overhead, 50), "p95": _pct(overhead, 95), "n": len(overhead)},
         "ready_to_decoded_ms": {"p50": _pct(e2e, 50), "p95": _pct(e2e, 95), "n": len(e2e)},
-        "fps_per_session": {"min": _pct(fps, 0), "mean": round(float(np.mean(fps)), 2) if fps else None},
+        "fps_per_session": {"min": _pct(fps, 0), "median": _pct(fps, 50),
+                            "mean": round(float(np.mean(fps)), 2) if fps else None},
+        "fps_total": round(float(np.sum(fps)), 2),
+        "admitted": sum(not c.refused for c in clients),
     }
 
 
@@ -204,14 +235,17 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m streamgen.server.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="tiny")
     p.add_argument("--device", default=None)
-    p.add_argument("--sessions", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--server-process", action="store_true",
                    help="run the server in its own process (no shared GIL with the clients)")
+    p.add_argument("--admission", choices=["measured", "fixed"], default="measured",
+                   help="measured: the server admits by its measured capacity (sessions it cannot keep at frame "
+                   "rate are refused and reported); fixed: max_sessions = the count")
     args = p.parse_args(argv)
     run = run_scenario_subprocess if args.server_process else run_scenario
     for n in args.sessions:
-        print(json.dumps(run(args.model, n, args.seconds, args.device)), flush=True)
+        print(json.dumps(run(args.model, n, args.seconds, args.device, args.admission == "measured")), flush=True)
 
 
 if __name__ == "__main__":

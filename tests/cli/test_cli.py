@@ -28,6 +28,16 @@ def test_bench_prints_json():
     assert result["model"] == "tiny" and result["device"] == "cpu"
 
 
+def test_bench_sessions_reports_total_and_per_session_rates():
+    proc = run_cli("bench", "--model", "tiny", "--blocks", "4", "--warmup", "1", "--sessions", "1", "2", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert [r["sessions"] for r in results] == [1, 2]
+    for r in results:  # each measured block of N batched sessions gives N blocks of frames
+        assert r["frames_per_second"] > 0
+        assert abs(r["frames_per_second_per_session"] * r["sessions"] - r["frames_per_second"]) < 1e-6
+
+
 def test_info_lists_presets_and_backends():
     proc = run_cli("info")
     assert proc.returncode == 0, proc.stderr
