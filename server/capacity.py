@@ -8,8 +8,8 @@ real-time while the loads of all models' admitted sessions sum to at most ``util
 room for jitter). ``step_s(k)`` is measured, never assumed to be ``k x step_s(1)``: the warm-up times
 batches of a few sizes (``seed``, 1, 2, 4 and 8 sessions by default), then a moving average per batch
 size follows every step the engine takes (``observe``), so a machine that gets busier admits fewer new
-sessions. Between measured sizes the time is interpolated linearly, past the largest extrapolated
-along the last two; more than ``max_batch`` sessions take several steps. ``max_sessions`` (a setting)
+sessions. Between measured sizes the time is interpolated linearly; past the largest, every further
+session costs that size's time per session; more than ``max_batch`` sessions take several steps. ``max_sessions`` (a setting)
 overrides it all.
 
 ``measured_capacity(...)`` is the public answer for one model (also in ``GET /v1/models``); a cluster
@@ -38,8 +38,9 @@ class StreamShape:
 
 def step_seconds(batch_s: dict[int, float], sessions: int, max_batch: int | None = None) -> float:
     """Seconds to step ``sessions`` sessions of a model whose measured batched steps took ``batch_s``
-    (batch size -> seconds; not empty): several steps past ``max_batch``; linear between measured sizes,
-    along the last two past the largest (``k x`` the one size when only one was measured)."""
+    (batch size -> seconds; not empty): several steps past ``max_batch``; linear between measured sizes;
+    outside them, the nearest measured size's time per session (batching is not assumed to pay more
+    than it was measured to)."""
     if sessions <= 0:
         return 0.0
     if max_batch is not None and sessions > max_batch:
@@ -47,19 +48,13 @@ def step_seconds(batch_s: dict[int, float], sessions: int, max_batch: int | None
         return full * step_seconds(batch_s, max_batch) + step_seconds(batch_s, rest)
     if sessions in batch_s:
         return batch_s[sessions]
-    sizes = sorted(batch_s)
-    below = [k for k in sizes if k < sessions]
-    above = [k for k in sizes if k > sessions]
+    below = [k for k in batch_s if k < sessions]
+    above = [k for k in batch_s if k > sessions]
     if below and above:
-        lo, hi = below[-1], above[0]
+        lo, hi = max(below), min(above)
         return batch_s[lo] + (batch_s[hi] - batch_s[lo]) * (sessions - lo) / (hi - lo)
-    if above:  # below the smallest measured size: no faster than that size per session
-        return batch_s[above[0]] * sessions / above[0]
-    if len(below) == 1:
-        return batch_s[below[0]] * sessions / below[0]
-    lo, hi = below[-2], below[-1]
-    slope = max((batch_s[hi] - batch_s[lo]) / (hi - lo), 0.0)
-    return batch_s[hi] + slope * (sessions - hi)
+    nearest = max(below) if below else min(above)
+    return batch_s[nearest] * sessions / nearest
 
 
 def measured_capacity(batch_s: dict[int, float] | None, shape: StreamShape, utilization: float,
