@@ -4,7 +4,8 @@
 #      block step without recompiles or host syncs across rolling steps);
 #   2. the kernel micro-benchmarks against eager torch (benchmarks/kernel_bench.py);
 #   3. `streamgen bench --model wan2.1-1.3b --device cuda` (random weights), with the default
-#      attention backend and with --attention triton (the transformer with the preview decoder);
+#      attention backend and with --attention triton (the transformer with the preview decoder), and
+#      batched sessions (`--sessions 1 2 4`: total and per-session frames/s, reported under "batched");
 #   4. end to end with a real decoder (benchmarks/e2e_bench.py, random weights in the real shapes at
 #      832x480): the full Wan VAE and the tiny decoder, with SDPA, triton, and triton + torch.compile:
 #      frames/s and time to first frame including the decode, decode time per block, peak memory.
@@ -73,6 +74,8 @@ stage e2e_default "$E2E_S" "${STREAMGEN[@]}" bench --model wan2.1-1.3b --device 
   >"$OUT/e2e_default.json" 2>"$OUT/e2e_default.log"
 stage e2e_triton "$E2E_S" "${STREAMGEN[@]}" bench --model wan2.1-1.3b --device cuda --blocks "$BLOCKS" --quiet --attention triton \
   >"$OUT/e2e_triton.json" 2>"$OUT/e2e_triton.log"
+stage batched "$E2E_S" "${STREAMGEN[@]}" bench --model wan2.1-1.3b --device cuda --blocks 10 --sessions 1 2 4 --quiet \
+  >"$OUT/batched.json" 2>"$OUT/batched.log"
 E2E=("$PY" benchmarks/e2e_bench.py --blocks "$DECODER_BLOCKS" --cache "$OUT/decoders")
 for dec in vae tiny; do
   for att in sdpa triton; do
@@ -136,6 +139,10 @@ def e2e(name):
     return picked
 
 bench = load_json("kernel_bench.json") or {}
+batched = load_json("batched.json")  # one result per session count (streamgen bench --sessions 1 2 4)
+batched = [{k: r.get(k) for k in ("sessions", "frames_per_second", "frames_per_second_per_session", "block_ms_p50",
+                                  "peak_memory_mb")} for r in batched] if isinstance(batched, list) else \
+    {"error": (out / "batched.log").read_text()[-800:] if (out / "batched.log").exists() else "no output"}
 summary = {
     "env": load_json("env.json"),
     "wall_s": wall,
@@ -145,6 +152,7 @@ summary = {
     "e2e": {"default": e2e("e2e_default.json"), "triton": e2e("e2e_triton.json"),
             **{f"{d}_{a}": e2e(f"e2e_{d}_{a}.json") for d in ("vae", "tiny") for a in ("sdpa", "triton")},
             "tiny_compiled": e2e("e2e_tiny_compiled.json")},
+    "batched": batched,
     "out_dir": str(out),
 }
 ok = tests.get("passed", 0) > 0 and tests.get("failed", 1) == 0 and tests.get("errors", 1) == 0 and "kernels" in bench \
