@@ -82,6 +82,9 @@ class Fuzzer:
             await asyncio.wait_for(c.opened.wait(), 10)
             for i in range(n):
                 data = F.control_text(self.rng, seq=1 + i)
+                if c.channel.readyState != "open":  # the server closed the session (e.g. a stop it was sent)
+                    self.codes["rtc_closed"] += 1
+                    break
                 c.channel.send(data)
                 self.cases += 1
                 if self.rng.random() < 0.1:
@@ -90,7 +93,7 @@ class Fuzzer:
             for m in c.messages:
                 if m.get("type") == "error":
                     self.codes[m.get("code")] += 1
-            if self.rng.random() < 0.5:
+            if self.rng.random() < 0.5 and c.channel.readyState == "open":
                 c.channel.send(json.dumps({"type": "stop", "seq": 10_000}))
                 await asyncio.sleep(0.1)
         except asyncio.TimeoutError:
