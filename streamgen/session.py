@@ -297,7 +297,7 @@ class Session:
         scratch = RollingKVCache(cfg, dtype=self.pipe.dtype, device=self.pipe.device)
         for j in range(0, cfg.sink_frames, n):
             forward = self._block_forward(j, self.block_extras.get(j, (None, None))[1], cache=scratch)
-            block_loop.refill(forward, {"video": x[:, j : j + n]}, self._block_noise, cfg.context_noise)
+            block_loop.refill(forward, {"video": x[:, j : j + n]}, self.block_noise, cfg.context_noise)
         copy_sink_slots(scratch, self.cache)
         self.sink_latents = list(x.split(1, dim=1))
 
