@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from streamgen.config import ModelConfig
 from streamgen.models.attention import DEFAULT_BACKEND, AttentionBackend
-from streamgen.models.init import INIT_STD
+from streamgen.models.init import INIT_STD, zero_linear_
 from streamgen.models.frame_local import frame_local_attention
 
 
@@ -71,10 +71,7 @@ class ActionModule(nn.Module):
     def zero_outputs(self) -> None:
         """Zero the output projections: the module then adds exactly zero."""
         for name in ("proj_mouse", "proj_keyboard"):
-            proj = getattr(self, name, None)
-            if proj is not None and proj.weight.device.type != "meta":
-                nn.init.zeros_(proj.weight)
-                nn.init.zeros_(proj.bias)
+            zero_linear_(getattr(self, name, None))
 
     def forward(self, x: torch.Tensor, actions: ActionInput) -> torch.Tensor:
         """x ``[B, F, T, C]`` -> ``[B, F, T, C]``."""

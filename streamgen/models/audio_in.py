@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from streamgen.config import ModelConfig
 from streamgen.models.attention import DEFAULT_BACKEND, AttentionBackend
 from streamgen.models.frame_local import frame_local_attention
-from streamgen.models.init import INIT_STD
+from streamgen.models.init import INIT_STD, zero_linear_
 
 
 class AudioInModule(nn.Module):
@@ -39,9 +39,7 @@ class AudioInModule(nn.Module):
 
     def zero_outputs(self) -> None:
         """Zero the output projection: the module then adds exactly zero."""
-        if self.proj.weight.device.type != "meta":
-            nn.init.zeros_(self.proj.weight)
-            nn.init.zeros_(self.proj.bias)
+        zero_linear_(self.proj)
 
     def forward(self, x: torch.Tensor, audio_in: torch.Tensor) -> torch.Tensor:
         """x ``[B, F, T, C]``, audio_in ``[B, F, R, D]`` -> ``[B, F, T, C]``."""

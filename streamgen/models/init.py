@@ -13,3 +13,13 @@ INIT_STD = 0.02
 def small_normal_(weight: torch.Tensor) -> torch.Tensor:
     """Fill ``weight`` in place from ``N(0, INIT_STD^2)``."""
     return torch.nn.init.normal_(weight, std=INIT_STD)
+
+
+def zero_linear_(linear: torch.nn.Linear | None) -> None:
+    """Zero a linear layer's weight and bias in place (a zero-initialised output adds exactly zero);
+    nothing for None or a layer still on the meta device (its weights come from a checkpoint)."""
+    if linear is None or linear.weight.device.type == "meta":
+        return
+    torch.nn.init.zeros_(linear.weight)
+    if linear.bias is not None:
+        torch.nn.init.zeros_(linear.bias)

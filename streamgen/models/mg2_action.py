@@ -28,6 +28,7 @@ import torch.nn as nn
 from streamgen.config import ModelConfig
 from streamgen.models.action_modules import ActionInput
 from streamgen.models.attention import DEFAULT_BACKEND, AttentionBackend
+from streamgen.models.init import zero_linear_
 from streamgen.models.kv_cache import CacheWrite, RollingKVCache
 from streamgen.models.norms import rms_norm
 from streamgen.models.rope import apply_rope
@@ -126,11 +127,7 @@ class Mg2ActionModule(nn.Module):
     def zero_outputs(self) -> None:
         """Zero the output projections (Matrix-Game's init): the module then adds exactly zero."""
         for name in ("proj_mouse", "proj_keyboard"):
-            proj = getattr(self, name, None)
-            if proj is not None and proj.weight.device.type != "meta":
-                nn.init.zeros_(proj.weight)
-                if proj.bias is not None:
-                    nn.init.zeros_(proj.bias)
+            zero_linear_(getattr(self, name, None))
 
     def _rope(self, start: int, frames: int, head_dim: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin ``[frames, head_dim / 2]`` at absolute frames ``start ..``: the first ``time_dims`` of
