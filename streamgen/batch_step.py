@@ -19,7 +19,8 @@ runs the one block loop (``streamgen.block_loop.run_block``) once for the whole 
 
 The decode runs after the refill, per session (a session stepped alone on CUDA decodes beside the refill
 on a side stream instead). A batch of one is ``Session.step`` itself; sessions with an image condition,
-Matrix-Game 2.0's action caches or speech input step one by one (``batchable``).
+Matrix-Game 2.0's action caches or speech input, and those of a pipeline with a feature cache, step one by
+one (``batchable``).
 """
 from __future__ import annotations
 
@@ -81,9 +82,11 @@ def run_batch(sessions: Sequence[Session], acts: Sequence[ActionInput | None], t
 
 def batchable(session: Session) -> bool:
     """Whether sessions of this one's pipeline step in one batched forward: not yet those with per-session
-    conditioning (an image condition, Matrix-Game 2.0's action caches) or speech input (avatars); they
-    step one by one."""
-    return session.conditioning is None and session.speech is None
+    conditioning (an image condition, Matrix-Game 2.0's action caches) or speech input (avatars), nor
+    those of a pipeline with a feature cache (its reuse state is kept per session cache); they step one
+    by one."""
+    no_feature_cache = getattr(session.pipe, "feature_cache", None) is None
+    return session.conditioning is None and session.speech is None and no_feature_cache
 
 
 def batched_noise(sessions: Sequence[Session]) -> block_loop.Streams:

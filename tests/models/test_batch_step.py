@@ -119,3 +119,19 @@ def test_batch_of_one_is_the_session_step_and_bad_batches_are_refused():
     b.close()
     with pytest.raises(RuntimeError, match="closed"):
         step_batch([a, b])
+
+
+def test_feature_cached_sessions_step_one_by_one_and_equal_alone():
+    """A feature cache keeps its reuse state per session cache, so its sessions are not batched (the
+    server's batched warm-up once crashed on it); stepped together they still give what alone gives."""
+    from streamgen.batch_step import batchable
+    from streamgen.pipeline import load_pipeline
+
+    pipe = load_pipeline("tiny", device="cpu", feature_cache="reuse@1")
+    together = [pipe.start(seed=s) for s in (1, 2)]
+    alone = [pipe.start(seed=s) for s in (1, 2)]
+    assert not batchable(together[0])
+    for _ in range(3):
+        chunks = step_batch(together)
+        for a, c in zip(alone, chunks):
+            np.testing.assert_array_equal(a.step().video, c.video)
