@@ -356,8 +356,8 @@ class SessionManager:
         while True:
             await asyncio.sleep(min(self.settings.heartbeat_interval_s, 1.0))
             await self.reap()
-            freed = self.engine.session_count() <= len(self.sessions)  # the engine has let go of the ended ones
-            if self._trim_after is not None and time.monotonic() >= self._trim_after and freed:
+            due = self._trim_after is not None and time.monotonic() >= self._trim_after
+            if due and self.engine.session_count() <= len(self.sessions):  # the engine let go of the ended ones
                 self._trim_after = None
                 release_freed_memory()  # milliseconds, once per wave of ended sessions; no worker thread
 

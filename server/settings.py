@@ -174,18 +174,12 @@ class ServerSettings(BaseSettings):
     max_frame_age_s: float = 0.5
     jpeg_quality: int = 85  # WebSocket frames: visually clean at a fraction of PNG's cost
 
-    @field_validator("dtype")
+    @field_validator("dtype", "quantize")
     @classmethod
-    def _dtype(cls, v):
-        if v is not None and v not in DTYPES:
-            raise ValueError(f"dtype={v!r}: choose one of {sorted(DTYPES)}")
-        return v
-
-    @field_validator("quantize")
-    @classmethod
-    def _quantize(cls, v):
-        if v is not None and v not in QUANTIZE_MODES:
-            raise ValueError(f"quantize={v!r}: choose one of {list(QUANTIZE_MODES)}")
+    def _one_of(cls, v, info):
+        choices = {"dtype": sorted(DTYPES), "quantize": list(QUANTIZE_MODES)}[info.field_name]
+        if v is not None and v not in choices:
+            raise ValueError(f"{info.field_name}={v!r}: choose one of {choices}")
         return v
 
     @field_validator("feature_cache")
