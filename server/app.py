@@ -186,14 +186,6 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             "runtime": state.runtime,
         }
 
-    @app.get("/v1/ice", tags=["webrtc"], summary="ICE servers (STUN / TURN, with credentials) for a browser peer")
-    async def ice(request: Request) -> JSONResponse:
-        why = check_token(request, settings)  # TURN credentials: only for those who may open sessions
-        if why:
-            return JSONResponse({"type": "error", "code": "unauthorized", "message": why}, status_code=401,
-                                headers={"WWW-Authenticate": "Bearer"})
-        return JSONResponse({"iceServers": settings.ice_server_list()}, headers={"Cache-Control": "no-store"})
-
     @app.get("/v1/stats", tags=["ops"], summary="Recent server-side timings (p50/p95) and frame rate",
              dependencies=ops)
     async def stats() -> dict:

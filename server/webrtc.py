@@ -147,6 +147,15 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     return b"".join(chunks)
 
 
+@router.get("/v1/ice", tags=["webrtc"], summary="ICE servers (STUN / TURN, with credentials) for a browser peer")
+async def ice(request: Request) -> JSONResponse:
+    app = request.app.state.streamgen
+    why = check_token(request, app.settings)  # TURN credentials: only for those who may open sessions
+    if why:
+        return _error(401, "unauthorized", why, app.metrics, headers={"WWW-Authenticate": "Bearer"})
+    return JSONResponse({"iceServers": app.settings.ice_server_list()}, headers={"Cache-Control": "no-store"})
+
+
 @router.post("/v1/offer", tags=["webrtc"], summary="WebRTC signalling: an SDP offer in, an SDP answer out")
 async def offer(request: Request) -> JSONResponse:
     app = request.app.state.streamgen
