@@ -21,9 +21,8 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from collections import Counter
 from typing import Any, Callable
 
 from streamgen.batch_step import run_batch
