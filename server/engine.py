@@ -61,6 +61,7 @@ class EngineSession:
     on_block: Callable[[BlockInfo], None] | None = None  # called on the engine thread
     on_error: Callable[[BaseException], None] | None = None  # called on the engine thread
     session: Any = None  # streamgen.Session, created and closed on the engine thread
+    avatar: Any = None  # server.avatar_input.AvatarInput for models that take speech, else None
     paused: bool = False
     closing: bool = False
     failed: BaseException | None = None
@@ -226,7 +227,8 @@ class Engine:
 
     @staticmethod
     def _due(es: EngineSession) -> bool:
-        return not (es.closing or es.paused or es.failed is not None) and es.buffer.wants_block()
+        return (not (es.closing or es.paused or es.failed is not None) and es.buffer.wants_block()
+                and (es.avatar is None or es.avatar.ready(es.session)))
 
     def _run_commands(self) -> None:
         while True:
@@ -265,7 +267,8 @@ class Engine:
             try:
                 if prompt is not _UNSET:
                     es.session.set_prompt(prompt)
-                begun.append((es, actions, es.session.begin_block(actions or None), applied_seq))
+                audio = es.avatar.take(es.session) if es.avatar is not None else None  # speech; a new reference
+                begun.append((es, actions, es.session.begin_block(actions or None, audio), applied_seq))
             except Exception as e:  # noqa: BLE001 - its input fails this session only
                 self._fail(es, e)
         if not begun:
@@ -307,7 +310,9 @@ class Engine:
             es.action_log.extend(actions)
             if actions:
                 es.block_actions.append((chunk.block_index, actions))
-            es.buffer.push_block(chunk.video, chunk.audio, chunk.sample_rate, chunk.block_index, ready_t)
+            # Avatars send back the speech that drove the block (their model makes no audio of its own).
+            audio, rate = es.avatar.driving(es.session) if es.avatar is not None else (chunk.audio, chunk.sample_rate)
+            es.buffer.push_block(chunk.video, audio, rate, chunk.block_index, ready_t)
         except Exception as e:  # noqa: BLE001
             self._fail(es, e)
             return

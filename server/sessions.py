@@ -21,6 +21,8 @@ from typing import Any, Awaitable, Callable, Iterator
 
 from streamgen_client import protocol as P
 
+from .avatar_control import AvatarControl
+from .avatar_input import AvatarInput
 from .buffer import OutputBuffer
 from .capacity import Capacity, StreamShape
 from .engine import BlockInfo, Engine, EngineSession
@@ -85,6 +87,8 @@ class ModelSpec:
     keys: tuple[str, ...]
     takes_mouse: bool
     takes_prompt: bool
+    # Avatars: (sample rate, samples per latent frame, latent frames per block, look-ahead radius) of speech in.
+    speech_in: tuple[int, int, int, int] | None = None
 
     @classmethod
     def from_pipeline(cls, name: str, pipe: Any) -> "ModelSpec":
@@ -92,10 +96,22 @@ class ModelSpec:
         sr = d.get("sample_rate")
         channels = int(d.get("audio_channels") or d.get("channels") or 1) if sr else 0
         takes_mouse = bool(d.get("takes_mouse", False) or d.get("mouse_axes"))
+        config = getattr(pipe, "config", None)
+        a = getattr(config, "audio_in", None)
+        speech_in = None
+        if a is not None:  # audio out = the driving speech, mono at the speech-in rate
+            speech_in = (a.sample_rate, config.speech_samples_per_frame, config.frames_per_block, a.radius)
+            sr, channels = a.sample_rate, 1
         return cls(name=name, fps=float(d["fps"]), width=int(d["width"]), height=int(d["height"]),
                    frames_per_block=int(d["frames_per_chunk"]), sample_rate=int(sr) if sr else None,
                    channels=channels, keys=tuple(d.get("keys") or ()), takes_mouse=takes_mouse,
-                   takes_prompt=bool(d.get("takes_prompt", False)))
+                   takes_prompt=bool(d.get("takes_prompt", False)), speech_in=speech_in)
+
+    def avatar_input(self) -> AvatarInput | None:
+        if self.speech_in is None:
+            return None
+        rate, spf, fpb, radius = self.speech_in
+        return AvatarInput(sample_rate=rate, samples_per_frame=spf, frames_per_block=fpb, radius=radius)
 
     @property
     def shape(self) -> StreamShape:
@@ -115,7 +131,8 @@ class ModelSpec:
         return P.ModelInfo(name=self.name, fps=self.fps, width=self.width, height=self.height,
                            frames_per_block=self.frames_per_block, sample_rate=self.sample_rate,
                            channels=self.channels, keys=list(self.keys), takes_mouse=self.takes_mouse,
-                           takes_prompt=self.takes_prompt)
+                           takes_prompt=self.takes_prompt,
+                           audio_in_rate=self.speech_in[0] if self.speech_in else None)
 
 
 class ServerSession:
@@ -143,6 +160,9 @@ class ServerSession:
         loop = asyncio.get_running_loop()
         es.on_block = lambda info: loop.call_soon_threadsafe(self._on_block, info)
         es.on_error = lambda exc: loop.call_soon_threadsafe(self._on_engine_error, exc)
+        # Avatars: speech in (binary PCM, `say`) and the reference image; None for other models.
+        self.avatar = AvatarControl(es.avatar, width=spec.width, height=spec.height, wake=manager.engine.wake,
+                                    send_error=self.send_error) if es.avatar is not None else None
 
     # ----- outgoing ----------------------------------------------------------------------------------
     def next_seq(self) -> int:
@@ -216,6 +236,9 @@ class ServerSession:
         if self.closed:
             return None
         try:
+            if self.avatar is not None and isinstance(data, (bytes, bytearray, memoryview)):
+                self.avatar.audio(data)  # speech PCM (docs/protocol.md section 5)
+                return None
             msg = read_control(data, self.manager.settings.max_message_bytes, self.seq_checker)
             await self._apply(msg)
         except P.ProtocolError as e:
@@ -252,6 +275,10 @@ class ServerSession:
             await self.send(P.Pong(seq=self.next_seq(), reply_to=msg.seq, t_ms=msg.t_ms, server_ms=time.time() * 1000.0))
         elif isinstance(msg, P.Stop):
             await self.close("stop")
+        elif isinstance(msg, (P.Say, P.Reference)):
+            if self.avatar is None:
+                raise P.ProtocolError("out_of_range", f"model {spec.name!r} takes no speech or reference image", msg.seq)
+            self.avatar.apply(msg)
         elif isinstance(msg, P.Start):
             raise P.ProtocolError("bad_field", "the session is already started", msg.seq)
 
@@ -261,6 +288,8 @@ class ServerSession:
             return
         self.closed = True
         self.close_reason = reason
+        if self.avatar is not None:
+            self.avatar.close()
         if send_bye:
             await self.send(P.Bye(seq=self.next_seq(), reason=reason[:P.MAX_REASON_CHARS]))
         self.manager._remove(self, reason)
@@ -326,7 +355,7 @@ class SessionManager:
                            max_age_s=self.settings.max_frame_age_s, ahead_blocks=self.settings.ahead_blocks,
                            webrtc=webrtc, on_consumed=self.engine.wake)
         es = EngineSession(id="s-" + secrets.token_hex(6), model=spec.name, seed=seed, prompt=prompt, buffer=buf,
-                           max_pending_actions=self.settings.max_pending_actions)
+                           max_pending_actions=self.settings.max_pending_actions, avatar=spec.avatar_input())
         await asyncio.wrap_future(self.engine.open(es))
         return es
 

@@ -137,6 +137,10 @@ class SpeechInput:
         self.features: dict[int, torch.Tensor] = {}  # stream frame -> [tpf, D]
         self.dropped_samples = 0
         self.consumed = 0  # first stream frame not yet generated
+        # The extractor's signal from frame ``signal_frame`` on (pushed audio and underrun silence): what drove
+        # each frame, handed out once by ``driving`` (a server plays it back beside the frames it drove).
+        self.signal = torch.zeros(0)
+        self.signal_frame = 0
 
     @property
     def end(self) -> int:
@@ -147,6 +151,13 @@ class SpeechInput:
         if self.origin is None:
             self.origin = frame
             self.consumed = frame
+            self.signal_frame = frame
+
+    def buffered_samples(self) -> int:
+        """Samples received for frames not generated yet (from ``consumed`` on)."""
+        if self.origin is None:
+            return 0
+        return (self.end - self.consumed) * self.config.speech_samples_per_frame + self._partial()
 
     def push(self, pcm) -> None:
         x = as_pcm(pcm)
@@ -156,6 +167,10 @@ class SpeechInput:
         if x.numel() > max(room, 0):
             self.dropped_samples += x.numel() - max(room, 0)
             x = x[: max(room, 0)]
+        self._feed(x)
+
+    def _feed(self, x: torch.Tensor) -> None:
+        self.signal = torch.cat([self.signal, x])
         self._store(self.stream.push(x))
 
     def _partial(self) -> int:
@@ -177,11 +192,25 @@ class SpeechInput:
         need = start + n + self.radius
         if self.end < need:
             missing = (need - self.end) * self.config.speech_samples_per_frame - self._partial()
-            self._store(self.stream.push(torch.zeros(missing)))
+            self._feed(torch.zeros(missing))
         self.consumed = max(self.consumed, start + n)
         lo = start - self.radius
         feats = [self.features.get(f, self.silence) for f in range(lo, need)]
         return frame_windows(torch.stack(feats), lo, start, n, self.radius, self.silence)[None]
+
+    def driving(self, start: int, n: int) -> torch.Tensor:
+        """The signal ``[n * samples_per_frame]`` that drove frames ``start .. start + n - 1`` (silence for frames
+        before the speech); the signal before it is forgotten, so each stretch is handed out once. Call after
+        the block's ``windows`` (which fills an underrun)."""
+        spf = self.config.speech_samples_per_frame
+        out = torch.zeros(n * spf)
+        lo = (start - self.signal_frame) * spf  # the block's first sample in ``signal`` (< 0: before the speech)
+        src = self.signal[max(lo, 0) : max(lo + n * spf, 0)]
+        out[max(-lo, 0) : max(-lo, 0) + src.numel()] = src
+        if start + n > self.signal_frame:
+            self.signal = self.signal[max(lo + n * spf, 0) :]
+            self.signal_frame = start + n
+        return out
 
     def prune(self, keep: set[int] | range, before: int) -> None:
         """Forget features of frames before ``before`` that are not in ``keep``."""

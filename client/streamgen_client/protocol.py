@@ -19,9 +19,9 @@ from .binary import (HEADER_SIZE, MAX_MEDIA_PAYLOAD, MEDIA_MAGIC, MediaHeader, M
 
 __all__ = [
     "PROTOCOL_VERSION", "MAX_CONTROL_BYTES", "MAX_PROMPT_CHARS", "MAX_MOUSE_DELTA", "MAX_OPTIONS",
-    "MAX_ERROR_CHARS", "MAX_REASON_CHARS",
+    "MAX_ERROR_CHARS", "MAX_REASON_CHARS", "MAX_SAY_CHARS", "MAX_REFERENCE_CHARS", "MAX_AUDIO_IN_S",
     "ErrorCode", "ProtocolError", "Message", "Start", "KeyAction", "MouseAction", "Prompt", "Pause",
-    "Resume", "Ping", "Stop", "ModelInfo", "Started", "Telemetry", "Pong", "Error", "Bye", "Offer",
+    "Resume", "Ping", "Stop", "Say", "Reference", "ModelInfo", "Started", "Telemetry", "Pong", "Error", "Bye", "Offer",
     "ClientMessage", "ServerMessage", "decode_json", "parse_client_message", "parse_server_message",
     "parse_offer", "SeqChecker", "MediaHeader", "MediaKind", "pack_media", "unpack_media", "HEADER_SIZE",
     "MEDIA_MAGIC", "MAX_MEDIA_PAYLOAD",
@@ -36,6 +36,13 @@ MAX_OPTIONS = 32
 # Longest error message and bye reason (a sender truncates to these; the parser refuses longer ones).
 MAX_ERROR_CHARS = 500
 MAX_REASON_CHARS = 200
+# Avatars: `say` text (about 30 s of speech at espeak-ng's default rate) and a `reference` image as base64
+# (a JPEG of a few hundred pixels a side fits; the whole message stays under MAX_CONTROL_BYTES).
+MAX_SAY_CHARS = 500
+MAX_REFERENCE_CHARS = 15_000
+# Avatars: one binary PCM message from a client carries at most 1 s of audio (senders chunk it: 20-100 ms
+# live, up to 1 s from a file); the server bounds the audio a session holds ahead of the stream separately.
+MAX_AUDIO_IN_S = 1.0
 
 
 def _check_version(version: int) -> None:
@@ -176,6 +183,24 @@ class Stop(Message):
     seq: int
 
 
+@_msg
+class Say(Message):
+    """Avatars: the server speaks ``text`` with espeak-ng and the face says it (docs/protocol.md 2.1)."""
+    TYPE = "say"
+    SPEC = {"seq": SEQ, "text": str_(MAX_SAY_CHARS, r"[^\x00-\x1f\x7f]+")}
+    seq: int
+    text: str
+
+
+@_msg
+class Reference(Message):
+    """Avatars: a new reference image (the identity), base64 PNG or JPEG; re-cached at the next block."""
+    TYPE = "reference"
+    SPEC = {"seq": SEQ, "image": str_(MAX_REFERENCE_CHARS, r"[A-Za-z0-9+/]+={0,2}")}
+    seq: int
+    image: str
+
+
 # --- server -> client
 @_msg
 class ModelInfo(Message):
@@ -184,7 +209,7 @@ class ModelInfo(Message):
     SPEC = {"name": NAME, "fps": num(0.1, 1000.0), "width": int_(1, 16384), "height": int_(1, 16384),
             "frames_per_block": int_(1, 4096), "sample_rate": opt(int_(1000, 384000)),
             "channels": int_(0, 8), "keys": list_(KEY, 256), "takes_mouse": bool_(),
-            "takes_prompt": bool_()}
+            "takes_prompt": bool_(), "audio_in_rate": opt(int_(1000, 384000))}
     name: str
     fps: float
     width: int
@@ -195,6 +220,7 @@ class ModelInfo(Message):
     keys: list[str] = field(default_factory=list)
     takes_mouse: bool = False
     takes_prompt: bool = False
+    audio_in_rate: int | None = None  # avatars: the speech-in sample rate (mono); None: takes no audio
 
     def _validate(self) -> None:
         if (self.sample_rate is None) != (self.channels == 0):
@@ -204,6 +230,8 @@ class ModelInfo(Message):
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         del d["type"]
+        if d["audio_in_rate"] is None:
+            del d["audio_in_rate"]  # optional: a model without audio in looks as it did to older parsers
         return d
 
 
@@ -297,9 +325,9 @@ class Bye(Message):
     reason: str = "stop"
 
 
-ClientMessage = Union[Start, KeyAction, MouseAction, Prompt, Pause, Resume, Ping, Stop]
+ClientMessage = Union[Start, KeyAction, MouseAction, Prompt, Pause, Resume, Ping, Stop, Say, Reference]
 ServerMessage = Union[Started, Telemetry, Pong, Error, Bye]
-_CLIENT: dict[str, type[Message]] = {c.TYPE: c for c in (Start, Prompt, Pause, Resume, Ping, Stop)}
+_CLIENT: dict[str, type[Message]] = {c.TYPE: c for c in (Start, Prompt, Pause, Resume, Ping, Stop, Say, Reference)}
 _SERVER: dict[str, type[Message]] = {c.TYPE: c for c in (Started, Telemetry, Pong, Error, Bye)}
 _ACTIONS: dict[str, type[Message]] = {"key": KeyAction, "mouse": MouseAction}
 

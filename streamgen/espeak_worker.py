@@ -1,4 +1,4 @@
-"""One espeak-ng utterance in a fresh process: ``python espeak_worker.py TEXT VOICE RATE PITCH``.
+"""One espeak-ng utterance in a fresh process: ``python espeak_worker.py TEXT VOICE RATE PITCH`` (``streamgen.speech_synth``).
 
 Writes one JSON line (the library's sample rate and the phoneme events: the sample index where each phoneme
 starts and its mnemonic) and then the waveform as raw int16 to stdout. Run by path, not as a module, so it

@@ -1,0 +1,27 @@
+"""A small avatar model folder for server tests: the avatar preset's layout (speech in, a reference sink, a
+video autoencoder that can encode the reference) at 32x32 with one narrow layer and random weights, written
+as real safetensors files and served by path like a shipped model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from streamgen.checkpoints.io import save_checkpoint
+from streamgen.config import preset
+from streamgen.decoders.video_autoencoder import VideoAEConfig, VideoAutoencoder
+from streamgen.models.dit import CausalDiT
+
+NAME = "avtest"
+
+
+def write_avatar_folder(root: Path) -> Path:
+    """``root/avtest`` with model.safetensors, config.json and video_ae.safetensors; served as ``avtest``."""
+    cfg = preset("avatar").with_(name=NAME, dim=32, ffn_dim=64, num_heads=2, num_layers=1, latent_height=8,
+                                 latent_width=8)
+    torch.manual_seed(0)
+    model = CausalDiT(cfg)
+    model.wake_outputs(actions=True)  # random weights whose output depends on the speech and the reference
+    folder = save_checkpoint(root / NAME, cfg, model)
+    VideoAutoencoder(VideoAEConfig(height=32, width=32, channels=(8, 16, 16))).save(folder / "video_ae.safetensors")
+    return folder
