@@ -18,12 +18,13 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription
-from av import AudioFrame
+from av import AudioFrame, AudioResampler
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 from streamgen_client import protocol as P
 
+from .avatar_input import AudioFull, AvatarInput
 from .buffer import WEBRTC_RATE, BufferClosed, OutputBuffer
 from .pacing import Pacer, PacerConfig, paced
 from .security import check_origin, check_token
@@ -99,6 +100,24 @@ class PacedAudioTrack(MediaStreamTrack):
         frame = AudioFrame.from_ndarray(pcm, format="s16", layout="stereo")
         frame.sample_rate, frame.pts, frame.time_base = WEBRTC_RATE, pts, self.time_base
         return frame
+
+
+async def read_microphone(track: MediaStreamTrack, avatar: AvatarInput, wake) -> None:
+    """Feed an avatar session the client's audio track (its microphone): every frame resampled to mono at
+    the speech-in rate. Audio beyond the session's lead (a client sending faster than real time) is dropped."""
+    resampler = AudioResampler(format="s16", layout="mono", rate=avatar.rate)
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        for out in resampler.resample(frame):
+            pcm = out.to_ndarray().reshape(-1).astype(np.float32) / 32768.0  # [1, n] s16 -> [n]
+            try:
+                avatar.push(pcm)
+            except AudioFull:
+                log.debug("microphone audio over the session's lead: dropped")
+        wake()
 
 
 def _error(status: int, code: str, message: str, metrics, headers: dict | None = None, **kw) -> JSONResponse:
@@ -276,11 +295,18 @@ def _attach(app, pc: RTCPeerConnection, spec, es, address: str) -> ServerSession
         if consumer is not asyncio.current_task():
             consumer.cancel()
             await asyncio.gather(consumer, return_exceptions=True)
+        if microphone is not None:
+            microphone.cancel()
+            await asyncio.gather(microphone, return_exceptions=True)
 
     session = ServerSession(manager, sid=es.id, transport="webrtc", spec=spec, es=es, send_text=send_text,
                             close_transport=close_transport, address=address)
     session.tracks = (video, audio)  # type: ignore[attr-defined]
     manager.register(session)
+    # Avatars: an offer that sends audio (sendrecv) gives the server a remote track: the voice that drives the face.
+    mics = [t.receiver.track for t in pc.getTransceivers() if t.kind == "audio" and t.receiver.track is not None]
+    microphone = (asyncio.ensure_future(read_microphone(mics[0], es.avatar, manager.engine.wake))
+                  if mics and es.avatar is not None else None)
 
     async def consume() -> None:
         while not session.closed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from streamgen.checkpoints.io import save_checkpoint
@@ -13,6 +14,15 @@ from streamgen.decoders.video_autoencoder import VideoAEConfig, VideoAutoencoder
 from streamgen.models.dit import CausalDiT
 
 NAME = "avtest"
+RATE = 16000  # the avatar preset's speech-in rate
+
+
+def speech_like(seconds: float, seed: int = 0, step_s: float = 0.1) -> np.ndarray:
+    """Tone bursts of varying loudness (a new one every ``step_s``) and pitch: a signal whose every stretch differs."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    env = np.repeat(rng.uniform(0.0, 0.6, int(seconds / step_s) + 1), int(RATE * step_s))[: t.size]
+    return (env * np.sin(2 * np.pi * (180 + 40 * np.sin(3 * t)) * t)).astype(np.float32)
 
 
 def write_avatar_folder(root: Path) -> Path:

@@ -126,3 +126,12 @@ def server():
 def running_server(**overrides):
     with RunningServer(**overrides) as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def avatar_server(tmp_path_factory):
+    """A server of the small avatar model folder (``avatar_model.py``), shared by the avatar tests."""
+    from .avatar_model import write_avatar_folder
+
+    with RunningServer(model=str(write_avatar_folder(tmp_path_factory.mktemp("models"))), max_sessions=3) as s:
+        yield s

@@ -16,11 +16,9 @@ from streamgen_client import protocol as P
 
 from streamgen.identity import reference_frames
 
-from .avatar_model import NAME, write_avatar_folder
-from .conftest import running_server, unhandled
+from .avatar_model import NAME, RATE, speech_like
+from .conftest import unhandled
 from .ws_client import WsClient
-
-RATE = 16000
 
 
 def pcm_message(pcm: np.ndarray, kind: P.MediaKind = P.MediaKind.AUDIO_S16, index: int = 0, channels: int = 1,
@@ -31,26 +29,11 @@ def pcm_message(pcm: np.ndarray, kind: P.MediaKind = P.MediaKind.AUDIO_S16, inde
     return P.pack_media(hdr, data)
 
 
-def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
-    """Tone bursts of varying loudness and pitch (a signal whose every stretch differs)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * RATE)) / RATE
-    env = np.repeat(rng.uniform(0.0, 0.6, int(seconds * 10) + 1), RATE // 10)[: t.size]
-    return (env * np.sin(2 * np.pi * (180 + 40 * np.sin(3 * t)) * t)).astype(np.float32)
-
-
 def audio_out(c: WsClient) -> np.ndarray:
     blocks = [(h, p) for h, p in c.media if h.kind == P.MediaKind.AUDIO_F32]
     first = [h.timestamp_us for h, _ in blocks]
     assert first == sorted(first)
     return np.concatenate([np.frombuffer(p, "<f4") for _, p in blocks]) if blocks else np.zeros(0, np.float32)
-
-
-@pytest.fixture(scope="module")
-def avatar_server(tmp_path_factory):
-    folder = write_avatar_folder(tmp_path_factory.mktemp("models"))
-    with running_server(model=str(folder), max_sessions=3) as s:
-        yield s
 
 
 def test_pcm_in_drives_the_session_and_comes_back_with_its_frames(avatar_server):
