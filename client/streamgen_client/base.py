@@ -88,6 +88,10 @@ class StreamClient:
     async def _close_transport(self) -> None:
         raise NotImplementedError
 
+    async def _send_speech(self, pcm: Any) -> None:
+        """Send mono float32 speech at the model's ``audio_in_rate`` (the transport's way, paced)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ sending
     def _next_seq(self) -> int:
         self._seq += 1
@@ -117,6 +121,31 @@ class StreamClient:
 
     async def resume(self) -> int:
         return await self.send(lambda s: p.Resume(seq=s))
+
+    async def send_audio(self, samples: Any, sample_rate: int) -> float:
+        """Avatars: speak ``samples`` (float32 ``[S]`` or ``[S, C]`` in [-1, 1] at ``sample_rate``; any rate and
+        channel count: resampled to the model's mono speech-in rate) to the face. Over WebSocket it goes up in
+        100 ms messages paced on the wall clock, over WebRTC on the audio track opened with ``speech=True``.
+        Returns when the audio is handed over; its duration in seconds."""
+        from .speech import to_mono
+
+        rate = self.info.audio_in_rate if self.info is not None else None
+        if not rate:
+            raise ValueError(f"model {self.info.name if self.info else '?'!r} takes no audio in")
+        pcm = await asyncio.to_thread(to_mono, samples, sample_rate, rate)
+        await self._send_speech(pcm)
+        return pcm.size / rate
+
+    async def say(self, text: str) -> int:
+        """Avatars: the server speaks ``text`` (espeak-ng) and the face says it."""
+        return await self.send(lambda s: p.Say(seq=s, text=text))
+
+    async def set_reference(self, image_bytes: bytes) -> int:
+        """Avatars: a new reference image (the identity): PNG or JPEG bytes, sent base64 (docs/protocol.md)."""
+        import base64
+
+        data = base64.b64encode(image_bytes).decode("ascii")
+        return await self.send(lambda s: p.Reference(seq=s, image=data))
 
     async def ping(self) -> int:
         return await self.send(lambda s: p.Ping(seq=s, t_ms=time.time() * 1000.0))

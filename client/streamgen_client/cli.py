@@ -12,6 +12,7 @@ from .base import ServerError
 from .api import TRANSPORTS, connect
 from .keyscript import KeyScript
 from .recorder import record
+from .speech import read_wav
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,15 +31,18 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--keys", default=None, metavar="SCRIPT",
                    help='keys to hold while recording, in seconds from the first frame: "ArrowUp:0.5-2.0,Space:3" '
                         "(hold ArrowUp 0.5-2 s, tap Space at 3 s) or a JSON file of [{key, from, to} | {key, at}]")
+    r.add_argument("--audio", default=None, metavar="WAV",
+                   help="avatar models: speak this WAV (any rate / channels; resampled) to the face while recording")
     r.add_argument("-v", "--verbose", action="store_true", help="log the client's debug lines")
     return ap
 
 
 async def _record(args: argparse.Namespace) -> dict:
+    extra = {"speech": True} if args.speech is not None and args.transport == "webrtc" else {}
     client = await connect(args.url, transport=args.transport, model=args.model, seed=args.seed,
-                           prompt=args.prompt, token=args.token, timeout=args.timeout)
+                           prompt=args.prompt, token=args.token, timeout=args.timeout, **extra)
     try:
-        report = await record(client, args.output, args.seconds, keys=args.key_script)
+        report = await record(client, args.output, args.seconds, keys=args.key_script, speech=args.speech)
     finally:
         await client.close()
     report["session_id"] = client.session_id
@@ -58,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--seconds must be > 0, got {args.seconds}")
     try:
         args.key_script = KeyScript.parse(args.keys) if args.keys else None
-    except ValueError as e:
+        args.speech = read_wav(args.audio) if args.audio else None
+    except (ValueError, OSError) as e:
         print(f"streamgen-client record: error: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)

@@ -178,11 +178,14 @@ def probe(path: str) -> dict[str, Any]:
 
 
 async def record(client: StreamClient, path: str, seconds: float, timeout: float | None = None,
-                 keys: KeyScript | None = None) -> dict[str, Any]:
+                 keys: KeyScript | None = None, speech: tuple[Any, int] | None = None) -> dict[str, Any]:
     """Record ``seconds`` of the session's media time to ``path``; return ``probe(path)`` and what went
-    missing. ``keys``: a key script played from the first frame on (``keyscript``)."""
+    missing. ``keys``: a key script played from the first frame on (``keyscript``). ``speech``: (samples,
+    rate) sent to an avatar model from the start (``StreamClient.send_audio``)."""
     if client.info is None:
         raise RuntimeError("the session has not started")
+    talker = (asyncio.create_task(client.send_audio(*speech), name="streamgen-speech")
+              if speech is not None else None)
     deadline = time.monotonic() + (timeout if timeout is not None else 3 * seconds + 30)
     pool = ThreadPoolExecutor(1, thread_name_prefix="streamgen-recorder")  # PyAV muxing from one thread
     loop = asyncio.get_running_loop()
@@ -226,13 +229,16 @@ async def record(client: StreamClient, path: str, seconds: float, timeout: float
         raise TimeoutError(f"recording {seconds} s did not finish in time: video {rec.video_seconds:.2f} s, "
                            f"audio {rec.audio_seconds:.2f} s") from None
     finally:
-        if player is not None:
-            player.cancel()
-            await asyncio.gather(player, return_exceptions=True)
+        for task in (player, talker):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await loop.run_in_executor(pool, rec.close)
         pool.shutdown()
     report = await asyncio.to_thread(probe, path)
     report["frames"] = rec.accounting()
+    if speech is not None:
+        report["speech_sent_s"] = round(speech[0].shape[0] / speech[1], 3)
     if keys is not None:
         report["key_edges_sent"] = sum(1 for e in keys.edges if e.t_s < seconds)
     return report

@@ -100,17 +100,31 @@ class SyncClient:
     def set_prompt(self, prompt: str) -> int:
         return self._run(self.client.set_prompt(prompt))
 
+    def send_audio(self, samples: Any, sample_rate: int) -> float:
+        """Avatars: speak float32 ``[S]`` / ``[S, C]`` audio at ``sample_rate`` to the face (resampled to the model's
+        speech-in rate; paced in real time, so this returns about when the audio has gone up); its seconds."""
+        return self._run(self.client.send_audio(samples, sample_rate))
+
+    def say(self, text: str) -> int:
+        """Avatars: the server speaks ``text`` and the face says it."""
+        return self._run(self.client.say(text))
+
+    def set_reference(self, image_bytes: bytes) -> int:
+        """Avatars: a new reference image (PNG or JPEG bytes)."""
+        return self._run(self.client.set_reference(image_bytes))
+
     def pause(self) -> int:
         return self._run(self.client.pause())
 
     def resume(self) -> int:
         return self._run(self.client.resume())
 
-    def record(self, path: str, seconds: float) -> dict[str, Any]:
-        """Record ``seconds`` of media to an mp4 and return ``probe(path)``."""
+    def record(self, path: str, seconds: float, speech: tuple[Any, int] | None = None) -> dict[str, Any]:
+        """Record ``seconds`` of media to an mp4 and return ``probe(path)``; ``speech``: (samples, rate) sent
+        to an avatar model while recording."""
         from .recorder import record
 
-        return self._run(record(self.client, path, seconds))
+        return self._run(record(self.client, path, seconds, speech=speech))
 
     def close(self) -> None:
         if self._loop.is_running():

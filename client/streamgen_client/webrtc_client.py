@@ -6,6 +6,7 @@ The offer is posted with urllib in a worker thread, so no HTTP client library is
 from __future__ import annotations
 
 import asyncio
+import fractions
 import json
 import logging
 import urllib.error
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame
 
 from . import protocol as p
 from .base import StreamClient, server_error
@@ -57,6 +59,42 @@ def _refusal(status: int, headers: dict[str, str], body: bytes) -> Exception:
     return server_error(err)
 
 
+class SpeechTrack(MediaStreamTrack):
+    """The client's microphone for avatar models: 20 ms frames of mono s16 at ``rate``, paced on the wall
+    clock; the samples given to ``feed`` in order, silence when there are none."""
+
+    kind = "audio"
+    FRAME_S = 0.02
+
+    def __init__(self, rate: int) -> None:
+        super().__init__()
+        self.rate, self.n = rate, int(rate * self.FRAME_S)
+        self.queue = np.zeros(0, np.int16)
+        self.sent = 0  # samples sent
+        self.t0: float | None = None
+
+    def feed(self, pcm: np.ndarray) -> None:
+        s16 = np.round(np.clip(pcm, -1.0, 1.0) * 32767.0).astype(np.int16)
+        self.queue = np.concatenate([self.queue, s16])
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        if self.t0 is None:
+            self.t0 = loop.time()
+        wait = self.t0 + self.sent / self.rate - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        chunk = np.zeros(self.n, np.int16)
+        k = min(self.n, self.queue.size)
+        chunk[:k], self.queue = self.queue[:k], self.queue[k:]
+        frame = AudioFrame.from_ndarray(chunk[None, :], format="s16", layout="mono")  # [1, n]
+        frame.sample_rate, frame.pts, frame.time_base = self.rate, self.sent, fractions.Fraction(1, self.rate)
+        self.sent += self.n
+        return frame
+
+
 class WebRTCClient(StreamClient):
     transport = "webrtc"
 
@@ -64,6 +102,7 @@ class WebRTCClient(StreamClient):
         super().__init__(**kw)
         self._pc = pc
         self._dc = pc.createDataChannel(CONTROL_LABEL, ordered=True)
+        self._speech: SpeechTrack | None = None  # the audio track of open(speech=True)
         self._dc.on("message", self._on_control)
         self._dc.on("close", lambda: self._finish("data channel closed"))
         pc.on("track", self._on_track)
@@ -72,13 +111,20 @@ class WebRTCClient(StreamClient):
     @classmethod
     async def open(cls, url: str, *, model: str, seed: int = 0, prompt: str | None = None,
                    options: dict[str, Any] | None = None, token: str | None = None,
-                   timeout: float = 30.0, ice_servers: list[str] | None = None, **kw: Any) -> "WebRTCClient":
+                   timeout: float = 30.0, ice_servers: list[str] | None = None, speech: bool = False,
+                   speech_rate: int = 16000, **kw: Any) -> "WebRTCClient":
+        """``speech``: offer an audio track of our own (sendrecv) for ``send_audio`` to an avatar model (at
+        ``speech_rate``; the server resamples whatever the track carries)."""
         config = RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in (ice_servers or [])])
         client = cls(RTCPeerConnection(config), **kw)
         try:
             pc = client._pc
             pc.addTransceiver("video", direction="recvonly")
-            pc.addTransceiver("audio", direction="recvonly")
+            if speech:
+                client._speech = SpeechTrack(speech_rate)
+                pc.addTrack(client._speech)  # sendrecv: our voice up, the face's speech down
+            else:
+                pc.addTransceiver("audio", direction="recvonly")
             await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers all candidates here
             body = p.Offer(sdp=pc.localDescription.sdp, model=model, seed=seed, prompt=prompt,
                            options=dict(options or {})).to_json()
@@ -99,6 +145,16 @@ class WebRTCClient(StreamClient):
         if self._dc.readyState != "open":
             raise ConnectionError(f"data channel {CONTROL_LABEL!r} is {self._dc.readyState}")
         self._dc.send(text)
+
+    async def _send_speech(self, pcm: Any) -> None:
+        if self._speech is None:
+            raise ValueError("this WebRTC session has no audio track of its own: connect with speech=True")
+        rate = self.info.audio_in_rate if self.info is not None else self._speech.rate
+        if rate != self._speech.rate:  # the track was opened before the model's rate was known
+            from .speech import to_mono
+
+            pcm = await asyncio.to_thread(to_mono, pcm, rate, self._speech.rate)
+        self._speech.feed(pcm)
 
     def _on_state(self) -> None:
         if self._pc.connectionState in ("failed", "closed"):
@@ -127,6 +183,8 @@ class WebRTCClient(StreamClient):
             pass
 
     async def _close_transport(self) -> None:
+        if self._speech is not None:
+            self._speech.stop()
         await self._pc.close()
 
 

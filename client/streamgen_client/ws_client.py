@@ -13,6 +13,7 @@ from . import protocol as p
 from .base import StreamClient, server_error
 from .binary import HEADER_SIZE, MAX_MEDIA_PAYLOAD, unpack_media
 from .media import AudioChunk, JpegDecoder, decode_media
+from .speech import CHUNK_S, LEAD_S, pcm_messages
 
 log = logging.getLogger("streamgen_client")
 
@@ -51,6 +52,7 @@ class WSClient(StreamClient):
         self._ws = ws
         self._jpeg = JpegDecoder()
         self._send_lock = asyncio.Lock()
+        self._speech_sent = 0  # speech samples sent (the media time of the next speech message)
 
     @classmethod
     async def open(cls, url: str, *, model: str, seed: int = 0, prompt: str | None = None,
@@ -111,6 +113,21 @@ class WSClient(StreamClient):
             if close not in (None, 1000) and not self._started.done():
                 reason = f"{reason} (close code {close} {self._ws.close_reason!r})"
             self._finish(reason, server_closed=on_purpose)
+
+    async def _send_speech(self, pcm: Any) -> None:
+        """Binary PCM messages of CHUNK_S, at most LEAD_S ahead of the wall clock (the server holds a few s)."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        for i, msg in enumerate(pcm_messages(pcm, self.info.audio_in_rate, self._speech_sent)):
+            ahead = i * CHUNK_S - (loop.time() - t0)
+            if ahead > LEAD_S:
+                await asyncio.sleep(ahead - LEAD_S)
+            async with self._send_lock:
+                try:
+                    await self._ws.send(msg)
+                except ConnectionClosed as e:
+                    raise ConnectionError(f"websocket closed: {e}") from None
+        self._speech_sent += pcm.size
 
     async def _close_transport(self) -> None:
         await self._ws.close()

@@ -63,5 +63,9 @@ def spawn_server(log_dir, model: str, *extra: str, max_sessions: int = MAX_SESSI
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     pytest.importorskip("streamgen.server.app", reason="the server app is not built yet")
-    with spawn_server(tmp_path_factory.mktemp("server"), MODEL, "--extra-model", WORLD) as (url, _):
+    from tests.server.avatar_model import write_avatar_folder  # a small avatar model (test_avatar_record.py)
+
+    avatar = write_avatar_folder(tmp_path_factory.mktemp("models"))
+    with spawn_server(tmp_path_factory.mktemp("server"), MODEL, "--extra-model", WORLD, "--extra-model", str(avatar),
+                      max_sessions=MAX_SESSIONS) as (url, _):
         yield url

@@ -1,0 +1,58 @@
+"""`streamgen-client record URL --model avatar --audio in.wav -o out.mp4` over both transports against a real
+server process serving a small avatar model folder: the WAV (44.1 kHz stereo here: resampled by the client)
+drives the face, and the mp4 holds the frames and that speech back."""
+from __future__ import annotations
+
+import json
+import wave
+
+import av
+import numpy as np
+import pytest
+
+from streamgen_client import cli
+
+from tests.server.avatar_model import NAME, RATE, speech_like
+
+SECONDS = 3.0
+
+
+def envelope(x: np.ndarray, rate: int, hop_s: float = 0.05) -> np.ndarray:
+    hop = int(rate * hop_s)
+    return np.abs(x[: x.size // hop * hop]).reshape(-1, hop).mean(1)  # [n * hop] -> [n, hop] -> [n]
+
+
+@pytest.mark.parametrize("transport", ["ws", "webrtc"])
+def test_record_speaks_a_wav_to_the_avatar(server, tmp_path, capsys, transport):
+    sig = speech_like(SECONDS, seed=7, step_s=0.25)
+    wav_path = tmp_path / "in.wav"
+    up = np.interp(np.arange(int(sig.size * 44100 / RATE)) * RATE / 44100, np.arange(sig.size), sig)
+    with wave.open(str(wav_path), "wb") as w:
+        w.setnchannels(2), w.setsampwidth(2), w.setframerate(44100)
+        w.writeframes(np.repeat(np.round(up * 32767).astype("<i2")[:, None], 2, axis=1).tobytes())
+    out = tmp_path / f"{transport}.mp4"
+    code = cli.main(["record", server, "--transport", transport, "--model", NAME, "--audio", str(wav_path),
+                     "--seconds", str(SECONDS + 1.5), "-o", str(out)])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["speech_sent_s"] == pytest.approx(SECONDS, abs=0.01)
+    with av.open(str(out)) as c:
+        frames = sum(1 for _ in c.decode(video=0))
+    with av.open(str(out)) as c:
+        rate = c.streams.audio[0].sample_rate
+        pcm = np.concatenate([f.to_ndarray().mean(0) for f in c.decode(audio=0)])  # [C, n] -> [n] per frame
+    # Left out: silent 20 ms stretches (the face streamed before the voice reached it, and over WebRTC the
+    # server's audio track plays silence while a block it waits for is late).
+    pieces = pcm[: pcm.size // (rate // 50) * (rate // 50)].reshape(-1, rate // 50)  # [n] -> [n / 20 ms, 20 ms]
+    pcm = pieces[np.abs(pieces).max(1) > 2e-3].reshape(-1)
+    assert frames >= 16 * SECONDS
+    # The speech in the file is about as long as the WAV once silence is left out. Over WebSocket (16 kHz
+    # PCM both ways, then AAC) its 250 ms loudness steps are there too. Over WebRTC the server's audio track
+    # plays silence while a late block is awaited and the recorder turns the pts jumps after it into more
+    # silence, so the steps come back shifted piecewise (0.3-0.6 correlation at one shift, measured at load
+    # 9-10): tests/server/test_avatar_webrtc.py checks that path's content where the gaps can be removed.
+    assert 0.7 * SECONDS <= pcm.size / rate <= 1.3 * SECONDS, pcm.size / rate
+    if transport == "ws":
+        want, got = envelope(sig, RATE), envelope(pcm, rate)
+        r = max(float(np.corrcoef(want[: got.size - lag], got[lag : lag + want.size])[0, 1])
+                for lag in range(0, max(1, got.size - int(0.7 * want.size))))
+        assert r >= 0.8, r
