@@ -9,7 +9,11 @@ const ui = {
   reconnect: $("reconnect"), pause: $("pause"), record: $("record"), mute: $("mute"), volume: $("volume"),
   fullscreen: $("fullscreen"), screen: $("screen"), video: $("video"), canvas: $("canvas"), hint: $("hint"),
   promptForm: $("prompt-form"), prompt: $("prompt"), sendPrompt: $("send-prompt"), error: $("error"),
+  avatarForm: $("avatar-form"), microphone: $("microphone"), sayText: $("say-text"), say: $("say"),
+  reference: $("reference"), referencePreview: $("reference-preview"),
 };
+const MAX_REFERENCE_CHARS = 15000; // protocol.py MAX_REFERENCE_CHARS
+const isAvatar = (m) => !!(m && m.audio_in_rate);
 const MAX_MOUSE = 4096;
 const STATS = ["st-fps", "st-rtt", "st-latency", "st-block", "st-queue", "st-dropped", "st-frames", "st-keys"];
 
@@ -19,6 +23,7 @@ const state = {
   connected: false, held: new Set(), keysSent: 0, mouse: { dx: 0, dy: 0 }, telemetry: null, rttMs: null,
   latencyMs: null, sentAt: new Map(), fps: 0, framesDecoded: 0, clientDropped: 0, timers: [], lastStats: null,
   audioEnergy: 0, audioSamples: 0, status: "idle", endReason: null, recorder: null, downloads: 0,
+  microphone: null, references: 0,
 };
 window.streamgen = state;
 
@@ -45,6 +50,7 @@ async function loadModels() {
 function onModelChange() {
   state.model = state.models.find((m) => m.name === ui.model.value) || null;
   ui.promptForm.hidden = !(state.model && state.model.takes_prompt);
+  ui.avatarForm.hidden = !isAvatar(state.model);
   fitScreen();
 }
 
@@ -72,6 +78,7 @@ function send(msg) {
 function setLocked(locked) {
   for (const el of [ui.model, ui.seed, ui.token, ui.transport]) el.disabled = locked;
   ui.pause.disabled = ui.record.disabled = !locked;
+  ui.microphone.disabled = ui.say.disabled = ui.reference.disabled = !locked;
   ui.connect.textContent = locked ? "Disconnect" : "Connect";
   ui.connect.classList.toggle("on", locked);
 }
@@ -103,7 +110,7 @@ async function connect() {
     t = new RtcTransport(ui.video, hooksFor(() => t));
     state.pending = t;
     try {
-      await t.open(start, token ? { Authorization: `Bearer ${token}` } : {});
+      await t.open(start, token ? { Authorization: `Bearer ${token}` } : {}, isAvatar(model));
     } catch (e) {
       t.close();
       state.pending = null;
@@ -138,6 +145,7 @@ async function connect() {
 }
 
 function hintFor(m) {
+  if (isAvatar(m)) return "press Microphone and speak, or type text and press Say; pick a reference image for the face";
   const parts = [];
   if (m.keys.length) parts.push(`keys: ${m.keys.join(" ")}`);
   else parts.push("keys are forwarded to the model");
@@ -149,6 +157,7 @@ function hintFor(m) {
 // End of a session: by the user (status "idle"), by the server ("ended: REASON") or lost ("server lost").
 function finish(status, offerReconnect) {
   releaseAllKeys();
+  stopMicrophone();
   stopRecording();
   for (const t of state.timers) clearInterval(t);
   state.timers = [];
@@ -246,8 +255,8 @@ function stopRecording() {
 // ---- keyboard: key edges (press and release), never auto-repeat
 function keyWanted(code) {
   const m = state.model;
-  if (!state.connected || !m) return false;
-  if ([ui.prompt, ui.seed, ui.volume].includes(document.activeElement)) return false;
+  if (!state.connected || !m || isAvatar(m)) return false; // an avatar takes speech, not keys
+  if ([ui.prompt, ui.seed, ui.volume, ui.sayText].includes(document.activeElement)) return false;
   return m.keys.length ? m.keys.includes(code) : true;
 }
 
@@ -315,6 +324,44 @@ ui.sendPrompt.addEventListener("click", () => {
   if (p) send({ type: "prompt", prompt: p });
 });
 ui.model.addEventListener("change", onModelChange);
+
+// ---- avatars: microphone, say, reference image
+async function startMicrophone() {
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true } });
+  if (!state.transport) { stream.getTracks().forEach((tr) => tr.stop()); return; }
+  await state.transport.setMicrophone(stream, state.model.audio_in_rate);
+  state.microphone = stream;
+  ui.microphone.textContent = "Microphone off";
+  ui.microphone.classList.add("on");
+}
+function stopMicrophone() {
+  if (!state.microphone) return;
+  if (state.transport) state.transport.setMicrophone(null).catch(() => {});
+  state.microphone.getTracks().forEach((tr) => tr.stop());
+  state.microphone = null;
+  ui.microphone.textContent = "Microphone";
+  ui.microphone.classList.remove("on");
+}
+ui.microphone.addEventListener("click", () => {
+  if (state.microphone) stopMicrophone();
+  else startMicrophone().catch((e) => showError(`microphone: ${e.message || e}`));
+});
+ui.say.addEventListener("click", () => {
+  const text = ui.sayText.value.trim();
+  if (text) send({ type: "say", text });
+});
+ui.reference.addEventListener("change", async () => {
+  const file = ui.reference.files[0];
+  const m = state.model;
+  if (!file || !m) return;
+  try {
+    const { data, canvas } = await window.streamgenAvatar.referenceImage(file, m.width, m.height, MAX_REFERENCE_CHARS);
+    if (send({ type: "reference", image: data })) state.references++;
+    const preview = ui.referencePreview;
+    preview.hidden = false;
+    preview.getContext("2d").drawImage(canvas, 0, 0, preview.width, preview.height);
+  } catch (e) { showError(`reference image: ${e.message || e}`); }
+});
 window.addEventListener("resize", fitScreen);
 window.addEventListener("beforeunload", disconnect);
 loadModels().catch((e) => showError(`could not list models: ${e}`));

@@ -39,11 +39,13 @@ class RtcTransport {
   constructor(video, hooks) { this.video = video; this.hooks = hooks; this.kind = "webrtc"; this.media = new MediaStream(); this.ended = false; }
 
   // Resolves once the peer connection is connected; rejects (RTC failure or ServerRefusal) otherwise.
-  async open(start, headers) {
+  // ``speech``: avatars: the audio m-line is sendrecv so that the microphone can be put on it later
+  // (setMicrophone), without a new offer.
+  async open(start, headers, speech) {
     const pc = new RTCPeerConnection({ iceServers: await iceServers(headers) });
     this.pc = pc;
     pc.addTransceiver("video", { direction: "recvonly" });
-    pc.addTransceiver("audio", { direction: "recvonly" });
+    this.audioTx = pc.addTransceiver("audio", { direction: speech ? "sendrecv" : "recvonly" });
     const ch = pc.createDataChannel("control", { ordered: true });
     this.channel = ch;
     ch.onmessage = (e) => { try { this.hooks.onMessage(JSON.parse(e.data)); } catch (err) { /* not JSON: ignore */ } };
@@ -87,6 +89,9 @@ class RtcTransport {
   close() { this.ended = true; if (this.pc) this.pc.close(); this.video.srcObject = null; }
 
   stream() { return this.media; }
+
+  // Avatars: the microphone's track up (a MediaStream), or none (null).
+  async setMicrophone(stream) { await this.audioTx.sender.replaceTrack(stream ? stream.getAudioTracks()[0] : null); }
 
   setVolume(volume, muted) { this.video.volume = volume; this.video.muted = muted; }
 
@@ -194,10 +199,23 @@ class WsTransport {
     return true;
   }
 
+  sendBinary(buf) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(buf);
+    return true;
+  }
+
+  // Avatars: the microphone (a MediaStream) as binary speech messages at ``rate``, or none (null).
+  async setMicrophone(stream, rate) {
+    if (this.microphone) { this.microphone.stop(); this.microphone = null; }
+    if (stream) this.microphone = new window.streamgenAvatar.WsMicrophone(stream, rate, (b) => this.sendBinary(b));
+  }
+
   end(reason) { if (!this.ended) { this.ended = true; this.hooks.onEnd(reason); } }
 
   close() {
     this.ended = true;
+    if (this.microphone) this.microphone.stop();
     if (this.ws) this.ws.close(1000);
     this.audio.close().catch(() => {});
   }

@@ -1,0 +1,69 @@
+"""Headless Debian Chromium in avatar mode: a WAV as the fake microphone goes up as the WebRTC audio track and
+drives the face (frames play), and text typed into Say makes the server speak (the speech arrives)."""
+from __future__ import annotations
+
+import time
+import wave
+
+import numpy as np
+import pytest
+
+pytest.importorskip("playwright")
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+from .avatar_model import RATE, speech_like  # noqa: E402
+from .conftest import unhandled  # noqa: E402
+from .test_browser import CHROMIUM_ARGS  # noqa: E402
+
+STATE = ("({sid: window.streamgen.sessionId, energy: window.streamgen.audioEnergy, mic: !!window.streamgen.microphone,"
+         " decoded: window.streamgen.framesDecoded, hidden: document.getElementById('avatar-form').hidden,"
+         " hint: document.getElementById('hint').textContent})")
+
+
+@pytest.mark.browser
+def test_microphone_drives_the_face_and_typed_text_is_spoken(avatar_server, tmp_path):
+    server = avatar_server
+    wav = tmp_path / "voice.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(RATE)
+        w.writeframes(np.round(speech_like(2.0, seed=11, step_s=0.25) * 32767).astype("<i2").tobytes())
+    args = CHROMIUM_ARGS + ["--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=args)
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/")
+            page.wait_for_function("window.streamgen.models.length > 0", timeout=10_000)
+            page.click("#connect")
+            page.wait_for_function("(() => { const v = document.getElementById('video');"
+                                   " return v.videoWidth > 0 && v.currentTime > 0.5; })()", timeout=30_000)
+            before = page.evaluate(STATE)
+            avatar = server.state.manager.sessions[before["sid"]].es.avatar
+            assert avatar.received == 0  # nothing spoken yet: the face streams on silence
+            page.click("#microphone")
+            page.wait_for_function("!!window.streamgen.microphone", timeout=10_000)
+            t0 = time.monotonic()
+            deadline = t0 + 20
+            while avatar.received < 2 * RATE and time.monotonic() < deadline:
+                time.sleep(0.1)
+            mic_s, took = avatar.received / RATE, time.monotonic() - t0
+            page.click("#microphone")  # off: the next speech is the server's own
+            page.wait_for_function("!window.streamgen.microphone", timeout=5_000)
+            said = avatar.received
+            time.sleep(1.5)  # the microphone's last speech has come back (the face runs 0.5 s behind)
+            energy = page.evaluate(STATE)["energy"]
+            page.fill("#say-text", "Hello from the browser.")
+            page.click("#say")
+            deadline = time.monotonic() + 20
+            while avatar.received == said and time.monotonic() < deadline:
+                time.sleep(0.1)
+            page.wait_for_function(f"window.streamgen.audioEnergy > {energy} + 0.01", timeout=20_000)
+            after = page.evaluate(STATE)
+        finally:
+            browser.close()
+    assert not before["hidden"] and "Microphone" in before["hint"]
+    # The microphone streamed in real time (the fake capture plays the WAV in a loop).
+    assert mic_s >= 2.0 and mic_s <= 1.5 * took + 0.5, (mic_s, took)
+    assert avatar.received > said  # the typed text was synthesised and queued as speech
+    assert after["decoded"] > before["decoded"] and after["energy"] > energy
+    assert not unhandled(server.log.getvalue())
