@@ -111,7 +111,13 @@ async def read_microphone(track: MediaStreamTrack, avatar: AvatarInput, wake) ->
             frame = await track.recv()
         except MediaStreamError:
             return
-        for out in resampler.resample(frame):
+        try:
+            outs = resampler.resample(frame)
+        except Exception as e:  # noqa: BLE001 - a frame PyAV cannot convert (a hostile peer's): skipped
+            log.debug("microphone frame skipped: %s: %s", type(e).__name__, e)
+            resampler = AudioResampler(format="s16", layout="mono", rate=avatar.rate)
+            continue
+        for out in outs:
             pcm = out.to_ndarray().reshape(-1).astype(np.float32) / 32768.0  # [1, n] s16 -> [n]
             try:
                 avatar.push(pcm)

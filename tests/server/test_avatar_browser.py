@@ -59,6 +59,8 @@ def test_microphone_drives_the_face_and_typed_text_is_spoken(avatar_server, tmp_
                 time.sleep(0.1)
             page.wait_for_function(f"window.streamgen.audioEnergy > {energy} + 0.01", timeout=20_000)
             after = page.evaluate(STATE)
+            page.click("#connect")  # Disconnect: stop -> bye, the slot freed at once
+            page.wait_for_function("window.streamgen.status === 'idle'", timeout=5_000)
         finally:
             browser.close()
     assert not before["hidden"] and "Microphone" in before["hint"]

@@ -73,6 +73,8 @@ def test_wav_as_audio_track_drives_the_face_and_comes_back(avatar_server, tmp_pa
         avatar = server.state.manager.sessions[sid].es.avatar
         await asyncio.sleep(sig.size / RATE + 1.5)  # the WAV plays in real time, then the face catches up
         received = avatar.received
+        channel.send(json.dumps({"type": "stop", "seq": 1}))
+        await asyncio.sleep(0.2)
         await pc.close()
         player.audio.stop()
         for t in tasks:
