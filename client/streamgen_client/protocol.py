@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Union
 
 from .fields import (KEY, MAX_SAFE_INT, NAME, PROTOCOL_VERSION, SEQ, TIME_MS, Check, ErrorCode, ProtocolError,
                      bad_field, bool_, dict_, int_, list_, num, opt, scalar, str_)
+from .jsonwire import MAX_CONTROL_BYTES, SeqChecker, decode_json
 from .binary import (HEADER_SIZE, MAX_MEDIA_PAYLOAD, MEDIA_MAGIC, MediaHeader, MediaKind, pack_media,
                      unpack_media)
 
@@ -27,8 +28,6 @@ __all__ = [
     "MEDIA_MAGIC", "MAX_MEDIA_PAYLOAD",
 ]
 
-# 16 KiB holds the longest prompt (MAX_PROMPT_CHARS of 4-byte UTF-8) plus the envelope.
-MAX_CONTROL_BYTES = 16 * 1024
 MAX_PROMPT_CHARS = 2000
 # Mouse deltas are pixels per event; 4096 is more than any screen moves between two events.
 MAX_MOUSE_DELTA = 4096.0
@@ -332,31 +331,6 @@ _SERVER: dict[str, type[Message]] = {c.TYPE: c for c in (Started, Telemetry, Pon
 _ACTIONS: dict[str, type[Message]] = {"key": KeyAction, "mouse": MouseAction}
 
 
-def _no_dupes(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    d = dict(pairs)
-    if len(d) != len(pairs):
-        raise ProtocolError(ErrorCode.BAD_JSON, "duplicate key in JSON object")
-    return d
-
-
-def _no_constant(name: str) -> Any:
-    raise ProtocolError(ErrorCode.BAD_JSON, f"{name} is not valid JSON")
-
-
-def decode_json(data: str | bytes) -> dict[str, Any]:
-    """Size check, strict JSON parse (no NaN/Infinity, no duplicate keys), object check."""
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
-    if len(raw) > MAX_CONTROL_BYTES:
-        raise ProtocolError(ErrorCode.TOO_LARGE, f"message is {len(raw)} bytes, max {MAX_CONTROL_BYTES}")
-    try:
-        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_dupes, parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ProtocolError(ErrorCode.BAD_JSON, f"not valid UTF-8 JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise ProtocolError(ErrorCode.BAD_JSON, f"message must be a JSON object, got {type(obj).__name__}")
-    return obj
-
-
 def _parse(data: str | bytes, table: dict[str, type[Message]], side: str) -> Message:
     d = decode_json(data)
     seq = _seq_of(d)
@@ -385,18 +359,6 @@ def parse_client_message(data: str | bytes) -> ClientMessage:
 def parse_server_message(data: str | bytes) -> ServerMessage:
     """Parse a server->client message; raises ProtocolError with a typed code."""
     return _parse(data, _SERVER, "server")  # type: ignore[return-value]
-
-
-class SeqChecker:
-    """Enforces strictly increasing ``seq`` on one connection (answers out_of_range otherwise)."""
-
-    def __init__(self) -> None:
-        self.last: int | None = None
-
-    def check(self, seq: int) -> None:
-        if self.last is not None and seq <= self.last:
-            raise ProtocolError(ErrorCode.OUT_OF_RANGE, f"seq {seq} is not above the previous seq {self.last}", seq)
-        self.last = seq
 
 
 # ----------------------------------------------------------------------------- WebRTC signalling

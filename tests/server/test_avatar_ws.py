@@ -58,6 +58,8 @@ def test_pcm_in_drives_the_session_and_comes_back_with_its_frames(avatar_server)
     c, started, received = asyncio.run(run())
     model = started["model"]
     assert model["audio_in_rate"] == RATE and model["sample_rate"] == RATE and model["channels"] == 1
+    listed = next(m for m in server.get_json("/v1/models")["models"] if m["name"] == NAME)
+    assert listed["audio_in_rate"] == RATE  # /v1/models says the model takes speech, and at what rate
     assert received == sig.size and not c.errors()
     out = audio_out(c)
     block = int(RATE * model["frames_per_block"] / model["fps"])
