@@ -29,7 +29,8 @@ class AvatarControl:
                  send_error: Callable[..., Awaitable[None]]) -> None:
         self.input, self.width, self.height = avatar, width, height
         self.wake, self.send_error = wake, send_error
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task | None = None  # the `say` being synthesised
+        self.decoding: asyncio.Task | None = None  # the `reference` being decoded
 
     def audio(self, data: bytes | bytearray | memoryview) -> None:
         """One binary speech message; ProtocolError when malformed, over a bound, or beyond the lead allowed."""
@@ -42,13 +43,28 @@ class AvatarControl:
 
     def apply(self, msg: P.Say | P.Reference) -> None:
         if isinstance(msg, P.Reference):
-            self.input.set_reference(decode_reference(msg.image, self.width, self.height, msg.seq))
-            self.wake()
+            if self.decoding is not None and not self.decoding.done():
+                raise P.ProtocolError("rate_limited", "the previous reference image is still being decoded", msg.seq)
+            self.decoding = asyncio.ensure_future(self._reference(msg))
             return
         if self.task is not None and not self.task.done():
             raise P.ProtocolError("rate_limited", "a 'say' is still being synthesised; send the next when it "
                                   "is queued", msg.seq)
         self.task = asyncio.ensure_future(self._say(msg))
+
+    async def _reference(self, msg: P.Reference) -> None:
+        """Decode off the event loop (a few ms for the page's small JPEG; the size bound keeps a hostile one
+        to tens of ms), one at a time per session."""
+        loop = asyncio.get_running_loop()
+        try:
+            image = await loop.run_in_executor(None, decode_reference, msg.image, self.width, self.height, msg.seq)
+        except asyncio.CancelledError:
+            return
+        except P.ProtocolError as e:
+            await self.send_error(e.code.value, e.message, reply_to=e.seq)
+            return
+        self.input.set_reference(image)
+        self.wake()
 
     async def _say(self, msg: P.Say) -> None:
         loop = asyncio.get_running_loop()
@@ -67,5 +83,6 @@ class AvatarControl:
                                   reply_to=msg.seq)
 
     def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        for task in (self.task, self.decoding):
+            if task is not None:
+                task.cancel()

@@ -29,8 +29,9 @@ LIVE_GAP_S = 0.5
 MAX_AHEAD_S = 8.0
 # Synthesised speech queued per session (a `say` of MAX_SAY_CHARS at espeak-ng's rate is about 30 s).
 MAX_SAID_S = 40.0
-# A reference image's declared size is checked before it is decoded (a small PNG may declare a huge one).
-MAX_REFERENCE_SIDE = 4096
+# A reference image's declared size is checked before it is decoded (a small PNG may declare a huge one);
+# it becomes a model-sized frame (64x64 for the avatar preset), so 1024 a side is plenty.
+MAX_REFERENCE_SIDE = 1024
 
 
 class AudioFull(Exception):
@@ -147,7 +148,7 @@ def decode_pcm(data: bytes | bytearray | memoryview, sample_rate: int) -> np.nda
 
 def decode_reference(b64: str, width: int, height: int, seq: int | None = None) -> np.ndarray:
     """A ``reference`` message's image (base64 PNG or JPEG) as uint8 ``[height, width, 3]``: centre-cropped to
-    the model's aspect and resized; ProtocolError for anything else."""
+    the model's aspect and resized; ProtocolError for anything else. Any thread."""
     try:
         raw = base64.b64decode(b64, validate=True)
     except (binascii.Error, ValueError) as e:
