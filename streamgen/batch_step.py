@@ -24,8 +24,9 @@ one (``batchable``).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -71,12 +72,54 @@ def run_batch(sessions: Sequence[Session], acts: Sequence[ActionInput | None], t
         return [s.run_block(a, t0) for s, a in zip(sessions, acts)]
     pipe = sessions[0].pipe
     timings: dict[str, float] = {}
-    out = block_loop.run_block(batched_forward(sessions, acts), lambda: batched_noise(sessions), pipe.timesteps,
-                               context_noise=pipe.config.context_noise, timings=timings)
-    chunks = []
-    for r, (s, a) in enumerate(zip(sessions, acts)):
-        row = {name: x[r : r + 1].clone() for name, x in out.items()}  # [1, ...]: the session keeps its own copy
-        chunks.append(s.finish_block(row, a, dict(timings), t0))
+    finished: list[list[Chunk]] = []
+
+    def finish(x0: block_loop.Streams) -> list[Chunk]:
+        chunks = []
+        for r, (s, a) in enumerate(zip(sessions, acts)):
+            row = {name: x[r : r + 1].clone() for name, x in x0.items()}  # [1, ...]: the session keeps its own copy
+            chunks.append(s.finish_block(row, a, {}, t0))
+        return chunks
+
+    def around_refill(x0: block_loop.Streams, refill) -> None:
+        finished.append(finish_beside(pipe.device, lambda: finish(x0), refill))
+
+    block_loop.run_block(batched_forward(sessions, acts), lambda: batched_noise(sessions), pipe.timesteps,
+                         context_noise=pipe.config.context_noise, timings=timings, around_refill=around_refill)
+    total = time.perf_counter() - t0
+    for chunk in finished[0]:  # the block loop's timings were complete only after the refill
+        chunk.timings = {**timings, **chunk.timings, "total": total}
+    return finished[0]
+
+
+_FINISHER: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def finish_beside(device: torch.device, finish: Callable[[], list[Chunk]], refill: Callable[[], None]) -> list[Chunk]:
+    """Run the batch's refill forward and its sessions' ``finish_block`` (keep the clean latents, decode
+    video and audio, advance the counters) at the same time on a CPU: the finish on one worker thread
+    (torch ops release the GIL, so the decoders use a second core while the transformer refills), the
+    refill here. They share no state: the refill writes only the sessions' K / V caches, whose plans and
+    start frames the batched forward fixed before the block; the finish never reads those caches.
+    On other devices (one queue of kernels) the finish follows the refill."""
+    global _FINISHER
+    if device.type != "cpu":
+        refill()
+        return finish()
+    if _FINISHER is None:  # one worker for the process: the engine steps one batch at a time
+        _FINISHER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamgen-finish")
+    threads = torch.get_num_threads()
+
+    def on_worker() -> list[Chunk]:
+        torch.set_num_threads(threads)  # the caller's intra-op threads (a new thread would take the default)
+        with torch.inference_mode():  # grad mode is per thread
+            return finish()
+
+    pending = _FINISHER.submit(on_worker)
+    try:
+        refill()
+    finally:
+        chunks = pending.result()  # never leave the worker running on a block whose step failed
     return chunks
 
 
