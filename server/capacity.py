@@ -7,8 +7,12 @@ sessions takes ``step_s(k)`` and whose blocks play for ``frames_per_block / fps`
 real-time while the loads of all models' admitted sessions sum to at most ``utilization`` (< 1 leaves
 room for jitter). ``step_s(k)`` is measured, never assumed to be ``k x step_s(1)``: the warm-up times
 batches of a few sizes (``seed``, 1, 2, 4 and 8 sessions by default), then a moving average per batch
-size follows every step the engine takes (``observe``), so a machine that gets busier admits fewer new
-sessions. Between measured sizes the time is interpolated linearly; past the largest, every further
+size follows every step the engine takes while streaming (``observe``), so a machine that gets busier
+admits fewer new sessions. Steps while streaming are slower than the warm-up's (the encoders, the
+transports and the clients share the CPU; the warm-up ran alone), so a size seen only in the warm-up is
+not trusted as measured: its time is scaled by the in-server slowdown, the moving average of each
+streaming step's time over the warm-up's time for its size. One session streaming slower than its
+warm-up therefore raises the estimate for four before the fourth asks to join. Between measured sizes the time is interpolated linearly; past the largest, every further
 session costs that size's time per session; more than ``max_batch`` sessions take several steps. ``max_sessions`` (a setting)
 overrides it all.
 
@@ -81,25 +85,42 @@ class Capacity:
     def __init__(self, shapes: dict[str, StreamShape], *, utilization: float, override: int | None,
                  max_batch: int | None = None) -> None:
         self.shapes, self.utilization, self.override, self.max_batch = shapes, utilization, override, max_batch
-        self._batch_s: dict[str, dict[int, float]] = {}
+        self._seeded: dict[str, dict[int, float]] = {}  # the warm-up's steps, by batch size
+        self._observed: dict[str, dict[int, float]] = {}  # moving averages of the steps while streaming
+        self._slowdown: dict[str, float] = {}  # moving average of streaming step / warm-up step of its size
         self._lock = threading.Lock()
 
     def seed(self, model: str, block_s: float, sessions: int = 1) -> None:
-        """Set the estimate for a batch of ``sessions`` outright (from the warm-up's steady-state steps)."""
+        """Set the warm-up's estimate for a batch of ``sessions`` (from its steady-state steps)."""
         with self._lock:
-            self._batch_s.setdefault(model, {})[sessions] = block_s
+            self._seeded.setdefault(model, {})[sessions] = block_s
 
     def observe(self, model: str, block_s: float, sessions: int = 1) -> None:
-        """One batched step of ``sessions`` sessions (called on the engine thread)."""
+        """One batched step of ``sessions`` sessions while streaming (called on the engine thread)."""
         with self._lock:
-            table = self._batch_s.setdefault(model, {})
-            old = table.get(sessions)
-            table[sessions] = block_s if old is None else old + self.EMA_WEIGHT * (block_s - old)
+            table = self._observed.setdefault(model, {})
+            table[sessions] = self._ema(table.get(sessions), block_s)
+            seeded = self._seeded.get(model)
+            warm = step_seconds(seeded, sessions) if seeded else 0.0
+            if warm > 0:
+                self._slowdown[model] = self._ema(self._slowdown.get(model), block_s / warm)
+
+    def _ema(self, old: float | None, new: float) -> float:
+        return new if old is None else old + self.EMA_WEIGHT * (new - old)
+
+    def slowdown(self, model: str) -> float:
+        """Streaming steps over warm-up steps of the same size (1.0 before any streaming step)."""
+        with self._lock:
+            return self._slowdown.get(model, 1.0)
 
     def batch_s(self, model: str) -> dict[int, float]:
-        """Measured seconds per batched step, by batch size (a copy)."""
+        """Estimated seconds per batched step, by batch size (a new dict): the streaming moving average
+        where that size has streamed, else the warm-up's time times the in-server slowdown."""
         with self._lock:
-            return dict(self._batch_s.get(model, {}))
+            slow = self._slowdown.get(model, 1.0)
+            table = {k: v * slow for k, v in self._seeded.get(model, {}).items()}
+            table.update(self._observed.get(model, {}))
+            return table
 
     def block_s(self, model: str) -> float | None:
         """Seconds of one session's block stepped alone (None: not measured yet)."""
@@ -138,4 +159,5 @@ class Capacity:
         b = step_seconds(table, 1) if table else None
         return {"block_ms": None if b is None else round(b * 1000.0, 3),
                 "batch_ms": {str(k): round(v * 1000.0, 3) for k, v in sorted(table.items())},
+                "in_server_slowdown": round(self.slowdown(model), 3),
                 "measured_capacity": measured_capacity(table, self.shapes[model], self.utilization, self.max_batch)}

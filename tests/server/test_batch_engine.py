@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import numpy as np
+
 import streamgen
 from streamgen.server.buffer import OutputBuffer
 from streamgen.server.engine import Engine, EngineSession
@@ -27,10 +29,12 @@ def _open(engine, pipe, loop, n: int) -> list[EngineSession]:
     return sessions
 
 
-def _run_engine(max_batch, setup) -> tuple[Engine, list[EngineSession]]:
+def _run_engine(max_batch, setup, ride_along: bool = True, blocks=(2, 2, 2)) -> tuple[Engine, list[EngineSession]]:
+    """Three sessions of tiny stepped until session i made ``blocks[i]`` blocks (or failed)."""
     pipe = streamgen.load_pipeline("tiny", device="cpu")
     batches: list = []
-    engine = Engine({"tiny": pipe}, device="cpu", max_batch=max_batch, on_batch=lambda *a: batches.append(a))
+    engine = Engine({"tiny": pipe}, device="cpu", max_batch=max_batch, on_batch=lambda *a: batches.append(a),
+                    ride_along=ride_along)
     engine.start()
 
     async def run():
@@ -43,7 +47,7 @@ def _run_engine(max_batch, setup) -> tuple[Engine, list[EngineSession]]:
             es.paused = False
         engine.wake()
         deadline = time.monotonic() + 10
-        while any(es.blocks < 2 and es.failed is None for es in sessions) and time.monotonic() < deadline:
+        while any(es.blocks < n and es.failed is None for es, n in zip(sessions, blocks)) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         return sessions
 
@@ -106,3 +110,26 @@ def test_websocket_sessions_of_one_model_are_batched():
     assert [s["type"] for s in started] == ["started"] * 3
     assert all(n >= 12 for n in frames)
     assert any(k >= 2 for k in batches), batches  # sessions due together were stepped in one batched step
+
+
+def _fill_one_block_ahead(es: EngineSession) -> None:
+    """Queue the blocks of the session's ahead quota (2 here) in its buffer: it is not due."""
+    pipe_frames = es.buffer.ahead_frames
+    es.buffer.push_block(np.zeros((pipe_frames, 8, 8, 3), np.uint8), None, None, 0)
+    assert not es.buffer.wants_block()
+
+
+def test_a_session_with_room_for_a_block_rides_along_with_the_due_ones():
+    """Issue 18: sessions out of phase fragmented the batches; one whose buffer is full to its quota but
+    has room for one more block joins its model's due sessions (ride_along), and does not without it."""
+    def setup(sessions):
+        _fill_one_block_ahead(sessions[0])
+
+    engine, (s0, s1, s2) = _run_engine(None, setup, blocks=(1, 2, 2))
+    first = [es.infos[0] for es in (s0, s1, s2)]
+    assert [i.batch_size for i in first] == [3, 3, 3]  # s0 rode along in the first step
+    assert s0.buffer.queued() == s0.buffer.ahead_frames + first[0].frames  # one block past its quota, no more
+    assert s0.blocks == 1 and s1.blocks == 2 and s2.blocks == 2
+
+    engine, (s0, s1, s2) = _run_engine(None, setup, ride_along=False, blocks=(0, 2, 2))
+    assert s0.blocks == 0 and engine.batches[2] >= 1 and not engine.batches[3]

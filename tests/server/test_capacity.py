@@ -126,3 +126,29 @@ def test_100_webrtc_cycles_leave_nothing_behind():
     _check_cycles(r, 100)
     print(f"100 WebRTC cycles: {r['elapsed']:.1f} s, threads {r['base']['threads']}->{r['after']['threads']}, "
           f"RSS {r['base']['rss']:.0f}->{r['after']['rss']:.0f} MB")
+
+
+def test_streaming_slower_than_the_warm_up_lowers_the_capacity_of_sizes_seen_only_in_the_warm_up():
+    """Issue 18: the warm-up timed a batch of four within budget, the server admitted four, and streaming
+    steps ran slower than the warm-up's (encoders and clients share the CPU). A size seen only in the
+    warm-up is scaled by how much slower the streaming steps of other sizes ran than their warm-up."""
+    from streamgen.server.capacity import Capacity, StreamShape
+
+    shape = StreamShape(fps=15.0, frames_per_block=4)  # the block plays 267 ms; budget 0.8 x 267 = 213 ms
+    cap = Capacity({"m": shape}, utilization=0.8, override=None)
+    for k, s in {1: 0.05, 2: 0.09, 4: 0.17, 8: 0.36}.items():  # the warm-up's steps
+        cap.seed("m", s, k)
+    assert cap.sessions_for("m") == 4 and cap.admits(["m"] * 3, "m")
+    assert cap.slowdown("m") == 1.0
+    for _ in range(30):  # one session streams, its steps 1.4x its warm-up time
+        cap.observe("m", 0.07, 1)
+    assert cap.slowdown("m") == pytest.approx(1.4)
+    assert cap.batch_s("m")[1] == pytest.approx(0.07)  # a size that streamed: its own moving average
+    assert cap.batch_s("m")[4] == pytest.approx(0.17 * 1.4)  # seen only in the warm-up: scaled
+    assert cap.sessions_for("m") == 3
+    assert cap.admits(["m"] * 2, "m") and not cap.admits(["m"] * 3, "m")
+    assert cap.describe("m")["measured_capacity"] == 3 and cap.describe("m")["in_server_slowdown"] == 1.4
+    for _ in range(200):  # the machine quietens: the steps of three match their warm-up again
+        cap.observe("m", 0.13, 3)
+    assert cap.slowdown("m") == pytest.approx(1.0, abs=0.01)
+    assert cap.sessions_for("m") == 4
