@@ -11,7 +11,8 @@ For each session count it starts a fresh server in this process (uvicorn on a fr
 - ``block_ms``: the engine's step time (a batched step of every due session of the model);
 - ``admitted`` / ``measured_capacity`` / ``engine_batches``: with ``--admission measured`` (the default)
   the server admits by its measured capacity (server/capacity.py), so a count it cannot keep at frame
-  rate shows as fewer admitted sessions; the engine's batch sizes (size -> steps) show the batching.
+  rate shows as fewer admitted sessions; the engine's batch sizes (size -> steps) show the batching;
+  ``in_server_slowdown``: how much slower the streaming steps ran than the warm-up's.
 Both ends share one monotonic clock, so the cross-process-free timings need no clock sync.
 """
 from __future__ import annotations
@@ -137,7 +138,7 @@ def run_scenario_subprocess(model: str, sessions: int, seconds: float, device: s
                   sessions=sessions, seconds=seconds, model_fps=spec["fps"], frame=f"{spec['width']}x{spec['height']}",
                   block_ms=snap["block_ms"], server="subprocess", admission="measured" if measured else "fixed",
                   measured_capacity=spec["measured_capacity"], batch_ms=spec["batch_ms"],
-                  engine_batches=snap["engine_batches"])
+                  in_server_slowdown=spec.get("in_server_slowdown"), engine_batches=snap["engine_batches"])
     return result
 
 
@@ -193,7 +194,7 @@ def run_scenario(model: str, sessions: int, seconds: float, device: str | None, 
     result.update(model=model, sessions=sessions, seconds=seconds, model_fps=spec.fps,
                   frame=f"{spec.width}x{spec.height}", block_ms=snap["block_ms"], server="in-process",
                   admission="measured" if measured else "fixed", measured_capacity=capacity["measured_capacity"],
-                  batch_ms=capacity["batch_ms"],
+                  batch_ms=capacity["batch_ms"], in_server_slowdown=capacity["in_server_slowdown"],
                   engine_batches={str(k): n for k, n in sorted(state.engine.batches.items())})
     return result
 
