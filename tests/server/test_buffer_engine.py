@@ -77,7 +77,8 @@ def test_engine_round_robin_and_latest_wins_prompt():
     try:
         s0, s1, s2 = asyncio.run(run())
         assert s0.blocks == 0  # paused: not stepped
-        assert s1.blocks == 3 and s2.blocks == 3  # each filled to its ahead target, then waited
+        # each filled to its ahead target, then waited (at most one block past it, riding along with the other)
+        assert 3 <= s1.blocks <= 4 and 3 <= s2.blocks <= 4
         assert s1.session.prompt == "second"
         assert "second" in pipe._prompt_cache and "first" not in pipe._prompt_cache  # "first" never encoded
         assert list(s2.action_log) == [{"kind": "key", "key": "KeyW", "down": True, "t_ms": 1.0}]
