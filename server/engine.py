@@ -236,16 +236,22 @@ class Engine:
         return stepped
 
     @staticmethod
-    def _due(es: EngineSession) -> bool:
-        return (not (es.closing or es.paused or es.failed is not None) and es.buffer.wants_block()
+    def _live(es: EngineSession) -> bool:
+        """Neither closing, paused nor failed, and (avatars) its speech input ready for a block."""
+        return (not (es.closing or es.paused or es.failed is not None)
                 and (es.avatar is None or es.avatar.ready(es.session)))
+
+    def _due(self, es: EngineSession) -> bool:
+        return self._live(es) and es.buffer.wants_block()
 
     def _steppable(self, es: EngineSession) -> bool:
         """Due, or (riding along) live with room in its buffer for one block beyond its ahead quota."""
-        if self._due(es) or not self.ride_along or es.closing or es.paused or es.failed is not None:
-            return self._due(es)
+        if not self._live(es):
+            return False
+        if es.buffer.wants_block():
+            return True
         room = es.buffer.ahead_frames + self.pipelines[es.model].frames_per_chunk
-        return not es.buffer.closed and es.buffer.queued() < room
+        return self.ride_along and not es.buffer.closed and es.buffer.queued() < room
 
     def _run_commands(self) -> None:
         while True:
