@@ -7,7 +7,8 @@ four from the settings; ``streamgen serve``, the benchmark and the tests all use
 
 At shutdown uvicorn closes every open WebSocket with code 1012 before the app's lifespan ends, so the
 sessions' ``bye`` would never arrive: :class:`StreamgenServer` ends the sessions first (each gets its
-``bye`` with reason ``shutdown``), then lets uvicorn close what is left.
+``bye`` with reason ``shutdown``), then lets uvicorn close what is left. It also applies the settings'
+malloc options (server/memory.py) when built, before uvicorn runs the lifespan that starts the engine thread.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .memory import configure_allocator
 from .settings import ServerSettings
 
 # WebSocket frames the server accepts: control messages are small, but a margin above their limit
@@ -76,6 +78,8 @@ class StreamgenServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: Any) -> None:
         super().__init__(config)
         self.streamgen_app = app
+        settings = app.state.streamgen.settings
+        configure_allocator(arena_max=settings.malloc_arena_max, mmap_threshold=settings.malloc_mmap_threshold)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         manager = getattr(self.streamgen_app.state.streamgen, "manager", None)

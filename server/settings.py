@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from streamgen.config import QUANTIZE_MODES
 from streamgen.feature_cache_spec import parse_feature_cache
 
+from .memory import MMAP_THRESHOLD_MAX
+
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -166,6 +168,17 @@ class ServerSettings(BaseSettings):
     # Concurrent connections; beyond it uvicorn answers 503. Far above max_sessions (page loads, polling).
     max_connections: int = 512
 
+    # --- memory (glibc's malloc, set with mallopt before the server's threads start; server/memory.py and
+    # docs/serving.md "Memory"). None leaves glibc's own behaviour; other C libraries ignore both.
+    # Arenas (separate heaps) malloc may create: glibc's default is 8 per core, and every thread that
+    # allocates while the others hold theirs gets a new one, each keeping its own freed pages; 2 keeps the
+    # event loop and the engine thread apart and lets the encoder / JPEG workers share, so RSS plateaus.
+    malloc_arena_max: int | None = 2
+    # Allocations at least this large get pages of their own (mmap) and go back to the OS when freed. glibc
+    # raises its threshold after each such free (up to 32 MiB), after which frame-sized buffers land in the
+    # heaps and fragment them; a fixed 128 KiB (glibc's starting value) keeps them out.
+    malloc_mmap_threshold: int | None = 128 * 1024
+
     # --- streaming
     # Generate the next block once fewer than this many blocks of frames wait to be sent: 1 keeps
     # latency lowest; use 2 when a block takes nearly its own duration to generate.
@@ -221,6 +234,14 @@ class ServerSettings(BaseSettings):
     def _above_zero(cls, v, info):
         if not v > 0:
             raise ValueError(f"{info.field_name}={v} must be > 0")
+        return v
+
+    @field_validator("malloc_arena_max", "malloc_mmap_threshold")
+    @classmethod
+    def _malloc(cls, v, info):
+        low, high = (1, 64) if info.field_name == "malloc_arena_max" else (4096, MMAP_THRESHOLD_MAX)
+        if v is not None and not low <= v <= high:
+            raise ValueError(f"{info.field_name}={v} must be between {low} and {high}")
         return v
 
     @model_validator(mode="after")
