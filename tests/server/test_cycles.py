@@ -19,9 +19,10 @@ import pytest
 from .conftest import running_server, unhandled
 
 CONCURRENCY = 3  # client processes at a time
-# Pools fill up before the baseline is taken: the event loop's executor threads (each with its own malloc
-# arena) and aiortc's. Measured in batches of 45 WebRTC cycles: RSS +8.7 MB in the first, then +0.1 and
-# +0.0 (a plateau, not a per-session leak), so the warm-up runs that first wave.
+# Pools fill up before the baseline is taken: the event loop's executor threads (sharing the malloc arenas
+# the server allows, server/memory.py) and aiortc's, and library code paged in on its first use. Measured
+# in batches of 45 WebRTC cycles: RSS +8.7 MB in the first, then +0.1 and +0.0 (a plateau, not a
+# per-session leak), so the warm-up runs that first wave.
 WARMUP_CYCLES = 60
 EXECUTOR_MAX_WORKERS = min(32, (os.cpu_count() or 1) + 4)  # asyncio's default executor (ThreadPoolExecutor)
 
@@ -29,6 +30,13 @@ EXECUTOR_MAX_WORKERS = min(32, (os.cpu_count() or 1) + 4)  # asyncio's default e
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _rss_parts_mb() -> dict:
+    """RSS split into anonymous memory (heaps, Python's arenas, stacks) and file pages (libraries' code)."""
+    with open("/proc/self/status") as f:
+        parts = dict(line.split(":", 1) for line in f if line.startswith(("RssAnon", "RssFile")))
+    return {k: round(int(v.split()[0]) / 1024, 1) for k, v in parts.items()}
 
 
 def _fds() -> int:
@@ -84,7 +92,7 @@ def _state(server) -> dict:
     threads, workers = _threads()
     return {"sessions": len(server.state.manager.sessions), "engine": server.state.engine.session_count(),
             "tasks": server.run_on_loop(lambda: len(asyncio.all_tasks())), "threads": threads,
-            "executor_threads": workers, "fds": _fds(), "rss_mb": round(_rss_mb(), 1)}
+            "executor_threads": workers, "fds": _fds(), "rss_mb": round(_rss_mb(), 1), "rss_parts": _rss_parts_mb()}
 
 
 def _settle(server, base: dict, timeout: float = 60.0) -> dict:

@@ -16,6 +16,13 @@ from streamgen.server.settings import ServerSettings
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _glibc() -> bool:
+    try:
+        return sys.platform.startswith("linux") and bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    except (ValueError, OSError):  # a C library without the name (musl)
+        return False
+
+
 def _probe(mode: str, **env: str) -> dict:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMGEN_MALLOC", "MALLOC_"))}
     proc = subprocess.run([sys.executable, "-m", "tests.server.malloc_probe", mode], cwd=ROOT, capture_output=True,
@@ -24,8 +31,7 @@ def _probe(mode: str, **env: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
-                    reason="mallopt is glibc's")
+@pytest.mark.skipif(not _glibc(), reason="mallopt is glibc's")
 def test_the_server_applies_its_malloc_settings():
     plain = _probe("plain")
     # glibc's own behaviour: an 8 MiB block gets pages of its own, and each new thread gets an arena of its own.
