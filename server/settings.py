@@ -171,13 +171,14 @@ class ServerSettings(BaseSettings):
     # --- memory (glibc's malloc, set with mallopt before the server's threads start; server/memory.py and
     # docs/serving.md "Memory"). None leaves glibc's own behaviour; other C libraries ignore both.
     # Arenas (separate heaps) malloc may create: glibc's default is 8 per core, and every thread that
-    # allocates while the others hold theirs gets a new one, each keeping its own freed pages; 2 keeps the
-    # event loop and the engine thread apart and lets the encoder / JPEG workers share, so RSS plateaus.
+    # allocates while the others hold theirs gets a new one, each keeping its own freed pages; with 2 the
+    # encoder / JPEG workers and aiortc share instead of adding arenas as the thread pools grow.
     malloc_arena_max: int | None = 2
-    # Allocations at least this large get pages of their own (mmap) and go back to the OS when freed. glibc
-    # raises its threshold after each such free (up to 32 MiB), after which frame-sized buffers land in the
-    # heaps and fragment them; a fixed 128 KiB (glibc's starting value) keeps them out.
-    malloc_mmap_threshold: int | None = 128 * 1024
+    # A fixed threshold (bytes): allocations at least this large get pages of their own (mmap), returned to
+    # the OS when freed. None: glibc's dynamic one, raised after each such free (up to 32 MiB), so that large
+    # buffers then stay in the heaps. Not fixed by default: at 128 KiB every large tensor temporary is
+    # mapped and faulted in anew, measured +40 % CPU per block for `world` on a CPU (docs/serving.md).
+    malloc_mmap_threshold: int | None = None
 
     # --- streaming
     # Generate the next block once fewer than this many blocks of frames wait to be sent: 1 keeps
