@@ -1,5 +1,6 @@
 """streamgen: real-time streaming generation with causal few-step diffusion transformers."""
-from streamgen.config import ModelConfig, preset
+from streamgen.config import ModelConfig
+from streamgen.presets import preset
 from streamgen.pipeline import Pipeline, load_pipeline, shipped_models
 from streamgen.session import Chunk, Session
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from streamgen.actions import ActionSpec
-from streamgen.config import PRESETS, ModelConfig, preset
+from streamgen.config import ModelConfig
+from streamgen.presets import PRESETS, preset
 from streamgen.decoders.audio_preview import AudioDecoderConfig, AudioPreviewDecoder, StreamResampler
 from streamgen.decoders.preview import PreviewDecoder, PreviewDecoderConfig
 from streamgen.models.dit import CausalDiT

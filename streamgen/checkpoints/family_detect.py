@@ -13,7 +13,8 @@ from pathlib import Path
 
 from streamgen.checkpoints import io
 from streamgen.checkpoints.components import SPEC_NAME, WEIGHT_SUFFIXES, read_spec
-from streamgen.config import ModelConfig, preset
+from streamgen.config import ModelConfig
+from streamgen.presets import preset
 from streamgen.families import FAMILIES, family
 
 log = logging.getLogger("streamgen.checkpoints")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from streamgen.config import ModelConfig, preset
+from streamgen.config import ModelConfig
+from streamgen.presets import preset
 
 # The fields a checkpoint's weights (or its own config file) determine.
 SHAPE_FIELDS = (

@@ -64,7 +64,7 @@ def loading(what: str):
 def check_model(name: str) -> None:
     """A preset, a shipped default, an existing folder or generator checkpoint file (a Self-Forcing / LongLive
     ``.pt``, docs/checkpoints.md); a path that does not exist is named as such."""
-    from streamgen.config import PRESETS
+    from streamgen.presets import PRESETS
     from streamgen.pipeline import shipped_models
 
     if name in PRESETS or name in shipped_models():

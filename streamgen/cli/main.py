@@ -133,7 +133,7 @@ def cmd_info(args) -> int:
     import torch
 
     import streamgen
-    from streamgen.config import PRESETS
+    from streamgen.presets import PRESETS
     from streamgen.models.attention import available_backends
 
     devices = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]

@@ -3,7 +3,7 @@ so sessions can encode a reference image (``TrainedVideoDecoder.encode``)."""
 import pytest
 import torch
 
-from streamgen.config import preset
+from streamgen.presets import preset
 from streamgen.decoders.trained import TrainedVideoDecoder
 from streamgen.decoders.video_autoencoder import VideoAEConfig, VideoAutoencoder
 from streamgen.models.dit import CausalDiT

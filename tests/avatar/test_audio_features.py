@@ -7,7 +7,7 @@ import torch
 from streamgen.audio_features import (
     SpeechFeatureStream, SpeechInput, as_pcm, frame_windows, silence_token, speech_features,
 )
-from streamgen.config import preset
+from streamgen.presets import preset
 
 
 def _speech(seconds: float, seed: int = 0) -> torch.Tensor:

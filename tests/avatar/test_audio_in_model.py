@@ -2,7 +2,7 @@
 through the cached streaming forward as through the block-causal full forward."""
 import torch
 
-from streamgen.config import preset
+from streamgen.presets import preset
 from streamgen.models.dit import CausalDiT
 from streamgen.models.kv_cache import RollingKVCache
 from streamgen.models.masks import block_causal_mask, expand_to_tokens

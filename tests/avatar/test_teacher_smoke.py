@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from streamgen.config import preset
+from streamgen.presets import preset
 from streamgen.decoders.video_autoencoder import VideoAEConfig, VideoAutoencoder
 from streamgen.training.avatar_recipes import avatar_config
 from streamgen.training.data.avatar import build_dataset, load_clip

@@ -11,7 +11,8 @@ from safetensors.torch import save as serialize
 
 import streamgen.checkpoints.io as ckio
 from streamgen.checkpoints import load_checkpoint_dir, load_safetensors, save_checkpoint, save_safetensors
-from streamgen.config import ModelConfig, preset
+from streamgen.config import ModelConfig
+from streamgen.presets import preset
 from streamgen.models.dit import CausalDiT
 
 

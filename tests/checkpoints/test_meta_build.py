@@ -7,7 +7,7 @@ import torch
 
 from streamgen.checkpoints import build_model, check_state_dict, load_checkpoint_dir, save_checkpoint
 from streamgen.checkpoints.adapters import expected_shapes
-from streamgen.config import preset
+from streamgen.presets import preset
 from streamgen.models.dit import CausalDiT
 
 

@@ -78,7 +78,7 @@ def test_cache_attention_cuda(cuda_compiled, dtype, relative, lq, lk, d):
 
 
 def _block_step_setup(rope_mode: str):
-    from streamgen.config import preset
+    from streamgen.presets import preset
     from streamgen.models.dit import CausalDiT
     from streamgen.models.kv_cache import RollingKVCache
 

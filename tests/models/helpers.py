@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from streamgen.config import preset
+from streamgen.presets import preset
 from streamgen.models.dit import CausalDiT
 
 

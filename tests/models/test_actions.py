@@ -11,7 +11,8 @@ import torch
 
 import streamgen
 from streamgen.actions import ActionSpec, ActionState
-from streamgen.config import ActionConfig, preset
+from streamgen.config import ActionConfig
+from streamgen.presets import preset
 from streamgen.models.action_modules import ActionInput
 from streamgen.models.audio_video import new_audio_cache
 from streamgen.models.dit import CausalDiT

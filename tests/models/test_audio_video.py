@@ -10,7 +10,8 @@ import torch
 
 import json
 
-from streamgen.config import AudioConfig, ModelConfig, preset
+from streamgen.config import AudioConfig, ModelConfig
+from streamgen.presets import preset
 from streamgen.models.audio_video import new_audio_cache
 from streamgen.models.av_masks import av_layout, av_mask
 from streamgen.models.kv_cache import RollingKVCache

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from streamgen.batch_step import batch_text_kv, step_batch
-from streamgen.config import preset
+from streamgen.presets import preset
 from streamgen.pipeline import random_pipeline
 
 from .helpers import randomised

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from streamgen.checkpoints.io import save_checkpoint
-from streamgen.config import preset
+from streamgen.presets import preset
 from streamgen.decoders.video_autoencoder import VideoAEConfig, VideoAutoencoder
 from streamgen.models.dit import CausalDiT
 

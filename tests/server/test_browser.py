@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from streamgen.config import PRESETS
+from streamgen.presets import PRESETS
 
 pytest.importorskip("playwright")
 from playwright.sync_api import sync_playwright  # noqa: E402

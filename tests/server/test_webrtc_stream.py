@@ -6,7 +6,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from streamgen.config import PRESETS
+from streamgen.presets import PRESETS
 
 from .conftest import running_server
 from .rtc_client import RtcClient

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from streamgen_client import protocol as P
 
-from streamgen.config import PRESETS
+from streamgen.presets import PRESETS
 
 from .conftest import running_server
 from .ws_client import WsClient

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from streamgen.config import preset
+from streamgen.presets import preset
 from streamgen.models.dit import CausalDiT
 from streamgen.pipeline import load_pipeline
 from streamgen.samplers import predict_x0, warped_timesteps

@@ -133,7 +133,7 @@ def test_world_preset_trains_every_recipe_with_audio_and_actions(tmp_path):
 
 def test_latent_folder_source_cuts_clips_within_episodes(tmp_path):
     from streamgen.checkpoints.io import save_safetensors
-    from streamgen.config import preset
+    from streamgen.presets import preset
     from streamgen.training.sources import LatentFolder
 
     cfg = preset("tiny")
@@ -170,7 +170,7 @@ def test_world_latent_folder_with_audio_actions_and_bookkeeping(tmp_path):
     """The episode format of the world data (video and audio latents, keyboard windows, game starts, raw
     emulator actions the model does not take) trains the joint, action-conditioned preset."""
     from streamgen.checkpoints.io import save_safetensors
-    from streamgen.config import preset
+    from streamgen.presets import preset
 
     cfg = preset("tiny-world")
     rows, keys = cfg.actions.window_frames * cfg.temporal_upsample, len(cfg.actions.keys)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from streamgen.config import preset
+from streamgen.presets import preset
 from streamgen.models.dit import CausalDiT
 from streamgen.training import objectives
 from streamgen.training.conditioning import drop_actions, frame_timesteps, make_cond, null_actions
