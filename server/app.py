@@ -26,7 +26,8 @@ from . import webrtc, ws
 from .engine import Engine
 from .metrics import Metrics
 from .security import HostGuard, check_token, install_log_redaction
-from .sessions import ModelSpec, SessionManager
+from .model_spec import ModelSpec
+from .sessions import SessionManager
 from .settings import ServerSettings
 
 log = logging.getLogger("streamgen.server")
