@@ -111,8 +111,18 @@ class DMDConfig:
     # world needs enough to reveal the hidden state its picture does not show (Pong: the frame-skip phase,
     # revealed by a press from rest; the world recipe primes 3 blocks = 12 frames, as its sessions are).
     context_blocks: int = 0
+    # > 0 anchors the Self-Forcing student to the recording: its generated blocks (after the real context)
+    # also regress onto the clip's real continuation (``losses.rollout_regression_loss``, audio weighed by
+    # ``regression.audio_weight``), times this weight, beside the DMD loss. 0 = pure Self-Forcing (the
+    # paper's); a small weight (the world's comparison row: 0.1) is the "regression-anchored" student.
+    regression_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.regression_weight < 0:
+            raise ValueError(f"DMDConfig: regression_weight={self.regression_weight!r} must be >= 0")
+        if self.regression_weight > 0 and self.context_blocks < 1:
+            raise ValueError(f"DMDConfig: regression_weight={self.regression_weight!r} needs context_blocks >= 1 "
+                             "(a rollout from noise has no recorded continuation to regress onto)")
         if self.critic_steps < 1:
             raise ValueError(f"DMDConfig: critic_steps={self.critic_steps!r} must be >= 1")
         if not 0.0 <= self.min_t < self.max_t <= 1000.0:
@@ -137,14 +147,16 @@ class ODEConfig:
     # Trajectories computed once (deterministically from the seed) and reused; saved under the run folder.
     num_pairs: int = 64
     # "bidirectional": the teacher denoises the whole clip at once; "causal": an autoregressive
-    # (teacher-forcing) teacher generates block by block with its KV cache (Causal Forcing).
-    teacher_kind: str = "bidirectional"
+    # (teacher-forcing) teacher generates block by block with its KV cache (Causal Forcing). "auto" reads
+    # the teacher's training record (``teacher_record.ode_teacher_kind``): the way it was trained decides,
+    # and an explicit value that contradicts the record is an error (it is for teachers without one).
+    teacher_kind: str = "auto"
 
     def __post_init__(self) -> None:
         if self.substeps < 1 or self.num_pairs < 1:
             raise ValueError(f"ODEConfig: substeps={self.substeps!r} and num_pairs={self.num_pairs!r} must be >= 1")
-        if self.teacher_kind not in ("bidirectional", "causal"):
-            raise ValueError(f"ODEConfig: teacher_kind={self.teacher_kind!r} must be 'bidirectional' or 'causal'")
+        if self.teacher_kind not in ("auto", "bidirectional", "causal"):
+            raise ValueError(f"ODEConfig: teacher_kind={self.teacher_kind!r} must be 'auto', 'bidirectional' or 'causal'")
 
 
 @dataclass(kw_only=True)

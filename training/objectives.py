@@ -14,7 +14,9 @@ import torch
 
 from streamgen.samplers import add_noise
 from streamgen.training.conditioning import Cond, drop_actions, drop_text, frame_timesteps, make_cond, null_actions
-from streamgen.training.losses import critic_loss, dmd_generator_loss, sample_timesteps, streams_flow_loss
+from streamgen.training.losses import (
+    critic_loss, dmd_generator_loss, rollout_regression_loss, sample_timesteps, streams_flow_loss,
+)
 from streamgen.training.modalities import (
     VIDEO, block_frames, new_caches, predict, predict_teacher_forcing, sample_of, stream_frames, stream_shape, stream_t,
     streams,
@@ -23,7 +25,9 @@ from streamgen.training.ode import ode_regression_loss, teacher_trajectory
 from streamgen.training.rollout import Rollout, TrainingKVCache, recache, sample_exit_indices, self_forcing_rollout
 from streamgen.training.seeds import ode_pool_seed
 from streamgen.training.step_context import StepContext
-from streamgen.training.teacher_record import BIDIRECTIONAL, TEACHER_FORCING, teacher_attention, training_mask
+from streamgen.training.teacher_record import (
+    BIDIRECTIONAL, TEACHER_FORCING, ode_teacher_kind, teacher_attention, training_mask,
+)
 
 
 class Objective:
@@ -180,6 +184,7 @@ class ODEObjective(Objective):
         self.networks["teacher"] = ctx.build_network(init.teacher, trainable=False, role="teacher")
         self.frozen.add("teacher")
         self.lrs["student"] = self.cfg.train.lr
+        self.teacher_kind = ode_teacher_kind(self.cfg.ode.teacher_kind, init.teacher)
         self.pool = ctx.cached(f"ode_pairs_rank{ctx.rank}", self._make_pool)
 
     @torch.no_grad()
@@ -196,7 +201,7 @@ class ODEObjective(Objective):
             traj = teacher_trajectory(
                 teacher, noise, self.cond(teacher, batch), self.cond(teacher, batch, uncond=True),
                 student_steps=ctx.timesteps, substeps=ode.substeps, scale=ode.guidance_scale,
-                shift=cfg.shift, causal=ode.teacher_kind == "causal",
+                shift=cfg.shift, causal=self.teacher_kind == "causal",
             )  # per stream [S+1, B, F, ...]
             row = {k: v for k, v in batch.items() if k not in noise}
             for k, v in traj.items():
@@ -267,6 +272,17 @@ class SelfForcingObjective(Objective):
         real = {k: batch[k][:, : stream_frames(cfg, k, ctx_blocks * n)] for k in roll.streams}
         return {k: torch.cat([real[k], x], dim=1) for k, x in roll.streams.items()}, roll.exit_indices  # [B, F, ...]
 
+    def anchor_loss(self, xs: dict, batch: dict) -> torch.Tensor:
+        """``dmd.regression_weight``'s term: the generated blocks of clip ``xs`` (after the real context)
+        against the recording's same frames (blocks rolled out without gradient add a constant)."""
+        cfg = self.ctx.model_config
+        start = self.cfg.dmd.context_blocks * cfg.frames_per_block
+        real = sample_of(batch)
+        cut = {k: stream_frames(cfg, k, start) for k in xs}
+        return rollout_regression_loss({k: x[:, cut[k]:] for k, x in xs.items()}, {k: real[k][:, cut[k]:] for k in xs},
+                                       motion_weight=self.cfg.train.motion_weight,
+                                       audio_weight=self.cfg.regression.audio_weight)
+
     def step(self, step: int) -> dict[str, float]:
         ctx, dmd = self.ctx, self.cfg.dmd
         batch = ctx.batch(step)
@@ -276,6 +292,10 @@ class SelfForcingObjective(Objective):
         if step % dmd.critic_steps == 0:
             xs, exits = self.clip(batch, grad=True, switch=switch)
             loss, extra = self.dmd_loss(*self.dmd_window(xs, judged))
+            if dmd.regression_weight > 0:
+                anchor = self.anchor_loss(xs, batch)
+                loss = loss + dmd.regression_weight * anchor
+                extra["regression"] = float(anchor.detach())
             ctx.update("student", loss)
             losses.update(dmd=float(loss.detach()), exit_step=sum(exits) / len(exits), **extra)
         fresh, _ = self.clip(batch, grad=False, switch=switch)  # the critic tracks the current student

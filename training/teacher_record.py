@@ -7,7 +7,8 @@ teacher-forcing forward ``[clean | noisy]`` under the teacher-forcing mask. Ever
 the trainer carries a ``training`` record in its ``config.json`` metadata (the recipe, the attention it
 was trained under, its text and action dropout); the real score reads it (``dmd.teacher_attention=auto``)
 and calls the teacher the way it was trained (``training_mask``, the one function both the ``ar_teacher``
-training step and the real score take their mask from).
+training step and the real score take their mask from). The ODE initialisation reads the same record
+for the way its teacher generates trajectories (``ode_teacher_kind``).
 """
 from __future__ import annotations
 
@@ -62,6 +63,35 @@ def teacher_attention(setting: str, folder: str | Path | None) -> str:
         raise ValueError(f"teacher {folder}: its config.json records no teacher training (attention={found!r}); "
                          f"set dmd.teacher_attention to one of {ATTENTIONS}")
     return record["attention"]
+
+
+# The ODE trajectories each trained attention generates in-distribution: a bidirectional teacher denoises
+# the whole clip at once; a teacher-forcing ar_teacher (or a streaming student) block by block with its caches.
+ODE_KINDS = {BIDIRECTIONAL: "bidirectional", TEACHER_FORCING: "causal", STREAMING: "causal"}
+
+
+def ode_teacher_kind(setting: str, folder: str | Path | None) -> str:
+    """``ode.teacher_kind`` resolved against the teacher's record: ``auto`` takes the kind its training
+    attention generates (``ODE_KINDS``); an explicit value must agree with the record, and names the kind
+    of a teacher saved before records existed. A randomly initialised smoke-run teacher (``folder`` None)
+    is bidirectional unless named."""
+    if setting != "auto" and setting not in ("bidirectional", "causal"):
+        raise ValueError(f"ode.teacher_kind={setting!r} must be 'auto', 'bidirectional' or 'causal'")
+    if folder is None:
+        return "bidirectional" if setting == "auto" else setting
+    record = read_record(folder)
+    kind = ODE_KINDS.get(record.get("attention")) if record is not None else None
+    if kind is None:
+        if setting == "auto":
+            found = None if record is None else record.get("attention")
+            raise ValueError(f"teacher {folder}: its config.json records no training attention (attention={found!r}); "
+                             "set ode.teacher_kind to 'bidirectional' or 'causal'")
+        return setting
+    if setting not in ("auto", kind):
+        raise ValueError(f"ode.teacher_kind={setting!r} contradicts teacher {folder}'s training record (recipe "
+                         f"{record.get('recipe')!r}, attention {record['attention']!r}: it generates {kind!r} "
+                         f"trajectories); set ode.teacher_kind=auto or {kind!r}")
+    return kind
 
 
 def training_mask(attention: str, config, video_frames: int, device) -> torch.Tensor | None:

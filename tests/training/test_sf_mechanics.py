@@ -12,7 +12,7 @@ from streamgen.training import objectives
 from streamgen.training.conditioning import drop_actions, frame_timesteps, make_cond, null_actions
 from streamgen.training.losses import real_score_x0
 from streamgen.training.rollout import sample_exit_indices
-from streamgen.training.teacher_record import read_record, teacher_attention
+from streamgen.training.teacher_record import ode_teacher_kind, read_record, teacher_attention
 from streamgen.training.trainer import Trainer
 
 from .helpers import tiny_config
@@ -68,6 +68,14 @@ def test_real_score_uses_the_teachers_own_training_mask(recipe, tmp_path):
         else:
             assert mask is not None and torch.equal(mask, trained[0][1])
     assert sf.objective.teacher_attention == {"teacher": "bidirectional", "ar_teacher": "teacher_forcing"}[recipe]
+    # The ODE stage reads the same record: the teacher's trajectories are generated as it was trained, and a
+    # setting that contradicts the record names itself.
+    kind = {"teacher": "bidirectional", "ar_teacher": "causal"}[recipe]
+    other = {"bidirectional": "causal", "causal": "bidirectional"}[kind]
+    assert ode_teacher_kind("auto", tmp_path / "t") == kind == ode_teacher_kind(kind, tmp_path / "t")
+    with pytest.raises(ValueError, match=f"ode.teacher_kind='{other}' contradicts teacher .*'{recipe}'"):
+        Trainer(tiny_config("ode_init", steps=1, extra=[f"init.teacher={tmp_path / 't'}", f"ode.teacher_kind={other}"]),
+                tmp_path / "ode", progress=False)
 
 
 def test_a_teacher_without_a_record_must_be_named(tmp_path):
@@ -78,6 +86,9 @@ def test_a_teacher_without_a_record_must_be_named(tmp_path):
     with pytest.raises(ValueError, match="records no teacher training"):
         teacher_attention("auto", folder)
     assert teacher_attention("teacher_forcing", folder) == "teacher_forcing"
+    with pytest.raises(ValueError, match="records no training attention"):
+        ode_teacher_kind("auto", folder)
+    assert ode_teacher_kind("causal", folder) == "causal"
 
 
 def _world_model(seed=0):
@@ -213,3 +224,29 @@ def test_objectives_get_what_they_need_and_the_trainer_knows_no_recipe_names():
     literals = {n.value for n in ast.walk(ast.parse(inspect.getsource(trainer))) if isinstance(n, ast.Constant)}
     assert not literals & set(recipes.RECIPES), "the trainer branches on recipe names"
     assert set(recipes.OBJECTIVES) == set(recipes.RECIPES)
+
+
+def test_the_regression_anchor_adds_the_rollouts_error_against_the_recording(tmp_path):
+    from streamgen.training.config import DMDConfig
+    from streamgen.training.modalities import VIDEO, sample_of
+
+    with pytest.raises(ValueError, match="regression_weight=0.1 needs context_blocks >= 1"):
+        DMDConfig(regression_weight=0.1)
+    runs = {}
+    for w in (0.0, 1.0):
+        t = Trainer(tiny_config("self_forcing", steps=1, extra=["model=tiny-world", "dmd.context_blocks=1",
+                                                                 f"dmd.regression_weight={w}"]), tmp_path / str(w), progress=False)
+        runs[w] = (t, t.train(), t.objective.networks["student"].state_dict())
+    (pure, pure_losses, pure_state), (anchored, losses, state) = runs[0.0], runs[1.0]
+    assert "regression" not in pure_losses and losses["regression"] > 0
+    assert any(not torch.equal(pure_state[k], state[k]) for k in state)  # the anchor reached the student's update
+    # The anchor compares the generated frames (after the real context) with the recording's same frames.
+    batch = anchored.objective.ctx.batch(0)
+    real = sample_of(batch)
+    assert float(anchored.objective.anchor_loss(real, batch)) == 0.0
+    moved = {k: x.clone() for k, x in real.items()}
+    n = anchored.objective.ctx.model_config.frames_per_block
+    moved[VIDEO][:, :n] += 1.0  # only the real context block's frames differ
+    assert float(anchored.objective.anchor_loss(moved, batch)) == 0.0
+    moved[VIDEO][:, -1] += 1.0
+    assert float(anchored.objective.anchor_loss(moved, batch)) > 0.0
