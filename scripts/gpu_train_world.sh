@@ -63,6 +63,7 @@ SF_FRAMES=${SF_FRAMES:-16}         # data.num_frames of the Self-Forcing clips: 
 SF_LR=${SF_LR:-2e-5}
 SF_CRITIC_LR=${SF_CRITIC_LR:-1e-4}
 SF_EXIT_PER=${SF_EXIT_PER:-block}  # dmd.exit_per: block (every step trained in every block) or rollout
+SF_REGRESSION=${SF_REGRESSION:-0}  # dmd.regression_weight: 0 = pure Self-Forcing; > 0 anchors the rollout to the recording
 case "$FINAL_STAGE" in self_forcing|rollout_regression) ;; *) echo "FINAL_STAGE=$FINAL_STAGE: use self_forcing or rollout_regression" >&2; exit 2 ;; esac
 if [ -n "$START_STUDENT" ] && { [ "$FINAL_STAGE" = self_forcing ] || [ "$RR_DMD" != 0 ]; } && [ -z "$TEACHER_INIT" ]; then
   echo "START_STUDENT skips the teacher stage: $FINAL_STAGE with RR_DMD=$RR_DMD needs TEACHER_INIT" >&2; exit 2
@@ -162,7 +163,7 @@ fi
 # 3. Self-Forcing (DMD) or rollout regression from the ODE student (or START_STUDENT), keeping a checkpoint
 #    every SF_CKPT_EVERY steps: the rest, less 15 s for packing. At most 6 EMA checkpoints (evenly spaced,
 #    the last included) come back, in two files named after the stage (sf_a/sf_b or rr_a/rr_b; each must
-#    stay under 16 MB).
+#    stay under 16 MB), and for Self-Forcing the last step's critic (sf_critic).
 T_SF=$(($(left) - 15))
 if [ "$T_SF" -ge 20 ]; then
   log "$FINAL_STAGE: ${T_SF}s"
@@ -171,7 +172,7 @@ if [ "$T_SF" -ge 20 ]; then
     train self_forcing "$RUN/sf" "${COMMON[@]}" --steps 100000 --set train.time_limit_s="$T_SF" \
       --set init.teacher="$TEACHER" --set init.student="$STUDENT" --set dmd.guidance_scale="$SF_GUIDANCE" --set dmd.shift=3 \
       --set dmd.teacher_attention="$TEACHER_ATTENTION" --set dmd.context_blocks="$SF_CONTEXT_BLOCKS" \
-      --set data.num_frames="$SF_FRAMES" --set dmd.exit_per="$SF_EXIT_PER" \
+      --set data.num_frames="$SF_FRAMES" --set dmd.exit_per="$SF_EXIT_PER" --set dmd.regression_weight="$SF_REGRESSION" \
       --set dmd.critic_steps=2 --set train.batch="$SF_BATCH" --set train.lr="$SF_LR" --set dmd.critic_lr="$SF_CRITIC_LR" \
       --set train.ema_decay=0.95 --set train.ema_start=20 --set train.checkpoint_every="$SF_CKPT_EVERY" \
       --set train.keep_checkpoints=1000
@@ -196,6 +197,7 @@ print("\n".join(sorted(steps[::-1][::k][:6])))')
   half=$(((${#sf_steps[@]} + 1) / 2))
   pack "${tag}_a" ema "$RUN/$tag" "${sf_steps[@]:0:$half}"
   [ ${#sf_steps[@]} -gt "$half" ] && pack "${tag}_b" ema "$RUN/$tag" "${sf_steps[@]:$half}"
+  [ "$tag" = sf ] && pack sf_critic critic "$RUN/sf"  # the last step's critic: the chain's third network, to continue from
 fi
 
 # 4. With time to spare, the GPU kernel tests (issue 6's compiled Triton checks).

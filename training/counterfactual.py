@@ -35,7 +35,7 @@ import numpy as np
 from .counterfactual_data import Branch, context_ok, dedup, frame_hashes, record_split, training_hashes
 from .data.games import game_spec
 from .data.locate import locate_many
-from .evaluate import key_rows, object_error, psnr, rollout, share_within, shares_within
+from .evaluate import key_rows, object_error, psnr, rollout, share_within, shares_within, uniform_steps
 from .object_shape import Shapes, ShapeRef, ball_shapes, calibrate, measure
 from .paddle_reference import commanded_signs, fit_dynamics_table, infer_phases, predict_track
 
@@ -252,8 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: a shared 2-core machine)")
+    p.add_argument("--denoising-steps", type=int, default=None,
+                   help="sample with this many steps, evenly spaced from 1000 (a teacher's many-step sampler; default: "
+                        "the model's own steps)")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
+    if a.denoising_steps is not None and a.denoising_steps < 1:
+        print(f"--denoising-steps {a.denoising_steps}: must be >= 1", file=sys.stderr)
+        return 2
     if not (Path(a.data) / "meta.json").is_file():
         print(f"--data {a.data}: no dataset there (no meta.json); build it with python -m streamgen.training.data.atari",
               file=sys.stderr)
@@ -264,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    pipe = load_pipeline(a.model, device="cpu")
-    out = {"model": a.model, **report(pipe, a.data, a.split, episodes=a.episodes, steps=a.steps, per_episode=a.per_episode,
+    over = {"denoising_steps": uniform_steps(a.denoising_steps)} if a.denoising_steps else {}
+    pipe = load_pipeline(a.model, device="cpu", overrides=over)
+    out = {"model": a.model, "denoising_steps": list(pipe.config.denoising_steps), **report(pipe, a.data, a.split, episodes=a.episodes, steps=a.steps, per_episode=a.per_episode,
                                       context=a.context, frames=a.frames, tol=a.tolerance, seed=a.seed)}
     text = json.dumps(out, indent=1)
     print(text)

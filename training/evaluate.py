@@ -109,6 +109,14 @@ def rollout(pipe, ep: dict, start: int, context: int, frames: int, rows: np.ndar
     return np.concatenate(video), (np.concatenate(audio) if audio else None)
 
 
+def uniform_steps(n: int) -> tuple[float, ...]:
+    """``n`` denoising steps evenly spaced from 1000 (warped by the model's shift as its own are): a
+    teacher's many-step sampler, or any model's with more steps than its config lists."""
+    if n < 1:
+        raise ValueError(f"denoising steps {n!r}: must be >= 1")
+    return tuple(1000.0 * (1 - i / n) for i in range(n))
+
+
 def starts_of(ep: dict, span: int, count: int, per_block: int) -> list[int]:
     """``count`` evenly spread starts (multiples of a block) whose span crosses no new game."""
     t = len(ep["frames"])

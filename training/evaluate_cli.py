@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from streamgen.pipeline import load_pipeline
 
-        from .evaluate import evaluate
+        from .evaluate import evaluate, uniform_steps
 
         if a.threads:
             torch.set_num_threads(a.threads)
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.teacher:
             over = {}
             if a.teacher_steps:
-                over["denoising_steps"] = tuple(1000.0 * (1 - i / a.teacher_steps) for i in range(a.teacher_steps))
+                over["denoising_steps"] = uniform_steps(a.teacher_steps)
             with loading(f"--teacher {a.teacher}"):
                 teacher = load_pipeline(a.teacher, device="cpu", overrides=over)
     except UsageError as err:

@@ -159,3 +159,14 @@ def test_counterfactual_measures_are_consistent(data):
                          b.frames.transpose(0, 2, 3, 1)).mean() for b in branches])
     assert last.shape == (3, 64, 64) and out["old"]["copy_last_psnr_all"] == pytest.approx(want)
     assert 0.0 <= out["ball"]["drawn_share"] <= 1.0 or out["ball"]["frames_shown"] == 0
+
+
+def test_a_teacher_is_measured_with_its_many_step_sampler_when_asked(data, capsys):
+    from streamgen.training.counterfactual import main
+    from streamgen.training.evaluate import uniform_steps
+
+    assert main(["--data", str(data), "--denoising-steps", "0"]) == 2
+    assert "--denoising-steps 0: must be >= 1" in capsys.readouterr().err
+    steps = uniform_steps(12)  # the pipeline's override (warped by the model's shift as its own steps are)
+    assert len(steps) == 12 and steps[0] == 1000.0 and steps[-1] == pytest.approx(1000.0 / 12)
+    assert list(steps) == sorted(steps, reverse=True)

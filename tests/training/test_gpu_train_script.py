@@ -47,6 +47,10 @@ def test_gpu_script_runs_every_stage_on_the_cpu_and_packs_weights(tmp_path):
         assert weights, f"{name}.tar holds no EMA weights"
         config, model = load_checkpoint_dir(weights[-1])
         assert config.name == "world-pong" and sum(p.numel() for p in model.parameters()) > 0
+    with tarfile.open(out / "sf_critic.tar") as tar:  # the critic comes back too (the chain's third network)
+        tar.extractall(tmp_path / "critic", filter="data")
+    critic = sorted((tmp_path / "critic" / "checkpoints").glob("step_*/critic"))
+    assert len(critic) == 1 and load_checkpoint_dir(critic[0])[0].name == "world-pong"
     teacher_steps = sorted((tmp_path / "teacher" / "checkpoints").glob("step_*"))
     assert len(teacher_steps) == 1  # the latest only: the probe's checkpoint was resumed, not packed
 
