@@ -142,6 +142,31 @@ def drop_actions(config, batch: dict, p: float, generator: torch.Generator) -> d
     return null_actions(config, batch, rows)
 
 
+def null_audio(batch: dict, rows: torch.Tensor | None = None) -> dict:
+    """The batch with the speech windows ``audio_in`` ``[B, F, R, D]`` of the samples in ``rows`` (bool
+    ``[B]``; None = all) replaced by the null speech (zeros: no feature value the extractor produces, not
+    even silence's), the unconditional branch of audio guidance. A batch without speech is returned as it is."""
+    if "audio_in" not in batch:
+        return batch
+    x = batch["audio_in"]  # [B, F, R, D]
+    out = dict(batch)
+    if rows is None:
+        out["audio_in"] = torch.zeros_like(x)
+    else:
+        keep = (~rows).to(x.device).view(-1, *([1] * (x.dim() - 1)))  # [B] -> [B, 1, 1, 1]
+        out["audio_in"] = torch.where(keep, x, torch.zeros_like(x))
+    return out
+
+
+def drop_audio(batch: dict, p: float, generator: torch.Generator) -> dict:
+    """Audio dropout (teacher training, for audio guidance): each sample's speech windows become the null
+    speech with probability ``p``. Draws from ``generator`` only when the batch carries speech."""
+    if p <= 0 or "audio_in" not in batch:
+        return batch
+    rows = torch.rand(batch["audio_in"].shape[0], generator=generator) < p  # [B]
+    return null_audio(batch, rows)
+
+
 def frame_timesteps(t: torch.Tensor | float, batch: int, frames: int, device) -> torch.Tensor:
     """A timestep per sample ``[B]`` (or a scalar) broadcast to ``[B, F]``."""
     t = torch.as_tensor(t, dtype=torch.float32, device=device)

@@ -106,6 +106,10 @@ class DMDConfig:
     # as the text, so ``guidance_scale`` pushes action following. Needs a teacher trained with
     # ``data.action_dropout > 0`` (it then knows the null action); false keeps the actions in both branches.
     guide_actions: bool = True
+    # Audio guidance (avatars): the unconditional branch of the real score, and of the ODE initialisation's
+    # teacher trajectories, also hears the null speech, so the guidance scale pushes lip sync. Needs a
+    # teacher trained with ``data.audio_dropout > 0``; false keeps the speech in both branches.
+    guide_audio: bool = True
     # Real blocks of the clip written clean into the student's caches before its rollout (as
     # ``Session.prime``); the rollout generates the rest. 0 = from noise (text-to-video Self-Forcing). A
     # world needs enough to reveal the hidden state its picture does not show (Pong: the frame-skip phase,
@@ -174,12 +178,16 @@ class DataConfig:
     # also learns the action-free distribution and the real score can guide by actions (DMD's
     # ``guide_actions``); the text's rate.
     action_dropout: float = 0.1
+    # Probability of replacing a sample's speech windows (``audio_in``, avatars) by the null speech, so the
+    # teacher also learns the speech-free distribution and the real score can guide by the speech (DMD's
+    # ``guide_audio``); the text's rate. A batch without speech ignores it.
+    audio_dropout: float = 0.1
     # Batch keys that run along time (dim 1 = frames * r): sliced per block in the streaming rollout.
     frame_keys: tuple[str, ...] = ("actions", "keys", "mouse", "audio", "audio_in")
 
     def __post_init__(self) -> None:
         self.frame_keys = tuple(self.frame_keys)
-        for name in ("cfg_dropout", "action_dropout"):
+        for name in ("cfg_dropout", "action_dropout", "audio_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"DataConfig: {name}={getattr(self, name)!r} must be in [0, 1]")
 

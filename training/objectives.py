@@ -13,7 +13,9 @@ from __future__ import annotations
 import torch
 
 from streamgen.samplers import add_noise
-from streamgen.training.conditioning import Cond, drop_actions, drop_text, frame_timesteps, make_cond, null_actions
+from streamgen.training.conditioning import (
+    Cond, drop_actions, drop_audio, drop_text, frame_timesteps, make_cond, null_actions, null_audio,
+)
 from streamgen.training.losses import (
     critic_loss, dmd_generator_loss, rollout_regression_loss, sample_timesteps, streams_flow_loss,
 )
@@ -75,6 +77,7 @@ class Objective:
         score's unconditional branch drops the text and, with ``dmd.guide_actions``, the actions."""
         critic, teacher = self.networks["critic"], self.networks["teacher"]
         unguided = null_actions(teacher.config, batch) if self.cfg.dmd.guide_actions else batch
+        unguided = null_audio(unguided) if self.cfg.dmd.guide_audio else unguided
         with torch.no_grad():
             c_real, u_real = self.cond(teacher, batch), self.cond(teacher, unguided, uncond=True)
             c_fake = self.cond(critic, batch)
@@ -136,7 +139,8 @@ class TeacherObjective(Objective):
         """The step's batch with its text and its actions dropped per sample (CFG dropout)."""
         ctx, data = self.ctx, self.cfg.data
         batch = drop_text(ctx.batch(step), data.cfg_dropout, ctx.generators["local"])
-        return drop_actions(ctx.model_config, batch, data.action_dropout, ctx.generators["local"])
+        batch = drop_actions(ctx.model_config, batch, data.action_dropout, ctx.generators["local"])
+        return drop_audio(batch, data.audio_dropout, ctx.generators["local"])
 
     def step(self, step: int) -> dict[str, float]:
         model = self.networks["student"]
@@ -199,7 +203,8 @@ class ODEObjective(Objective):
             b, f = batch[VIDEO].shape[:2]
             noise = {k: torch.randn(stream_shape(cfg, k, b, f), generator=g).to(batch[VIDEO]) for k in streams(cfg)}
             traj = teacher_trajectory(
-                teacher, noise, self.cond(teacher, batch), self.cond(teacher, batch, uncond=True),
+                teacher, noise, self.cond(teacher, batch),
+                self.cond(teacher, null_audio(batch) if self.cfg.dmd.guide_audio else batch, uncond=True),
                 student_steps=ctx.timesteps, substeps=ode.substeps, scale=ode.guidance_scale,
                 shift=cfg.shift, causal=self.teacher_kind == "causal",
             )  # per stream [S+1, B, F, ...]
