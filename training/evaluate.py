@@ -186,7 +186,7 @@ def rollout_metrics(pipe, eps: list[dict], meta: dict, *, context: int, frames: 
                 real_audio.append(ep["audio"][s + context : s + context + frames].reshape(-1))
             if direction_blocks:
                 direction.append(_direction(pipe, ep, s, context, direction_blocks, spec_g, axis, seed + e_i))
-            _tick(bar)
+            tick(bar)
     err_all = np.concatenate(errors) if errors else np.zeros(0)
     err_16 = np.concatenate(short_errors) if short_errors else np.zeros(0)
     out = {
@@ -229,7 +229,7 @@ def next_block_following(pipe, eps: list[dict], meta: dict, *, context: int, sta
             last = locate_many(ep["frames"][s + context - 1 : s + context], spec_g.player)[:, axis]
             gen_err.append(object_error(locate_many(gen, spec_g.player)[:, axis], real))
             copy_err.append(object_error(np.repeat(last, n), real))
-            _tick(bar)
+            tick(bar)
     g = np.concatenate(gen_err) if gen_err else np.zeros(0)
     c = np.concatenate(copy_err) if copy_err else np.zeros(0)
     return {"tolerance_px": tol, "frames": int(g.size), "within_tolerance": share_within(g, tol),
@@ -283,7 +283,7 @@ def stability(pipe, ep: dict, meta: dict, *, frames: int, context: int, drift_bo
         held_for -= 1
         row = np.array([[k in keys for k in st.spec.keys]] * pipe.frames_per_chunk, np.float32)
         chunk = session.step(actions=events_for_rows(st.spec, row, st.next_raw, st.held))
-        _tick(bar)
+        tick(bar)
         v = chunk.video
         means.append(v.reshape(len(v), -1, 3).mean(axis=1))
         contrast.append(v.reshape(len(v), -1).std(axis=1))
@@ -304,12 +304,12 @@ def stability(pipe, ep: dict, meta: dict, *, frames: int, context: int, drift_bo
             "collapsed": bool(contrast[-k:].mean() < 5.0 or late_found < 0.5)}
 
 
-def _tick(bar) -> None:
+def tick(bar) -> None:
     if bar is not None:
         bar.update(1)
 
 
-def _bar(progress: bool, desc: str, total: int, unit: str):
+def progress_bar(progress: bool, desc: str, total: int, unit: str):
     """A progress bar on stderr (stdout carries the JSON), or None when ``progress`` is off."""
     if not progress:
         return None
@@ -333,7 +333,7 @@ def evaluate(pipe, data: str | Path, *, teacher=None, episodes: int | None = Non
     n = pipe.frames_per_chunk
 
     def phase(desc: str, total: int, unit: str, fn):
-        bar = _bar(progress, desc, total, unit)
+        bar = progress_bar(progress, desc, total, unit)
         try:
             return fn(bar)
         finally:

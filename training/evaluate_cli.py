@@ -5,7 +5,9 @@ dataset, an unknown model, an unwritable ``--out``) is one line and exit code 2.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 
 from streamgen.cli.checks import Parser, UsageError, check_model, check_output_file, loading, report
@@ -18,7 +20,8 @@ BUILD_DATA = ("python -m streamgen.training.data.atari --game pong --out {data} 
 def build_parser():
     p = Parser(prog="streamgen evaluate", description="A world model against the emulator on held-out Atari "
                "episodes: PSNR, action following, sound and stability, printed as JSON (docs/world.md). "
-               "Progress goes to stderr.")
+               "Progress goes to stderr. An avatar model (--model avatar) takes other options: "
+               "`streamgen evaluate --model avatar --help`.")
     p.add_argument("--model", default="world", help="the model to evaluate: a shipped default, a checkpoint, run or "
                    "step folder (default world)")
     p.add_argument("--data", default="data/atari/pong",
@@ -56,6 +59,18 @@ def build_parser():
     return p
 
 
+def is_avatar(model: str) -> bool:
+    """Whether ``--model`` names an avatar (speech in): its own arguments and measures (avatar_evaluate_cli)."""
+    try:
+        from streamgen.checkpoints.run_folder import model_folder
+        from streamgen.pipeline import PRESETS, model_config, shipped_models
+
+        named = model in PRESETS or model in shipped_models()
+        return model_config(model if named else str(model_folder(model))).audio_in is not None
+    except (ValueError, KeyError, OSError):
+        return False  # the world path reports the bad name
+
+
 def check_args(a) -> None:
     """Everything checkable before a model loads: the dataset first (the usual first-run miss)."""
     meta = Path(a.data) / "meta.json"
@@ -75,6 +90,13 @@ def check_args(a) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--model", default="world")
+    if is_avatar(peek.parse_known_args(argv)[0].model):  # speech in: its own arguments and measures
+        from .avatar_evaluate_cli import main as avatar_main
+
+        return avatar_main(argv)
     a = build_parser().parse_args(argv)
     try:
         check_args(a)

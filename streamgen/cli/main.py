@@ -159,7 +159,7 @@ def _plugins() -> dict:
 PLUGIN_HELP = {
     "serve": "serve models over WebRTC and WebSocket with a web page (docs/serving.md)",
     "train": "train a teacher or a causal student (docs/training.md)",
-    "evaluate": "evaluate a world model against the emulator on held-out episodes (docs/world.md)",
+    "evaluate": "evaluate a world model (docs/world.md) or an avatar (docs/models.md) on held-out data",
 }
 
 

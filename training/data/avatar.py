@@ -109,7 +109,7 @@ def make_clip(seed: int, split: str, index: int, text: str, voices: list[str], i
     voice = voices[rng.integers(len(voices))]
     rate, pitch = int(rng.integers(130, 211)), int(rng.integers(25, 76))
     ident_index = int(rng.integers(len(identities)))
-    ident = Identity(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in identities[ident_index].items()})
+    ident = Identity.from_dict(identities[ident_index])
     utt = say(text, voice, rate, pitch)
     gain = rng.uniform(0.3, 0.9) / max(float(np.abs(utt.audio).max()), 1e-6)
     frames = -(-int(np.ceil(len(utt.audio) / SAMPLE_RATE * FPS)) // FRAMES_MULTIPLE) * FRAMES_MULTIPLE

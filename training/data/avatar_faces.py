@@ -44,6 +44,11 @@ class Identity:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Identity":
+        """The inverse of ``to_dict`` after a JSON round trip (colours come back as lists)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
 
 def _jitter(rng: np.random.Generator, colour, amount: int) -> tuple[int, int, int]:
     return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in colour)
