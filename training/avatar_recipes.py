@@ -31,6 +31,53 @@ SETS: dict[str, list[str]] = {
         "train.checkpoint_every=250",
         "train.log_every=25",
     ],
+    # The causal student's start (docs/world.md's chain): regression onto the bidirectional teacher's
+    # trajectories at the student's 3 timesteps, from the teacher's own weights. A small pool and 2 Euler
+    # substeps per student step: on the shared CPU the pool is most of the stage's cost.
+    "ode_init": [
+        "model=avatar",
+        "data.num_frames=16",
+        "data.cfg_dropout=0",
+        "ode.teacher_kind=bidirectional",
+        "ode.num_pairs=16",
+        "ode.substeps=2",
+        # The teacher of 485 steps does not follow the speech yet (val mouth correlation about 0 unguided):
+        # guiding its ODE would amplify noise at twice the cost; the next stage guides its score instead.
+        "ode.guidance_scale=1",
+        "train.batch=8",
+        "train.lr=2e-4",
+        "train.ema_decay=0.99",
+        "train.ema_start=20",
+        "train.checkpoint_every=25",
+        "train.log_every=5",
+    ],
+    # Self-Forcing: the student rolls out its own 3-step blocks after the real reference block (the sink),
+    # on episodes of 10 latent frames (reference + 8 talking frames = the model's window, so the scores
+    # judge a clip laid out as the teacher's, reference first); each generated block regresses onto the real
+    # one (weight 1) and the whole clip takes the DMD loss (``regression.dmd_weight``) of the teacher's score
+    # guided by the speech (the unconditional branch hears the null speech).
+    "rollout_regression": [
+        "model=avatar",
+        "data.num_frames=10",
+        "data.cfg_dropout=0",
+        "regression.context_blocks=1",
+        "regression.dmd_weight=1",
+        "dmd.guidance_scale=2",
+        "dmd.shift=3",  # the model's own shift (the 1.3B recipes' 5 is for their scale)
+        "dmd.critic_lr=1e-4",  # a short run: the critic must track the student within tens of steps
+        "dmd.guide_audio=true",
+        "dmd.teacher_attention=bidirectional",
+        "dmd.last_step_only=true",
+        "train.batch=4",
+        "train.lr=1e-4",
+        "train.warmup=5",
+        "train.motion_weight=3",
+        "train.ema_decay=0.9",
+        "train.ema_start=10",
+        "train.checkpoint_every=10",
+        "train.keep_checkpoints=1000",
+        "train.log_every=2",
+    ],
 }
 
 

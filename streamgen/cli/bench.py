@@ -114,4 +114,20 @@ def run_bench(pipe, *, blocks: int, warmup: int = 3, seed: int = 0, progress=Non
         result["late_over_early_cpu"] = result["block_cpu_ms_median_late"] / result["block_cpu_ms_median_early"]
     if audio_samples and pipe.sample_rate:
         result["audio_realtime_factor"] = (audio_samples / pipe.sample_rate) / wall
+    if pipe.config.audio_in is not None and per_block:
+        result["speech_latency"] = speech_latency(pipe.config, statistics.median(per_block))
     return result
+
+
+def speech_latency(config, block_s: float) -> dict[str, float]:
+    """Audio in to frame out of an avatar (docs/models.md, "Avatars"), seconds: a frame is drawn once its
+    block's audio and the look-ahead (``audio_in.radius`` latent frames) have arrived, then takes a block's
+    compute (``block_s``, the measured median). From the end of a frame's own audio: the last pixel frame of
+    a block waits the look-ahead only, the first one also the rest of its block; ``mean`` over the frames."""
+    tu, block = config.temporal_upsample, float(config.block_seconds)
+    frame_s = block / (config.frames_per_block * tu)  # one pixel frame
+    lookahead = config.audio_in.radius * tu * frame_s
+    waits = [(config.frames_per_block * tu - 1 - k) * frame_s for k in range(config.frames_per_block * tu)]
+    return {"lookahead_s": lookahead, "block_s": block, "compute_s": block_s,
+            "min_s": lookahead + block_s, "mean_s": lookahead + sum(waits) / len(waits) + block_s,
+            "max_s": lookahead + max(waits) + block_s}

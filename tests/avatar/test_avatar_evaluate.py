@@ -111,3 +111,17 @@ def test_cli_refuses_a_missing_set_in_one_line(data, tmp_path, capsys):
     assert len(err) == 1 and "--data" in err[0] and "streamgen.training.data.avatar" in err[0]
     assert main(["--model", "avatar", "--data", str(data), "--frames", "-1"]) == 2
     assert "--frames -1" in capsys.readouterr().err
+
+
+def test_bench_quotes_the_speech_latency_of_an_avatar():
+    from streamgen.cli.bench import run_bench
+
+    pipe = avatar_pipeline(**SMALL)
+    out = run_bench(pipe, blocks=3, warmup=1)
+    lat, cfg = out["speech_latency"], pipe.config
+    frame_s = float(cfg.block_seconds) / (cfg.frames_per_block * cfg.temporal_upsample)
+    assert lat["compute_s"] == pytest.approx(out["block_ms_p50"] / 1000)
+    assert lat["lookahead_s"] == pytest.approx(cfg.audio_in.radius * cfg.temporal_upsample * frame_s)
+    assert lat["min_s"] == pytest.approx(lat["lookahead_s"] + lat["compute_s"])
+    assert lat["max_s"] - lat["min_s"] == pytest.approx(float(cfg.block_seconds) - frame_s)
+    assert lat["min_s"] < lat["mean_s"] < lat["max_s"]
