@@ -3,7 +3,7 @@
 ``python -m streamgen.training.ship_avatar --model runs/avatar/sf --ae runs/avatar/ae --data data/avatar --out streamgen/weights/avatar``
 
 Writes ``config.json`` + ``model.safetensors`` (the student's EMA weights, or any weights folder, with its
-training record), ``video_ae.safetensors`` (the face autoencoder: it decodes the stream and encodes the
+training record; stored as fp16, loaded as fp32), ``video_ae.safetensors`` (the face autoencoder: it decodes the stream and encodes the
 reference), ``start_context.npz`` (the default identity's reference over the sink frames: ``load_pipeline``
 primes every session with it, ``Session.set_reference`` switches it) and ``references.npz`` (``images``
 uint8 ``[N, 64, 64, 3]``: the reference images of the training identities, the identities the model knows
@@ -48,7 +48,10 @@ def write_avatar_folder(out: str | Path, model: str | Path, ae: str | Path, data
     if config.audio_in is None:
         raise ValueError(f"--model {model}: {config.name!r} takes no speech; not an avatar")
     record = read_record(model)
-    save_checkpoint(out, config, net, metadata={"source": str(model), **({RECORD_KEY: record} if record else {})})
+    # fp16 storage halves the package (the weights are small and well inside its range); loaded as fp32
+    state = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    save_checkpoint(out, config, state, metadata={"source": str(model), "stored_dtype": "float16",
+                                                  **({RECORD_KEY: record} if record else {})})
     shutil.copyfile(Path(ae) / VIDEO_FILE, out / VIDEO_FILE)
     refs = identity_references(data)
     if not 0 <= identity < len(refs):
