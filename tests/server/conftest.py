@@ -27,7 +27,7 @@ def free_port() -> int:
 
 
 class RunningServer:
-    def __init__(self, log_level: str = "warning", **overrides) -> None:
+    def __init__(self, log_level: str = "warning", capture_level: int = logging.INFO, **overrides) -> None:
         overrides.setdefault("model", "tiny")  # the tests pin their model; the default follows what ships
         overrides.setdefault("port", free_port())  # a given port: e.g. a server restarted where the last one ran
         self.settings = ServerSettings(host="127.0.0.1", warmup_blocks=1, **overrides)
@@ -41,7 +41,7 @@ class RunningServer:
         self.thread = threading.Thread(target=self.server.run, name="test-uvicorn", daemon=True)
         # The server's log, captured once uvicorn.Config has configured its loggers (that drops handlers
         # added before): ``server.log.getvalue()``, scanned by the tests for unhandled exceptions.
-        self._capture = captured_log()
+        self._capture = captured_log(capture_level)
         self.log = self._capture.__enter__()
 
     def __enter__(self) -> "RunningServer":

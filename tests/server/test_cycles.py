@@ -8,13 +8,17 @@ its own, forked from a forkserver that has the client modules imported already.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import logging
 import multiprocessing
 import os
 import threading
 import time
 
 import pytest
+
+from streamgen.server.cli import CHATTY_LOGGERS
 
 from .conftest import running_server, unhandled
 
@@ -37,6 +41,25 @@ def _rss_parts_mb() -> dict:
     with open("/proc/self/status") as f:
         parts = dict(line.split(":", 1) for line in f if line.startswith(("RssAnon", "RssFile")))
     return {k: round(int(v.split()[0]) / 1024, 1) for k, v in parts.items()}
+
+
+@contextlib.contextmanager
+def _logging_as_served():
+    """Log as ``streamgen serve`` does (aioice / aiortc at WARNING) and keep only WARNING and above in memory.
+
+    A served process writes its log to stderr; the tests keep it in memory to scan it. At INFO that
+    in-memory copy (and pytest's own) grows by a few kilobytes per cycle, which is the test's memory,
+    not the server's. Unhandled faults are logged at ERROR, so the scan still sees every one.
+    """
+    chatty = [logging.getLogger(name) for name in CHATTY_LOGGERS]
+    old = [lg.level for lg in chatty]
+    for lg in chatty:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(chatty, old):
+            lg.setLevel(level)
 
 
 def _fds() -> int:
@@ -113,7 +136,7 @@ def test_300_webrtc_and_300_websocket_cycles_leave_nothing_behind():
     ctx.set_forkserver_preload(["tests.server.cycle_client"])
     # Killed WebRTC peers are found by the idle timeout (their clients pinged every 0.5 s until killed).
     settings = dict(max_sessions=16, idle_timeout_s=5.0, client_sessions_per_min=1e6, client_session_burst=10_000)
-    with running_server(**settings) as server:
+    with _logging_as_served(), running_server(capture_level=logging.WARNING, **settings) as server:
         failed_warm = _run_cycles(ctx, server.url, _plan(WARMUP_CYCLES // 2))
         base = _settle(server, {"sessions": 0, "engine": 0, "tasks": 10**6, "threads": 10**6, "fds": 10**6})
         t0 = time.monotonic()
