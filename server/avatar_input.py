@@ -23,6 +23,8 @@ import numpy as np
 from PIL import Image
 from streamgen_client import protocol as P
 
+from streamgen.image_condition import fit_image
+
 # A voice silent this long is over: blocks stop waiting for its look-ahead (jitter of a live track stays below).
 LIVE_GAP_S = 0.5
 # Speech a client may hold ahead of the stream (below SpeechInput's own 10 s bound, which drops silently).
@@ -166,7 +168,4 @@ def decode_reference(b64: str, width: int, height: int, seq: int | None = None) 
         img = img.convert("RGB")
     except Exception as e:  # noqa: BLE001 - truncated or corrupt data
         raise P.ProtocolError("bad_field", f"reference image does not decode ({type(e).__name__}: {e})", seq) from None
-    scale = min(w / width, h / height)  # the largest centred box of the model's aspect
-    cw, ch = width * scale, height * scale
-    box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
-    return np.asarray(img.resize((width, height), Image.BILINEAR, box=box), np.uint8)  # [H, W, 3]
+    return fit_image(np.asarray(img, np.uint8), height, width)  # [H, W, 3]: the start image's crop and resize
