@@ -210,6 +210,7 @@ async def offer(request: Request) -> JSONResponse:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[RTCIceServer(**s) for s in settings.ice_server_list()]))
     es = session = None
     answered = False
+    tasks_before = asyncio.all_tasks()
     try:
         try:
             await asyncio.wait_for(pc.setRemoteDescription(RTCSessionDescription(sdp=o.sdp, type="offer")),
@@ -235,6 +236,7 @@ async def offer(request: Request) -> JSONResponse:
         log.error("offer failed: %s: %s", type(e).__name__, e)
         return _error(500, "internal", f"could not answer: {type(e).__name__}: {e}", metrics)
     finally:
+        _retrieve_connect_failures(tasks_before)
         if not answered:  # every failure (and a cancelled request) gives the slot and the session back
             if session is not None:
                 await session.close("error", send_bye=False)
@@ -256,6 +258,21 @@ def _loads(body: bytes) -> dict:
     if not isinstance(obj, dict):
         raise P.ProtocolError("bad_json", f"offer must be a JSON object, got {type(obj).__name__}")
     return obj
+
+
+def _retrieve_connect_failures(before: set[asyncio.Task]) -> None:
+    """aiortc starts a peer connection's connect (ICE, then DTLS) as a task nobody awaits; when the
+    connection is closed before that task runs (a client gone or refused mid-offer), it fails with
+    InvalidStateError and asyncio logs "Task exception was never retrieved". The connect tasks the
+    offer's SDP calls started (those not in ``before``) get a callback that retrieves and logs that."""
+    for task in asyncio.all_tasks() - before:
+        if task.get_coro().__qualname__ == "RTCPeerConnection.__connect":
+            task.add_done_callback(_connect_done)
+
+
+def _connect_done(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.info("peer connection closed before it connected: %s: %s", type(task.exception()).__name__, task.exception())
 
 
 async def _close_pc(pc: RTCPeerConnection) -> None:
