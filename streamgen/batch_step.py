@@ -14,23 +14,24 @@ runs the one block loop (``streamgen.block_loop.run_block``) once for the whole 
 - ``noise()`` concatenates each session's own draw (video, then audio), so a session's noises are the
   ones it draws alone;
 - per session, before the forwards: ``Session.begin_block`` (its action windows, the ``recompute``
-  rebuild); after them: ``Session.finish_block`` (keep the clean latents, decode with its own decoder
-  state, advance its counters). Prompt switches (``Session.set_prompt``) happen before the step.
+  rebuild); after them: ``Session.finish_block`` (keep the clean latents, advance its counters, emit the
+  chunk). Prompt switches (``Session.set_prompt``) happen before the step.
 
-The decode runs after the refill, per session (a session stepped alone on CUDA decodes beside the refill
-on a side stream instead). A batch of one is ``Session.step`` itself; sessions with an image condition,
+The block is decoded beside the refill, every session's row with its own decoder state, the rows in one
+call of each decoder (``streamgen.block_decode``: the same decode path as a session stepped alone). A
+batch of one is ``Session.step`` itself; sessions with an image condition,
 Matrix-Game 2.0's action caches or speech input, and those of a pipeline with a feature cache, step one by
 one (``batchable``).
 """
 from __future__ import annotations
 
-import concurrent.futures
 import time
 from typing import Any, Callable, Sequence
 
 import torch
 
 from streamgen import block_loop
+from streamgen.block_decode import Decoded, beside_refill, decode_sessions
 from streamgen.models.action_modules import ActionInput
 from streamgen.session import Chunk, Session
 
@@ -72,54 +73,17 @@ def run_batch(sessions: Sequence[Session], acts: Sequence[ActionInput | None], t
         return [s.run_block(a, t0) for s, a in zip(sessions, acts)]
     pipe = sessions[0].pipe
     timings: dict[str, float] = {}
-    finished: list[list[Chunk]] = []
+    decoded: list[Decoded] = []
 
-    def finish(x0: block_loop.Streams) -> list[Chunk]:
-        chunks = []
-        for r, (s, a) in enumerate(zip(sessions, acts)):
-            row = {name: x[r : r + 1].clone() for name, x in x0.items()}  # [1, ...]: the session keeps its own copy
-            chunks.append(s.finish_block(row, a, {}, t0))
-        return chunks
+    def around_refill(x0: block_loop.Streams, refill: Callable[[], None]) -> None:
+        decoded.extend(beside_refill(pipe, lambda: decode_sessions(sessions, x0), refill))
 
-    def around_refill(x0: block_loop.Streams, refill) -> None:
-        finished.append(finish_beside(pipe.device, lambda: finish(x0), refill))
-
-    block_loop.run_block(batched_forward(sessions, acts), lambda: batched_noise(sessions), pipe.timesteps,
-                         context_noise=pipe.config.context_noise, timings=timings, around_refill=around_refill)
-    total = time.perf_counter() - t0
-    for chunk in finished[0]:  # the block loop's timings were complete only after the refill
-        chunk.timings = {**timings, **chunk.timings, "total": total}
-    return finished[0]
-
-
-_FINISHER: concurrent.futures.ThreadPoolExecutor | None = None
-
-
-def finish_beside(device: torch.device, finish: Callable[[], list[Chunk]], refill: Callable[[], None]) -> list[Chunk]:
-    """Run the batch's refill forward and its sessions' ``finish_block`` (keep the clean latents, decode
-    video and audio, advance the counters) at the same time on a CPU: the finish on one worker thread
-    (torch ops release the GIL, so the decoders use a second core while the transformer refills), the
-    refill here. They share no state: the refill writes only the sessions' K / V caches, whose plans and
-    start frames the batched forward fixed before the block; the finish never reads those caches.
-    On other devices (one queue of kernels) the finish follows the refill."""
-    global _FINISHER
-    if device.type != "cpu":
-        refill()
-        return finish()
-    if _FINISHER is None:  # one worker for the process: the engine steps one batch at a time
-        _FINISHER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamgen-finish")
-    threads = torch.get_num_threads()
-
-    def on_worker() -> list[Chunk]:
-        torch.set_num_threads(threads)  # the caller's intra-op threads (a new thread would take the default)
-        with torch.inference_mode():  # grad mode is per thread
-            return finish()
-
-    pending = _FINISHER.submit(on_worker)
-    try:
-        refill()
-    finally:
-        chunks = pending.result()  # never leave the worker running on a block whose step failed
+    x0 = block_loop.run_block(batched_forward(sessions, acts), lambda: batched_noise(sessions), pipe.timesteps,
+                              context_noise=pipe.config.context_noise, timings=timings, around_refill=around_refill)
+    chunks = []
+    for r, (s, a, d) in enumerate(zip(sessions, acts, decoded)):
+        row = {name: x[r : r + 1].clone() for name, x in x0.items()}  # [1, ...]: the session keeps its own copy
+        chunks.append(s.finish_block(row, a, timings, t0, decoded=d))
     return chunks
 
 

@@ -18,6 +18,7 @@ import torch
 from streamgen import block_loop
 from streamgen.actions import ActionState, events_for_rows, split_by_block
 from streamgen.audio_features import SpeechInput
+from streamgen.block_decode import Decoded, beside_refill, decode_sessions
 from streamgen.identity import copy_sink_slots, reference_frames
 from streamgen.config import ModelConfig
 from streamgen.decoders.preview import frames_to_uint8
@@ -133,27 +134,30 @@ class Session:
     @torch.inference_mode()
     def run_block(self, acts: ActionInput | None, t0: float) -> Chunk:
         """The block begun by ``begin_block`` (``acts``: its action windows), generated alone through the
-        block loop, decoded beside the refill; ``t0``: when the block began (``timings["total"]``)."""
-        cfg = self.config
+        block loop, decoded beside the refill (``streamgen.block_decode``); ``t0``: when the block began
+        (``timings["total"]``)."""
         timings: dict[str, float] = {}
-        decoded: list[torch.Tensor | None] = []
+        decoded: list[Decoded] = []
+
+        def around_refill(x0: block_loop.Streams, refill: Callable[[], None]) -> None:
+            decoded.extend(beside_refill(self.pipe, lambda: decode_sessions([self], x0), refill))
         out = block_loop.run_block(self._block_forward(self.next_frame, acts), self.block_noise, self.pipe.timesteps,
-                                   context_noise=cfg.context_noise, timings=timings,
-                                   around_refill=lambda x0, refill: decoded.append(self._decode_beside(x0["video"], refill)))
-        return self.finish_block(out, acts, timings, t0, frames=decoded[0])
+                                   context_noise=self.config.context_noise, timings=timings, around_refill=around_refill)
+        return self.finish_block(out, acts, timings, t0, decoded=decoded[0])
 
     @torch.inference_mode()
     def finish_block(self, out: block_loop.Streams, acts: ActionInput | None, timings: dict[str, float], t0: float, *,
-                     frames: torch.Tensor | None = None) -> Chunk:
+                     decoded: Decoded | None = None) -> Chunk:
         """Keep the block's clean latents ``out`` (one ``[1, ...]`` tensor per stream) for re-caching, decode
-        and emit it (``frames``: already decoded), with the block loop's ``timings`` and the total since ``t0``."""
+        and emit it (``decoded``: already decoded, ``streamgen.block_decode``), with the block loop's
+        ``timings`` and the total since ``t0``."""
         x0, a0 = out["video"], out.get("audio")
         self._remember(x0, a0, acts)
         cfg = self.config
         if self.speech is not None:  # keep the windows of the frames a re-cache may replay
             keep = block_loop.keep_frames(cfg) + cfg.audio_in.radius
             self.speech.prune(range(cfg.sink_frames + cfg.audio_in.radius), self.next_frame - keep)
-        chunk = self.emit(x0, a0, frames=frames)
+        chunk = self.emit(x0, a0, decoded=decoded)
         chunk.timings = {**timings, **chunk.timings}
         chunk.timings["total"] = time.perf_counter() - t0
         return chunk
@@ -201,9 +205,7 @@ class Session:
             acts = self._block_actions(events[b])
             self._refill(xb, ab, acts)
             self._remember(xb, ab, acts)
-            self._decode_video(xb)  # the decoders' streaming state continues from real content
-            if ab is not None:
-                self._decode_audio(ab)
+            decode_sessions([self], {"video": xb, "audio": ab})  # the decoders' state continues from real content
             self.block_index += 1
             self.next_frame += n
 
@@ -225,43 +227,30 @@ class Session:
             raise ValueError(f"prime(): {len(actions)} action batches for {blocks} blocks; give one per block")
         return actions
 
-    def _decode_video(self, x0: torch.Tensor) -> torch.Tensor:
-        """Frames ``[B, T, 3, H, W]`` of one block of video latents; advances the decoder's state."""
-        frames, self.decoder_state = self.pipe.decoder.decode(x0, self.decoder_state)
-        return frames
-
-    def _decode_audio(self, audio_x0: torch.Tensor) -> torch.Tensor:
-        """Output-rate samples ``[S, C]`` of one block of audio latents; advances decoder and resampler state."""
-        native, self.audio_decoder_state = self.pipe.audio_decoder.decode(audio_x0, self.audio_decoder_state)
-        out, self.resampler_state = self.pipe.resampler.process(native[0], self.resampler_state)
-        return out
-
     @torch.inference_mode()
-    def emit(self, x0: torch.Tensor, audio_x0: torch.Tensor | None = None, *, frames: torch.Tensor | None = None) -> Chunk:
+    def emit(self, x0: torch.Tensor, audio_x0: torch.Tensor | None = None, *, decoded: Decoded | None = None) -> Chunk:
         """Decode one block of clean latents into a chunk and advance the stream counters (``step`` calls
         this after denoising; tests replay latents through it to check the audio / video bookkeeping).
-        ``frames``: the block already decoded (``[B, T, 3, H, W]``, by ``step`` beside the refill)."""
-        cfg = self.config
-        t0 = time.perf_counter()
-        video = frames_to_uint8((self._decode_video(x0) if frames is None else frames)[0])
-        t1 = time.perf_counter()
+        ``decoded``: the block already decoded (by ``step`` beside the refill)."""
+        if decoded is None:
+            decoded = decode_sessions([self], {"video": x0, "audio": audio_x0})[0]
+        video = frames_to_uint8(decoded.frames[0])
         wave = sample_index = None
-        if audio_x0 is not None:
-            wave = self._decode_audio(audio_x0).float().cpu().numpy()  # [S, C]
+        if decoded.wave is not None:
+            wave = decoded.wave.float().cpu().numpy()  # [S, C]
             sample_index = self.audio_samples_out
             self.audio_samples_out += wave.shape[0]
-        t2 = time.perf_counter()
         chunk = Chunk(
             video=video,
             audio=wave,
             sample_rate=self.pipe.sample_rate if wave is not None else None,
             block_index=self.block_index,
             frame_index=self.video_frames_out,
-            timings={"decode": t1 - t0, "audio_decode": t2 - t1} if wave is not None else {"decode": t1 - t0},
+            timings=dict(decoded.timings),
             sample_index=sample_index,
         )
         self.block_index += 1
-        self.next_frame += cfg.frames_per_block
+        self.next_frame += self.config.frames_per_block
         self.video_frames_out += video.shape[0]
         return chunk
 
@@ -366,23 +355,6 @@ class Session:
         """Overwrite the block's K / V with those of its clean latents at ``context_noise`` (priming)."""
         clean = {"video": x0} if a0 is None else {"video": x0, "audio": a0}
         block_loop.refill(self._block_forward(self.next_frame, acts), clean, self.block_noise, self.config.context_noise)
-
-    def _decode_beside(self, x0: torch.Tensor, refill: Callable[[], None]) -> torch.Tensor | None:
-        """The block loop's ``refill``, with the video decode beside it on the pipeline's side CUDA stream
-        when it has one (both only read ``x0``); returns the decoded frames, or None on other devices
-        (``emit`` decodes)."""
-        side = self.pipe.decode_stream
-        if side is None:
-            refill()
-            return None
-        main = torch.cuda.current_stream(self.pipe.device)
-        side.wait_stream(main)  # x0 is complete before the decoder reads it
-        with torch.cuda.stream(side):
-            frames = self._decode_video(x0)
-        refill()  # on the main stream, while the side stream decodes
-        main.wait_stream(side)
-        frames.record_stream(main)  # made on the side stream, read on the main one
-        return frames
 
     def _remember(self, x0: torch.Tensor, a0: torch.Tensor | None = None, acts: ActionInput | None = None) -> None:
         for i in range(x0.shape[1]):

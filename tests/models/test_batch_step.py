@@ -137,36 +137,38 @@ def test_feature_cached_sessions_step_one_by_one_and_equal_alone():
             np.testing.assert_array_equal(a.step().video, c.video)
 
 
-def test_a_batch_finishes_on_a_worker_beside_the_refill_and_a_failed_refill_waits_for_it():
-    """On a CPU the batch's finish (decoders) runs on another thread while the refill runs here; when the
-    refill fails, the finish has still completed before the error propagates (no worker left running on
-    a failed step), and each chunk's timings include the refill."""
+def test_a_block_decodes_on_a_worker_beside_the_refill_and_a_failed_refill_waits_for_it():
+    """On a CPU the block's decode runs on another thread while the refill runs here; when the refill
+    fails, the decode has still completed before the error propagates (no worker left running on a failed
+    step), and each chunk's timings include the refill."""
     import threading
+    from types import SimpleNamespace
 
-    from streamgen.batch_step import finish_beside
+    from streamgen.block_decode import beside_refill
 
     seen = {}
+    cpu_pipe = SimpleNamespace(device=torch.device("cpu"), decode_stream=None)
 
-    def finish():
-        seen["finish"] = threading.get_ident()
+    def decode():
+        seen["decode"] = threading.get_ident()
         seen["inference"] = torch.is_inference_mode_enabled()
-        return ["chunk"]
+        return ["decoded"]
 
     def refill():
         seen["refill"] = threading.get_ident()
 
-    assert finish_beside(torch.device("cpu"), finish, refill) == ["chunk"]
-    assert seen["refill"] == threading.get_ident() != seen["finish"] and seen["inference"]
+    assert beside_refill(cpu_pipe, decode, refill) == ["decoded"]
+    assert seen["refill"] == threading.get_ident() != seen["decode"] and seen["inference"]
 
     def failing_refill():
         raise RuntimeError("refill broke")
 
     seen.clear()
     with pytest.raises(RuntimeError, match="refill broke"):
-        finish_beside(torch.device("cpu"), finish, failing_refill)
-    assert "finish" in seen
+        beside_refill(cpu_pipe, decode, failing_refill)
+    assert "decode" in seen
 
     pipe = _pipe(preset("tiny-world"))
-    chunks = step_batch([pipe.start(seed=1), pipe.start(seed=2)])
-    assert all({"denoise", "refill", "decode", "audio_decode", "total"} <= set(c.timings) for c in chunks)
-    assert all(c.timings["total"] >= c.timings["denoise"] + c.timings["refill"] for c in chunks)
+    for chunks in (step_batch([pipe.start(seed=1), pipe.start(seed=2)]), [pipe.start(seed=3).step()]):
+        assert all({"denoise", "refill", "decode", "audio_decode", "total"} <= set(c.timings) for c in chunks)
+        assert all(c.timings["total"] >= c.timings["denoise"] + c.timings["refill"] for c in chunks)
