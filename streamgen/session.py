@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from streamgen import block_loop
-from streamgen.actions import ActionState, events_for_rows, split_by_block
+from streamgen.actions import ActionState
 from streamgen.audio_features import SpeechInput
 from streamgen.block_decode import Decoded, beside_refill, decode_sessions
 from streamgen.identity import copy_sink_slots, reference_frames
@@ -27,6 +27,7 @@ from streamgen.models.action_modules import ActionInput
 from streamgen.models.audio_video import new_audio_cache
 from streamgen.models.kv_cache import RollingKVCache
 from streamgen.noise import noise_source
+from streamgen.session_prime import prime
 
 
 class SessionSource(Protocol):
@@ -122,7 +123,7 @@ class Session:
         and in ``recompute`` mode the cache rebuilt under the current prompt."""
         if self.closed:
             raise RuntimeError("step() on a closed session")
-        acts = self._block_actions(actions)
+        acts = self.block_actions(actions)
         if self.speech is not None:
             self.speech.start(self.next_frame)
             if audio is not None:
@@ -152,7 +153,7 @@ class Session:
         and emit it (``decoded``: already decoded, ``streamgen.block_decode``), with the block loop's
         ``timings`` and the total since ``t0``."""
         x0, a0 = out["video"], out.get("audio")
-        self._remember(x0, a0, acts)
+        self.remember(x0, a0, acts)
         cfg = self.config
         if self.speech is not None:  # keep the windows of the frames a re-cache may replay
             keep = block_loop.keep_frames(cfg) + cfg.audio_in.radius
@@ -164,68 +165,10 @@ class Session:
 
     @torch.inference_mode()
     def prime(self, video: Any, audio: Any = None, actions: Any = None) -> None:
-        """Start the stream from real media: encode ``video`` (uint8 ``[T, H, W, 3]``, T a whole number of
-        blocks) and ``audio`` (float32 ``[S, C]`` at the decoder's native rate, exactly T frames long; None
-        = silence) with the pipeline's autoencoders and write them into the caches as clean context, block
-        by block at ``context_noise`` (like the refill), with ``actions`` (None = no key; a list with one
-        list of wire events per block; or key rows float ``[T, K]`` per raw frame in the model's key order).
-        The decoders run over the primed latents (their streaming state continues from real content); the
-        stream position (``next_frame``, ``block_index``) advances; nothing is emitted, so the first
-        ``step()`` returns the first generated chunk with ``frame_index`` / ``sample_index`` unchanged."""
-        if self.closed:
-            raise RuntimeError("prime() on a closed session")
-        pipe, cfg = self.pipe, self.config
-        if not getattr(pipe.decoder, "can_encode", False):
-            raise ValueError(f"model {pipe.name!r} has no video encoder (its decoder {type(pipe.decoder).__name__} "
-                             "cannot encode frames); prime() needs a pipeline with trained autoencoders")
-        video = np.asarray(video)
-        per_block = cfg.frames_per_block * cfg.temporal_upsample
-        if video.ndim != 4 or video.shape[0] == 0 or video.shape[0] % per_block:
-            raise ValueError(f"prime(): video of shape {video.shape} must be [T, H, W, 3] with T a positive multiple "
-                             f"of the {per_block} frames of a block")
-        blocks = video.shape[0] // per_block
-        x = pipe.decoder.encode(video).to(pipe.device, pipe.dtype)  # [1, F, C, h, w]
-        a = None
-        if cfg.audio is not None:
-            spf = cfg.audio_samples_per_latent * cfg.audio_frames_per_block // per_block  # native samples per frame
-            if audio is None:
-                audio = np.zeros((video.shape[0] * spf, cfg.audio.audio_channels), np.float32)
-            audio = np.asarray(audio, np.float32)
-            if audio.shape != (video.shape[0] * spf, cfg.audio.audio_channels):
-                raise ValueError(f"prime(): audio of shape {audio.shape} must be [{video.shape[0] * spf}, "
-                                 f"{cfg.audio.audio_channels}] ({spf} native samples per video frame)")
-            if not getattr(pipe.audio_decoder, "can_encode", False):
-                raise ValueError(f"model {pipe.name!r} has no audio encoder; prime() needs trained autoencoders")
-            a = pipe.audio_decoder.encode(audio).to(pipe.device, pipe.dtype)  # [1, Fa, Ca]
-        events = self._prime_events(actions, blocks)
-        n, na = cfg.frames_per_block, (cfg.audio_frames_per_block if cfg.audio is not None else 0)
-        for b in range(blocks):
-            xb = x[:, b * n : (b + 1) * n]
-            ab = a[:, b * na : (b + 1) * na] if a is not None else None
-            acts = self._block_actions(events[b])
-            self._refill(xb, ab, acts)
-            self._remember(xb, ab, acts)
-            decode_sessions([self], {"video": xb, "audio": ab})  # the decoders' state continues from real content
-            self.block_index += 1
-            self.next_frame += n
-
-    def _prime_events(self, actions: Any, blocks: int) -> list:
-        """``prime()``'s actions as one list of wire events per block."""
-        if actions is None or self.action_state is None:
-            return [None] * blocks
-        if isinstance(actions, np.ndarray):
-            spec = self.action_state.spec
-            rows = actions.shape[0] if actions.ndim == 2 else -1
-            if actions.shape != (rows, len(spec.keys)) or rows != blocks * self.config.frames_per_block * self.config.temporal_upsample:
-                raise ValueError(f"prime(): key rows of shape {actions.shape} must be [frames, {len(spec.keys)}] "
-                                 "with one row per video frame")
-            raw_start = self.action_state.next_raw
-            evs = events_for_rows(spec, actions, raw_start, self.action_state.held)
-            return split_by_block(spec, evs, rows // blocks, blocks, raw_start)
-        actions = list(actions)
-        if len(actions) != blocks:
-            raise ValueError(f"prime(): {len(actions)} action batches for {blocks} blocks; give one per block")
-        return actions
+        """Start the stream from real media (``streamgen.session_prime.prime``, which says how): ``video``
+        uint8 ``[T, H, W, 3]``, T a whole number of blocks; ``audio`` float32 ``[S, C]`` at the decoder's
+        native rate (None = silence); ``actions`` None, one list of wire events per block, or key rows."""
+        prime(self, video, audio, actions)
 
     @torch.inference_mode()
     def emit(self, x0: torch.Tensor, audio_x0: torch.Tensor | None = None, *, decoded: Decoded | None = None) -> Chunk:
@@ -316,7 +259,7 @@ class Session:
     def _timesteps(self, value: float, frames: int) -> torch.Tensor:
         return torch.full((1, frames), value, device=self.pipe.device, dtype=torch.float32)
 
-    def _block_actions(self, events) -> ActionInput | None:
+    def block_actions(self, events) -> ActionInput | None:
         """This block's action windows as tensors ``[1, n, R, K]`` / ``[1, n, R, M]`` (None: no action model)."""
         if self.action_state is None:
             return None
@@ -351,12 +294,12 @@ class Session:
             draw["audio"] = self._noise((1, cfg.audio_frames_per_block, cfg.audio.channels))
         return draw
 
-    def _refill(self, x0: torch.Tensor, a0: torch.Tensor | None = None, acts: ActionInput | None = None) -> None:
+    def refill_clean(self, x0: torch.Tensor, a0: torch.Tensor | None = None, acts: ActionInput | None = None) -> None:
         """Overwrite the block's K / V with those of its clean latents at ``context_noise`` (priming)."""
         clean = {"video": x0} if a0 is None else {"video": x0, "audio": a0}
         block_loop.refill(self._block_forward(self.next_frame, acts), clean, self.block_noise, self.config.context_noise)
 
-    def _remember(self, x0: torch.Tensor, a0: torch.Tensor | None = None, acts: ActionInput | None = None) -> None:
+    def remember(self, x0: torch.Tensor, a0: torch.Tensor | None = None, acts: ActionInput | None = None) -> None:
         for i in range(x0.shape[1]):
             frame = x0[:, i : i + 1]
             if self.next_frame + i < self.config.sink_frames:
