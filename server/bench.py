@@ -12,7 +12,10 @@ For each session count it starts a fresh server in this process (uvicorn on a fr
 - ``admitted`` / ``measured_capacity`` / ``engine_batches``: with ``--admission measured`` (the default)
   the server admits by its measured capacity (server/capacity.py), so a count it cannot keep at frame
   rate shows as fewer admitted sessions; the engine's batch sizes (size -> steps) show the batching;
-  ``in_server_slowdown``: how much slower the streaming steps ran than the warm-up's.
+  ``in_server_slowdown``: how much slower the streaming steps ran than the warm-up's;
+- with ``--server-process``: ``cpu_cores``, the cores the server process and the clients' process used
+  over the measured seconds, and ``load_avg``, the machine's 1-minute load average at their start and end
+  (what else ran: on a shared machine say it with every number).
 Both ends share one monotonic clock, so the cross-process-free timings need no clock sync.
 """
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import threading
 import time
@@ -96,7 +100,6 @@ def run_scenario_subprocess(model: str, sessions: int, seconds: float, device: s
                             measured: bool = True) -> dict:
     """The server in its own process (``python -m streamgen.server``): clients and server do not share a
     GIL. Server-side timings come from ``/v1/stats``; ready -> decoded needs both ends in one process."""
-    import os
     import subprocess
     import sys
 
@@ -123,8 +126,10 @@ def run_scenario_subprocess(model: str, sessions: int, seconds: float, device: s
 
         async def go():
             clients = await _connect(url, model, sessions)
+            cpu0 = cpu_seconds(proc.pid), cpu_seconds(os.getpid()), time.monotonic(), os.getloadavg()[0]
             await asyncio.sleep(seconds)
             result = _measure(clients, {})
+            result.update(cpu_shares(proc.pid, *cpu0))
             snap = httpx.get(url + "/v1/stats", timeout=5).json()  # while the sessions still stream
             await asyncio.gather(*(c.close() for c in clients))
             return result, snap
@@ -197,6 +202,26 @@ def run_scenario(model: str, sessions: int, seconds: float, device: str | None, 
                   batch_ms=capacity["batch_ms"], in_server_slowdown=capacity["in_server_slowdown"],
                   engine_batches={str(k): n for k, n in sorted(state.engine.batches.items())})
     return result
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cpu_shares(server_pid: int, server0: float | None, clients0: float | None, t0: float, load0: float) -> dict:
+    """Cores the server and the clients' process used over the measured window, and the load average at
+    its start and end (the machine's other work: say it with every number)."""
+    wall = time.monotonic() - t0
+    server1, clients1 = cpu_seconds(server_pid), cpu_seconds(os.getpid())
+    cores = {name: round((b - a) / wall, 2) if a is not None and b is not None else None
+             for name, a, b in (("server", server0, server1), ("clients", clients0, clients1))}
+    return {"cpu_cores": cores, "load_avg": [round(load0, 2), round(os.getloadavg()[0], 2)]}
 
 
 def _measure(clients: list[_Client], tracks: dict) -> dict:
