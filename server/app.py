@@ -1,7 +1,7 @@
 """The FastAPI app: ``create_app(settings)``.
 
 Routes: ``/`` (the web page), ``/static/*``, ``POST /v1/offer`` (WebRTC), ``/v1/ws`` (WebSocket),
-``GET /v1/models``, ``GET /v1/stats``, ``/healthz``, ``/readyz``, ``/metrics``, and the OpenAPI docs at
+``GET /v1/models``, ``GET /v1/identities`` (avatars), ``GET /v1/stats``, ``/healthz``, ``/readyz``, ``/metrics``, and the OpenAPI docs at
 ``/docs``. The lifespan loads the pipelines, starts the engine thread and warms it up; ``/readyz``
 answers 200 only after that, and the warm-up's step times (batches of ``warmup_batch_sizes``
 sessions) seed the measured capacity (server/capacity.py). Middleware: HostGuard (DNS rebinding), CORS for ``allowed_origins``, and the
@@ -22,7 +22,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from . import webrtc, ws
+from . import avatar_identities, webrtc, ws
 from .engine import Engine
 from .metrics import Metrics
 from .security import HostGuard, check_token, install_log_redaction
@@ -46,6 +46,7 @@ class AppState:
     warmup_s: float | None = None
     error: str | None = None
     runtime: dict[str, dict] = field(default_factory=dict)
+    identities: dict[str, list] = field(default_factory=dict)  # avatars' shipped faces (avatar_identities.py)
 
 
 _RUNTIME_KEYS = ("device", "dtype", "attention_backend", "compiled", "acceleration", "family", "streaming", "decoder",
@@ -106,6 +107,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         state.load_s = time.perf_counter() - t0
         state.specs = {name: ModelSpec.from_pipeline(name, p) for name, p in pipelines.items()}
         state.runtime = {name: _runtime(p.describe()) for name, p in pipelines.items()}
+        state.identities = avatar_identities.load_all(zip(settings.model_names, pipelines))  # _load keeps the order
         state.engine = Engine(pipelines, device=device, on_block_metrics=block_done, on_batch=batch_done,
                               max_batch=settings.max_batch)
         state.engine.start()
@@ -143,6 +145,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.add_middleware(HostGuard, settings=settings)
     app.include_router(webrtc.router)
     app.include_router(ws.router)
+    app.include_router(avatar_identities.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     def ops_auth(request: Request) -> None:

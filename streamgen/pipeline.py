@@ -36,6 +36,13 @@ def shipped_models() -> list[str]:
     return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "config.json").is_file())
 
 
+def model_folder(name: str) -> Path | None:
+    """The folder a model name loads from: a shipped default's, a checkpoint folder given by path, else None
+    (a preset or a generator file); the files shipped beside a model (a feature predictor, an avatar's
+    identities) are looked up there."""
+    return WEIGHTS_DIR / name if name in shipped_models() else Path(name) if os.path.isdir(name) else None
+
+
 @dataclass
 class Pipeline:
     config: ModelConfig
@@ -233,8 +240,7 @@ def load_pipeline(
     if feature_cache:  # a "learned" cache's predictor: the model folder's unless given
         from streamgen.feature_cache_spec import with_model_folder
 
-        folder = WEIGHTS_DIR / name if name in shipped_models() else Path(name) if os.path.isdir(name) else None
-        feature_cache = with_model_folder(feature_cache, folder)
+        feature_cache = with_model_folder(feature_cache, model_folder(name))
     if compile or matmul_dtype or quantize or feature_cache:
         from streamgen.acceleration import accelerate
 

@@ -10,7 +10,7 @@ const ui = {
   fullscreen: $("fullscreen"), screen: $("screen"), video: $("video"), canvas: $("canvas"), hint: $("hint"),
   promptForm: $("prompt-form"), prompt: $("prompt"), sendPrompt: $("send-prompt"), error: $("error"),
   avatarForm: $("avatar-form"), microphone: $("microphone"), sayText: $("say-text"), say: $("say"),
-  reference: $("reference"), referencePreview: $("reference-preview"),
+  reference: $("reference"), referencePreview: $("reference-preview"), identities: $("identities"),
 };
 const MAX_REFERENCE_CHARS = 15000; // protocol.py MAX_REFERENCE_CHARS
 const isAvatar = (m) => !!(m && m.audio_in_rate);
@@ -23,7 +23,7 @@ const state = {
   connected: false, held: new Set(), keysSent: 0, mouse: { dx: 0, dy: 0 }, telemetry: null, rttMs: null,
   latencyMs: null, sentAt: new Map(), fps: 0, framesDecoded: 0, clientDropped: 0, timers: [], lastStats: null,
   audioEnergy: 0, audioSamples: 0, status: "idle", endReason: null, recorder: null, downloads: 0,
-  microphone: null, references: 0,
+  microphone: null, references: 0, identities: [], identity: null,
 };
 window.streamgen = state;
 
@@ -51,7 +51,44 @@ function onModelChange() {
   state.model = state.models.find((m) => m.name === ui.model.value) || null;
   ui.promptForm.hidden = !(state.model && state.model.takes_prompt);
   ui.avatarForm.hidden = !isAvatar(state.model);
+  loadIdentities().catch((e) => showError(`could not list the shipped identities: ${e.message || e}`));
   fitScreen();
+}
+
+// An avatar model's shipped identities (GET /v1/identities, docs/protocol.md section 8): one button each,
+// beside the upload; picking one sends it as a reference, exactly as an uploaded image is sent.
+async function loadIdentities() {
+  ui.identities.innerHTML = "";
+  state.identities = []; state.identity = null;
+  const m = state.model;
+  if (!isAvatar(m)) return;
+  const token = ui.token.value.trim();
+  const r = await fetch(`/v1/identities?model=${encodeURIComponent(m.name)}`,
+                        { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+  if (r.status === 401) return; // shown once a token is typed (connect lists them again)
+  if (!r.ok) throw new Error(`HTTP ${r.status}`);
+  const info = await r.json();
+  if (state.model !== m) return; // another model was chosen meanwhile
+  state.identities = info.identities;
+  for (const id of info.identities) {
+    const b = document.createElement("button");
+    b.type = "button"; b.title = id.name; b.dataset.index = id.index; b.disabled = !state.connected;
+    const img = document.createElement("img");
+    img.src = `data:image/png;base64,${id.png}`; img.alt = id.name;
+    b.appendChild(img);
+    b.addEventListener("click", () => pickIdentity(id, b, img));
+    ui.identities.appendChild(b);
+  }
+}
+
+function pickIdentity(id, button, img) {
+  if (!send({ type: "reference", image: id.png })) return;
+  state.references++;
+  state.identity = id.index;
+  for (const other of ui.identities.children) other.classList.toggle("on", other === button);
+  const preview = ui.referencePreview;
+  preview.hidden = false;
+  preview.getContext("2d").drawImage(img, 0, 0, preview.width, preview.height);
 }
 
 // Small models at an integer scale with crisp pixels; big ones scaled down to fit.
@@ -79,6 +116,7 @@ function setLocked(locked) {
   for (const el of [ui.model, ui.seed, ui.token, ui.transport]) el.disabled = locked;
   ui.pause.disabled = ui.record.disabled = !locked;
   ui.microphone.disabled = ui.say.disabled = ui.reference.disabled = !locked;
+  for (const b of ui.identities.children) b.disabled = !locked;
   ui.connect.textContent = locked ? "Disconnect" : "Connect";
   ui.connect.classList.toggle("on", locked);
 }
@@ -132,6 +170,7 @@ async function connect() {
   state.transport = t;
   state.sessionId = t.sessionId;
   state.connected = true;
+  if (isAvatar(model) && !state.identities.length) loadIdentities().catch(() => {}); // a token typed since
   ui.video.hidden = t.kind !== "webrtc";
   ui.canvas.hidden = t.kind !== "ws";
   $("st-transport").textContent = t.kind === "ws" ? "WebSocket" : "WebRTC";
@@ -356,7 +395,8 @@ ui.reference.addEventListener("change", async () => {
   if (!file || !m) return;
   try {
     const { data, canvas } = await window.streamgenAvatar.referenceImage(file, m.width, m.height, MAX_REFERENCE_CHARS);
-    if (send({ type: "reference", image: data })) state.references++;
+    if (send({ type: "reference", image: data })) { state.references++; state.identity = null; }
+    for (const b of ui.identities.children) b.classList.remove("on");
     const preview = ui.referencePreview;
     preview.hidden = false;
     preview.getContext("2d").drawImage(canvas, 0, 0, preview.width, preview.height);

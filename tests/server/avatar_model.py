@@ -1,6 +1,7 @@
 """A small avatar model folder for server tests: the avatar preset's layout (speech in, a reference sink, a
 video autoencoder that can encode the reference) at 32x32 with one narrow layer and random weights, written
-as real safetensors files and served by path like a shipped model."""
+as real safetensors files and served by path like a shipped model, with three of the shipped identities (64x64)
+for the reference picker."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,9 +13,12 @@ from streamgen.checkpoints.io import save_checkpoint
 from streamgen.presets import preset
 from streamgen.decoders.video_autoencoder import VideoAEConfig, VideoAutoencoder
 from streamgen.models.dit import CausalDiT
+from streamgen.pipeline import WEIGHTS_DIR
+from streamgen.server.avatar_identities import IDENTITIES_FILE
 
 NAME = "avtest"
 RATE = 16000  # the avatar preset's speech-in rate
+IDENTITIES = 3  # of the shipped avatar's 12, written beside the test model for the picker
 
 
 def speech_like(seconds: float, seed: int = 0, step_s: float = 0.1) -> np.ndarray:
@@ -34,4 +38,11 @@ def write_avatar_folder(root: Path) -> Path:
     model.wake_outputs(actions=True)  # random weights whose output depends on the speech and the reference
     folder = save_checkpoint(root / NAME, cfg, model)
     VideoAutoencoder(VideoAEConfig(height=32, width=32, channels=(8, 16, 16))).save(folder / "video_ae.safetensors")
+    np.savez(folder / IDENTITIES_FILE, images=shipped_identities()[:IDENTITIES])  # the picker's faces
     return folder
+
+
+def shipped_identities() -> np.ndarray:
+    """The shipped avatar's identities, uint8 [12, 64, 64, 3] (``streamgen/weights/avatar/references.npz``)."""
+    with np.load(WEIGHTS_DIR / "avatar" / IDENTITIES_FILE) as data:
+        return data["images"]

@@ -1,5 +1,6 @@
 """Headless Debian Chromium in avatar mode: a WAV as the fake microphone goes up as the WebRTC audio track and
-drives the face (frames play), and text typed into Say makes the server speak (the speech arrives)."""
+drives the face (frames play), text typed into Say makes the server speak (the speech arrives), and a shipped
+identity picked in the reference picker becomes the session's reference."""
 from __future__ import annotations
 
 import time
@@ -7,11 +8,15 @@ import wave
 
 import numpy as np
 import pytest
+import torch
+
+from streamgen.identity import reference_frames
+from streamgen.image_condition import fit_image
 
 pytest.importorskip("playwright")
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from .avatar_model import RATE, speech_like  # noqa: E402
+from .avatar_model import IDENTITIES, NAME, RATE, shipped_identities, speech_like  # noqa: E402
 from .conftest import unhandled  # noqa: E402
 from .test_browser import CHROMIUM_ARGS  # noqa: E402
 
@@ -73,4 +78,49 @@ def test_microphone_drives_the_face_and_typed_text_is_spoken(avatar_server, tmp_
     assert mic_s >= 2.0 and mic_s <= 1.5 * took + 0.5, (mic_s, took)
     assert avatar.received > said  # the typed text was synthesised and queued as speech
     assert after["decoded"] > before["decoded"] and after["energy"] > energy
+    assert not unhandled(server.log.getvalue())
+
+
+@pytest.mark.browser
+def test_picking_a_shipped_identity_sets_the_servers_reference(avatar_server):
+    """The picker lists the model's shipped identities (``GET /v1/identities``); a click sends the face as a
+    ``reference``, and the session's sink then holds exactly that face (cropped and resized to 32x32), as the
+    autoencoder encodes it: first identity 2, then identity 1."""
+    server = avatar_server
+    pipe = server.state.engine.pipelines[NAME]
+    faces = shipped_identities().copy()  # writable, as fit_image wants
+
+    def sink_of(index: int) -> torch.Tensor:  # [1, sink, C, h, w]
+        return pipe.decoder.encode(reference_frames(pipe.config, fit_image(faces[index], 32, 32)))
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/")
+            page.wait_for_function(f"window.streamgen.identities.length === {IDENTITIES}", timeout=10_000)
+            page.click("#connect")
+            page.wait_for_function("window.streamgen.framesDecoded > 4", timeout=30_000)
+            session = server.state.manager.sessions[page.evaluate("window.streamgen.sessionId")].es.session
+            sinks = []
+            for index in (2, 1):
+                before = torch.cat(session.sink_latents, 1).clone() if session.sink_latents else None
+                page.click(f"#identities button[data-index='{index}']")
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:  # applied by the engine at the next block boundary
+                    now = torch.cat(session.sink_latents, 1) if session.sink_latents else None
+                    if now is not None and (before is None or not torch.equal(now, before)):
+                        break
+                    time.sleep(0.05)
+                sinks.append(torch.cat(session.sink_latents, 1).clone())
+                assert page.evaluate("window.streamgen.identity") == index
+            errors = page.evaluate("document.getElementById('error').textContent")
+            page.click("#connect")
+            page.wait_for_function("window.streamgen.status === 'idle'", timeout=5_000)
+        finally:
+            browser.close()
+    assert errors == ""
+    for sink, index in zip(sinks, (2, 1)):
+        torch.testing.assert_close(sink, sink_of(index).to(sink.dtype), rtol=0, atol=1e-5)
+    assert not torch.equal(sinks[0], sinks[1])
     assert not unhandled(server.log.getvalue())
