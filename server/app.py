@@ -1,9 +1,9 @@
 """The FastAPI app: ``create_app(settings)``.
 
 Routes: ``/`` (the web page), ``/static/*``, ``POST /v1/offer`` (WebRTC), ``/v1/ws`` (WebSocket),
-``GET /v1/models``, ``GET /v1/identities`` (avatars), ``GET /v1/stats``, ``/healthz``, ``/readyz``, ``/metrics``, and the OpenAPI docs at
-``/docs``. The lifespan loads the pipelines, starts the engine thread and warms it up; ``/readyz``
-answers 200 only after that, and the warm-up's step times (batches of ``warmup_batch_sizes``
+``GET /v1/models``, ``GET /v1/identities`` (avatars), ``GET /v1/stats``, ``/healthz``, ``/readyz``,
+``/metrics``, and the OpenAPI docs at ``/docs``. The lifespan loads the pipelines, starts the engine thread
+and warms it up; ``/readyz`` answers 200 only after that, and the warm-up's step times (batches of ``warmup_batch_sizes``
 sessions) seed the measured capacity (server/capacity.py). Middleware: HostGuard (DNS rebinding), CORS for ``allowed_origins``, and the
 token check of the ops routes when ``ops_require_token`` is set. Credentials never reach the logs.
 """

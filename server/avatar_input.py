@@ -168,4 +168,4 @@ def decode_reference(b64: str, width: int, height: int, seq: int | None = None) 
         img = img.convert("RGB")
     except Exception as e:  # noqa: BLE001 - truncated or corrupt data
         raise P.ProtocolError("bad_field", f"reference image does not decode ({type(e).__name__}: {e})", seq) from None
-    return fit_image(np.asarray(img, np.uint8), height, width)  # [H, W, 3]: the start image's crop and resize
+    return fit_image(np.array(img, np.uint8), height, width)  # [H, W, 3] (a writable copy): the start image's crop and resize

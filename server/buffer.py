@@ -84,6 +84,7 @@ class OutputBuffer:
         self._samples_in = 0
         self.dropped = 0
         self.audio_dropped_samples = 0
+        self._pcm_out = 0  # 48 kHz samples taken by the audio track
         self.closed = False
 
     # ----- engine thread -------------------------------------------------------------------------
@@ -181,19 +182,37 @@ class OutputBuffer:
         with self._lock:
             if self._audio_pcm_len == 0:
                 return None
-            out = np.zeros((n, 2), np.int16)
-            got = 0
-            while got < n and self._audio_pcm:
-                head = self._audio_pcm[0]
-                k = min(n - got, len(head))
-                out[got : got + k] = head[:k]
-                got += k
-                if k == len(head):
-                    self._audio_pcm.popleft()
-                else:
-                    self._audio_pcm[0] = head[k:]
-                self._audio_pcm_len -= k
-            return out
+            return self._take_pcm_locked(n)
+
+    async def next_pcm(self, n: int) -> tuple[np.ndarray, int]:
+        """The next ``n`` samples of 48 kHz stereo s16 ([n, 2]) once that many are queued (never padded: the
+        avatar's voice waits for its block, server/pacing.py Playout), and the stream position of their first
+        sample (samples taken and dropped before them)."""
+        while True:
+            if self.closed:
+                raise BufferClosed()
+            with self._lock:
+                if self._audio_pcm_len >= n:
+                    first = self._pcm_out + self.audio_dropped_samples
+                    return self._take_pcm_locked(n), first
+            self._audio_wait.event.clear()
+            await self._audio_wait.event.wait()
+
+    def _take_pcm_locked(self, n: int) -> np.ndarray:
+        out = np.zeros((n, 2), np.int16)
+        got = 0
+        while got < n and self._audio_pcm:
+            head = self._audio_pcm[0]
+            k = min(n - got, len(head))
+            out[got : got + k] = head[:k]
+            got += k
+            if k == len(head):
+                self._audio_pcm.popleft()
+            else:
+                self._audio_pcm[0] = head[k:]
+            self._audio_pcm_len -= k
+        self._pcm_out += got
+        return out
 
     async def next_audio_block(self) -> AudioBlock:
         while True:

@@ -1,4 +1,5 @@
-"""Wall-clock pacing for media tracks (no aiortc here, so it is unit-testable on its own).
+"""Wall-clock pacing for media tracks (no aiortc here, so it is unit-testable on its own); at the end, the
+playout clock an avatar's video and voice share (its jitter buffer).
 
 aiortc sends a frame the moment ``recv()`` returns; it has no pacer of its own. A track therefore
 waits for each frame's deadline on a wall clock: frame ``n`` is due at ``anchor_t + (n - anchor_n) *
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Awaitable, Callable, TypeVar
 
@@ -93,3 +95,95 @@ async def paced(pacer: Pacer, get: Callable[[], Awaitable[T]], *, clock: Callabl
     now = clock()
     pts = pacer.emit(now)
     return item, pts, now, (due if due is not None else now)
+
+
+# ----------------------------------------------------------------------------- the avatar's voice buffer
+# Blocks an avatar's WebRTC output buffer holds beyond ``ahead_blocks``: room for the playout's margin (with
+# one block, a speech-paced stream has no slack for a block that comes late).
+VOICE_AHEAD_BLOCKS = 1
+@dataclass(kw_only=True)
+class PlayoutConfig:
+    # Media held back before it plays, and again after an underrun: the margin a late block (a loaded CPU, a
+    # jittery voice coming in) may use up before the voice and the face pause together. webrtc.py sets it to
+    # what the engine's ahead gating lets queue (docs/serving.md, Avatars); 0.2 s when built without.
+    delay_s: float = 0.2
+    # Lateness still counted as on time (event-loop jitter), as PacerConfig.max_late_s.
+    max_late_s: float = 0.015
+
+    def __post_init__(self) -> None:
+        if not self.delay_s >= 0:
+            raise ValueError(f"delay_s={self.delay_s} must be >= 0")
+        if not self.max_late_s >= 0:
+            raise ValueError(f"max_late_s={self.max_late_s} must be >= 0")
+
+
+class Playout:
+    """One media clock shared by a stream's video and audio tracks: a jitter buffer for the avatar's voice.
+
+    Media time ``m`` (seconds of stream: a frame's number / fps, an audio sample's number / rate) plays at
+    ``base + m``. The first item plays ``delay_s`` after it arrived; an item that arrives later than its time
+    (an underrun: the track waited for it) moves ``base`` so that it plays ``delay_s`` after its arrival, for
+    both tracks at once.
+    So between underruns the voice is continuous and each block's sound plays with its frames, and a block
+    may be up to ``delay_s`` late without a gap; an underrun is one gap in both. Timestamps (``pts``) follow
+    the play times: contiguous between underruns, jumping by the gap at one.
+    """
+
+    def __init__(self, config: PlayoutConfig) -> None:
+        self.config = config
+        self.base: float | None = None  # wall time at which media time 0 plays now
+        self.start: float | None = None  # wall time of the first play (timestamp 0)
+        self.underruns = 0
+        self.gap_s = 0.0  # play time added by underruns
+        self.late: deque[tuple[float, float]] = deque(maxlen=32)  # (media time, lateness) of recent underruns
+
+    def due(self, media_t: float) -> float | None:
+        """Wall time at which ``media_t`` plays; None before the first item."""
+        return None if self.base is None else self.base + media_t
+
+    def arrived(self, media_t: float, now: float, waited: bool = True) -> float:
+        """The item of ``media_t`` is in hand at ``now``: the wall time it plays at. ``waited``: the track had
+        to wait for it (an underrun when late); a track that was itself late (the event loop) while its item
+        lay ready catches up instead (the receiver's jitter buffer takes a short burst; a gap it would not)."""
+        cfg = self.config
+        if self.base is None:
+            self.base = now + cfg.delay_s - media_t
+            self.start = self.base + media_t
+        elif waited and now - (self.base + media_t) > cfg.max_late_s:
+            shift = now + cfg.delay_s - media_t - self.base
+            self.late.append((round(media_t, 3), round(now - (self.base + media_t), 3)))
+            self.base += shift
+            self.underruns += 1
+            self.gap_s += shift
+        return self.base + media_t
+
+    def pts(self, play_t: float, clock_rate: int) -> int:
+        assert self.start is not None
+        return round((play_t - self.start) * clock_rate)
+
+
+async def played(playout: Playout, media_t: float, get: Callable[[], Awaitable[T]], *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> tuple[T, float, float]:
+    """Wait for ``media_t``'s play time, then for its item (``get``), then (first item, underrun) until its new
+    play time; return (item, play time, the moment the item was in hand)."""
+    due = playout.due(media_t)
+    if due is not None and due - clock() > 0:
+        await sleep(due - clock())
+    asked = clock()
+    item = await get()
+    got = clock()
+    play = playout.arrived(media_t, got, waited=got - asked > playout.config.max_late_s)
+    if play - clock() > 0:
+        await sleep(play - clock())
+    return item, play, got
+
+
+async def replay(playout: Playout, media_t: float, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> float:
+    """An item in hand whose media time is later than the one waited for (what lay between was dropped): wait
+    for its own play time and return it."""
+    play = playout.arrived(media_t, clock(), waited=False)
+    if play - clock() > 0:
+        await sleep(play - clock())
+    return play

@@ -26,7 +26,7 @@ from streamgen_client import protocol as P
 
 from .avatar_input import AudioFull, AvatarInput
 from .buffer import WEBRTC_RATE, BufferClosed, OutputBuffer
-from .pacing import Pacer, PacerConfig, paced
+from .pacing import VOICE_AHEAD_BLOCKS, Pacer, PacerConfig, Playout, PlayoutConfig, paced, played, replay
 from .security import check_origin, check_token
 from .sessions import Busy, ServerSession
 
@@ -43,10 +43,13 @@ router = APIRouter()
 class PacedVideoTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, buffer: OutputBuffer, fps: float, metrics) -> None:
+    def __init__(self, buffer: OutputBuffer, fps: float, metrics, playout: Playout | None = None) -> None:
         super().__init__()
-        self.buffer, self.metrics = buffer, metrics
+        self.buffer, self.metrics, self.fps = buffer, metrics, fps
         self.pacer = Pacer(PacerConfig(period_s=1.0 / fps, clock_rate=VIDEO_CLOCK))
+        self.playout = playout  # avatars: the clock shared with the voice (pacing.Playout), else the pacer
+        self.next_frame = 0  # avatars: the stream's number of the next frame (a dropped frame leaves its time)
+        self.schedule: deque[tuple[float, int]] = deque(maxlen=4000)  # avatars: (media time s, pts) per frame
         self.time_base = fractions.Fraction(1, VIDEO_CLOCK)
         self.sent = 0
         # (pts, ready, handed) of recent frames, monotonic seconds: for benchmarks and debugging.
@@ -56,7 +59,16 @@ class PacedVideoTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         try:
-            item, pts, now, due = await paced(self.pacer, self.buffer.next_video)
+            if self.playout is None:
+                item, pts, now, due = await paced(self.pacer, self.buffer.next_video)
+            else:
+                item, due, _ = await played(self.playout, self.next_frame / self.fps, self.buffer.next_video)
+                if item.frame_no > self.next_frame:  # frames dropped as stale keep their time: it plays at its own
+                    due = await replay(self.playout, item.frame_no / self.fps)
+                self.next_frame = item.frame_no + 1
+                now = time.monotonic()
+                pts = self.pacer.last_pts = max(self.playout.pts(due, VIDEO_CLOCK), self.pacer.last_pts + 1)
+                self.schedule.append((item.frame_no / self.fps, pts))
         except BufferClosed:
             self.stop()
             raise MediaStreamError from None
@@ -72,13 +84,18 @@ class PacedVideoTrack(MediaStreamTrack):
 class PacedAudioTrack(MediaStreamTrack):
     kind = "audio"
 
-    def __init__(self, buffer: OutputBuffer) -> None:
+    def __init__(self, buffer: OutputBuffer, playout: Playout | None = None) -> None:
         super().__init__()
         self.buffer = buffer
         self.pacer = Pacer(PacerConfig(period_s=AUDIO_SAMPLES / WEBRTC_RATE, clock_rate=WEBRTC_RATE))
         self.time_base = fractions.Fraction(1, WEBRTC_RATE)
         self._silence = np.zeros((1, AUDIO_SAMPLES * 2), np.int16)
         self.silent_frames = 0
+        # Avatars: the voice waits for its block on the clock it shares with the frames (pacing.Playout)
+        # instead of playing silence while a block is late.
+        self.playout = playout
+        self.next_sample = 0  # avatars: the stream position of the next sample
+        self.schedule: deque[tuple[float, int]] = deque(maxlen=4000)  # avatars: (media time s, pts) per 20 ms
 
     async def _pcm(self) -> np.ndarray:
         if self.buffer.closed:
@@ -89,11 +106,23 @@ class PacedAudioTrack(MediaStreamTrack):
             return self._silence
         return pcm.reshape(1, -1)  # [n, 2] -> [1, n*2] interleaved s16
 
+    async def _voice(self) -> tuple[np.ndarray, int]:
+        pcm, first = await self.buffer.next_pcm(AUDIO_SAMPLES)
+        return pcm.reshape(1, -1), first  # [n, 2] -> [1, n*2] interleaved s16
+
     async def recv(self):
         if self.readyState != "live":
             raise MediaStreamError
         try:
-            pcm, pts, _, _ = await paced(self.pacer, self._pcm)
+            if self.playout is None:
+                pcm, pts, _, _ = await paced(self.pacer, self._pcm)
+            else:
+                (pcm, first), play, _ = await played(self.playout, self.next_sample / WEBRTC_RATE, self._voice)
+                if first > self.next_sample:  # samples dropped in the buffer: these play at their own time
+                    play = await replay(self.playout, first / WEBRTC_RATE)
+                self.next_sample = first + AUDIO_SAMPLES
+                pts = self.pacer.last_pts = max(self.playout.pts(play, WEBRTC_RATE), self.pacer.last_pts + 1)
+                self.schedule.append((first / WEBRTC_RATE, pts))
         except BufferClosed:
             self.stop()
             raise MediaStreamError from None
@@ -288,8 +317,13 @@ def _attach(app, pc: RTCPeerConnection, spec, es, address: str) -> ServerSession
     loop = asyncio.get_running_loop()
     state = {"channel": None}
     inbox: asyncio.Queue = asyncio.Queue(maxsize=app.settings.message_burst * 2)
-    video = PacedVideoTrack(es.buffer, spec.fps, app.metrics)
-    audio = PacedAudioTrack(es.buffer)
+    playout = None
+    if spec.speech_in is not None:  # avatars: the voice and the face on one clock, with a jitter margin of the
+        # room the buffer's extra block gives but one frame (3 frames, 0.19 s, for the avatar preset): the
+        # sound that runs into the next block must find that block generated, so the margin leaves it room.
+        playout = Playout(PlayoutConfig(delay_s=(VOICE_AHEAD_BLOCKS * spec.frames_per_block - 1) / spec.fps))
+    video = PacedVideoTrack(es.buffer, spec.fps, app.metrics, playout)
+    audio = PacedAudioTrack(es.buffer, playout)
     kinds = {t.kind for t in pc.getTransceivers()}
     pc.addTrack(video)
     if "audio" in kinds:

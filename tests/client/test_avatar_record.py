@@ -40,22 +40,21 @@ def test_record_speaks_a_wav_to_the_avatar(server, tmp_path, capsys, transport):
     with av.open(str(out)) as c:
         rate = c.streams.audio[0].sample_rate
         pcm = np.concatenate([f.to_ndarray().mean(0) for f in c.decode(audio=0)])  # [C, n] -> [n] per frame
-    # Left out: silent 20 ms stretches (the face streamed before the voice reached it, and over WebRTC the
-    # server's audio track plays silence while a block it waits for is late).
-    pieces = pcm[: pcm.size // (rate // 50) * (rate // 50)].reshape(-1, rate // 50)  # [n] -> [n / 20 ms, 20 ms]
-    pcm = pieces[np.abs(pieces).max(1) > 2e-3].reshape(-1)
     assert frames >= 16 * SECONDS
-    # The speech in the file is about as long as the WAV once silence is left out. Over WebSocket (16 kHz
-    # PCM both ways, then AAC) its 250 ms loudness steps are there too. Over WebRTC the server's audio track
-    # plays silence while a late block is awaited and the recorder turns the pts jumps after it into more
-    # silence, so the steps come back shifted piecewise (0.3-0.6 correlation at one shift, measured at load
-    # 9-10): tests/server/test_avatar_webrtc.py checks that path's content where the gaps can be removed.
-    assert 0.7 * SECONDS <= pcm.size / rate <= 1.3 * SECONDS, pcm.size / rate
-    if transport == "ws":
-        want, got = envelope(sig, RATE), envelope(pcm, rate)
-        r = max(float(np.corrcoef(want[: got.size - lag], got[lag : lag + want.size])[0, 1])
-                for lag in range(0, max(1, got.size - int(0.7 * want.size))))
-        assert r >= 0.8, r
+    # The speech in the file is about as long as the WAV once silent 20 ms stretches are left out (the face
+    # streamed on silence before the voice reached it).
+    pieces = pcm[: pcm.size // (rate // 50) * (rate // 50)].reshape(-1, rate // 50)  # [n] -> [n / 20 ms, 20 ms]
+    voiced = pieces[np.abs(pieces).max(1) > 2e-3].reshape(-1)
+    assert 0.7 * SECONDS <= voiced.size / rate <= 1.3 * SECONDS, voiced.size / rate
+    # The recording as it plays holds the WAV's 250 ms loudness steps at one shift: over WebSocket (16 kHz PCM
+    # both ways, then AAC) sample-exact; over WebRTC continuous since the server's voice and frames share one
+    # playout clock with a jitter margin (server/pacing.py Playout). Before it, the audio track played silence
+    # while a late block was awaited and the steps came back shifted piecewise: 0.30 at load 7.8, against
+    # 0.84-0.86 with it at load 7.3-7.5 (ws: 1.00).
+    want, got = envelope(sig, RATE), envelope(pcm, rate)
+    r = max(float(np.corrcoef(want[: got.size - lag], got[lag : lag + want.size])[0, 1])
+            for lag in range(0, max(1, got.size - int(0.7 * want.size))))
+    assert r >= (0.95 if transport == "ws" else 0.75), r
 
 
 def test_sync_client_sends_audio_and_hears_it_back(server):
