@@ -89,23 +89,42 @@ def cmd_generate(args) -> int:
 
     from streamgen_client.recorder import Mp4Recorder
 
+    from streamgen.cli.generate import DEFAULT_BLOCKS, check_avatar_model, generate_avatar, read_avatar_inputs
+
     overrides = _check(args)
     check_output_file(args.output)
+    avatar = read_avatar_inputs(args.audio, args.reference)
+    try:
+        from streamgen.pipeline import model_config
+
+        config = model_config(args.model, overrides)
+    except ValueError:  # a training run or a Wan folder: checked once loaded
+        config = None
+    if config is not None:
+        check_avatar_model(config, args.model, avatar, args.audio, args.reference)
     pipe = _load(args, overrides, speed_settings(args))
+    check_avatar_model(pipe.config, args.model, avatar, args.audio, args.reference)
     st = pipe.streaming_settings()
     print(f"{pipe.name}: family {pipe.config.family}, block {st['frames_per_block']}, window {st['window_frames']}, "
           f"sink {st['sink_frames']}, steps {st['denoising_steps']} (shift {st['shift']:g})", file=sys.stderr)
     session = pipe.start(seed=args.seed, prompt=args.prompt)
-    channels = pipe.audio_channels or 0
-    with Mp4Recorder(args.output, fps=pipe.fps, width=pipe.width, height=pipe.height, sample_rate=pipe.sample_rate,
+    speech_in = pipe.config.audio_in
+    rate = speech_in.sample_rate if speech_in is not None else pipe.sample_rate  # avatars: the driving speech
+    channels = 1 if speech_in is not None else pipe.audio_channels or 0
+    with Mp4Recorder(args.output, fps=pipe.fps, width=pipe.width, height=pipe.height, sample_rate=rate,
                      channels=channels) as mp4:
-        for _ in tqdm(range(args.blocks), desc=f"generate {args.model}", unit="block", file=sys.stderr):
-            chunk = session.step()
-            mp4.write_video(chunk.video)
-            if chunk.audio is not None and pipe.sample_rate:
-                mp4.write_audio(chunk.audio, chunk.sample_rate)
+        if speech_in is not None:
+            with tqdm(desc=f"generate {args.model}", unit="block", file=sys.stderr) as bar:
+                blocks = generate_avatar(pipe, session, avatar, args.blocks, mp4, progress=bar)
+        else:
+            blocks = args.blocks or DEFAULT_BLOCKS
+            for _ in tqdm(range(blocks), desc=f"generate {args.model}", unit="block", file=sys.stderr):
+                chunk = session.step()
+                mp4.write_video(chunk.video)
+                if chunk.audio is not None and pipe.sample_rate:
+                    mp4.write_audio(chunk.audio, chunk.sample_rate)
     session.close()
-    print(f"wrote {args.output}: {args.blocks} blocks, {args.blocks * pipe.frames_per_chunk} frames at {pipe.fps:g} fps", file=sys.stderr)
+    print(f"wrote {args.output}: {blocks} blocks, {blocks * pipe.frames_per_chunk} frames at {pipe.fps:g} fps", file=sys.stderr)
     return 0
 
 
@@ -169,10 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
                     epilog="Docs: README.md and docs/*.md. Exit codes: 0 done, 2 a bad argument (one line on stderr).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     g = sub.add_parser("generate", help="stream N blocks of a model into an mp4 (with sound for models that have it)",
-                       description="Stream N blocks of a model into an mp4 (H.264, AAC sound for joint models).")
+                       description="Stream N blocks of a model into an mp4 (H.264, AAC sound for joint models; "
+                       "an avatar driven by --audio has that speech as its sound).")
     _common(g)
-    g.add_argument("--blocks", type=positive, default=20, help="blocks to generate (default 20)")
+    g.add_argument("--blocks", type=positive, default=None,
+                   help="blocks to generate (default 20; with --audio, as many as the speech lasts)")
     g.add_argument("--prompt", default=None, help="text prompt, for models that take one (default none)")
+    g.add_argument("--audio", default=None, metavar="WAV",
+                   help="avatars: a PCM WAV (any rate and channels) that drives the face; the mp4's sound is that speech")
+    g.add_argument("--reference", default=None, metavar="IMAGE",
+                   help="avatars: the face's reference image (PNG / JPEG; centre-cropped and resized to the model's size)")
     g.add_argument("-o", "--output", default="out.mp4", help="mp4 file to write (default out.mp4)")
     add_speed_flags(g)
     g.set_defaults(func=cmd_generate)
