@@ -35,7 +35,7 @@ def test_mouth_follows_the_speech_energy(tmp_path):
     from streamgen_client.webrtc_client import SpeechTrack
 
     from streamgen.speech_synth import say
-    from streamgen.training.data.avatar_faces import draw_face, make_identity, measure_mouth, mouth_centre
+    from streamgen.training.data.avatar_faces import draw_face, make_identity
 
     ident = make_identity(np.random.default_rng(1234))
     reference = draw_face(ident, 0.0, 0.5, 1.0, (0.0, 0.0))
@@ -81,12 +81,38 @@ def test_mouth_follows_the_speech_energy(tmp_path):
             return np.stack(frames[start:])
 
         frames = asyncio.run(run())
-    fps = 16.0
-    centre = mouth_centre(ident)
-    opening = measure_mouth(frames, np.array([centre] * len(frames)), reference, centre)
-    hop = int(16000 / fps)
-    env = np.abs(speech[: speech.size // hop * hop]).reshape(-1, hop).mean(1)  # [S] -> [frames, hop] -> [frames]
-    best = max((float(np.corrcoef(env, opening[lag : lag + env.size])[0, 1]), lag)
-               for lag in range(0, int(2 * fps)) if opening[lag:].size >= env.size)
-    print(f"mouth vs speech envelope: r={best[0]:.3f} at a lag of {best[1] / fps:.3f} s")
+    best = mouth_follows(frames, ident, reference, speech_envelope(speech), range(0, int(2 * FPS)))
+    print(f"mouth vs speech envelope: r={best[0]:.3f} at a lag of {best[1] / FPS:.3f} s")
     assert best[0] >= 0.6, best
+
+
+FPS = 16.0  # the avatar's frame rate
+
+
+def speech_envelope(speech: np.ndarray, rate: int = 16000) -> np.ndarray:
+    """Mean absolute amplitude of the speech per video frame."""
+    hop = int(rate / FPS)
+    return np.abs(speech[: speech.size // hop * hop]).reshape(-1, hop).mean(1)  # [S] -> [frames, hop] -> [frames]
+
+
+def mouth_opening(frames: np.ndarray, ident, reference: np.ndarray) -> np.ndarray:
+    """The mouth opening ``[T]`` read from ``frames`` uint8 ``[T, 64, 64, 3]`` around the identity's mouth: the
+    data's own measure (``measure_mouth``), its reading of ``reference`` subtracted."""
+    from streamgen.training.data.avatar_faces import measure_mouth, mouth_centre
+
+    centre = mouth_centre(ident)
+    return measure_mouth(frames, np.array([centre] * len(frames)), reference, centre)
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation; 0 where either side never moves (a frozen mouth correlates with nothing)."""
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
+
+
+def mouth_follows(frames: np.ndarray, ident, reference: np.ndarray, env: np.ndarray, lags: range) -> tuple[float, int]:
+    """The best correlation of the mouth opening in ``frames`` with ``env`` (one value per frame) delayed by one
+    of ``lags`` frames, and that lag."""
+    opening = mouth_opening(frames, ident, reference)
+    found = [(correlation(env, opening[lag : lag + env.size]), lag) for lag in lags
+             if opening[lag : lag + env.size].size == env.size]
+    return max(found, default=(-1.0, lags.start))
