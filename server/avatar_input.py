@@ -56,6 +56,14 @@ class AvatarInput:
         self.in_session = 0  # samples the session holds ahead of its stream (engine thread writes)
         self.received = 0  # samples accepted over the session's life (pushed and said)
         self.synthesising = False  # a `say` is being synthesised (at most one per session)
+        self.queued: Callable[[], int] | None = None  # frames waiting in the session's output buffer
+        self.idle_frames = 0  # without a live voice, blocks wait while this many frames are queued (hold_idle)
+
+    def hold_idle(self, queued: Callable[[], int], frames: int) -> None:
+        """Without a live voice, generate only while fewer than ``frames`` frames are queued (``queued()``): a
+        buffer with room for a voice's jitter margin (pacing.VOICE_AHEAD_BLOCKS) is not filled with silence
+        that a voice starting would have to wait behind."""
+        self.queued, self.idle_frames = queued, frames
 
     # ----- event loop ----------------------------------------------------------------------------
     def push(self, pcm: np.ndarray) -> None:
@@ -89,7 +97,9 @@ class AvatarInput:
         with self.lock:
             have = session.speech.buffered_samples() + self.pending_n + self.said_n
             live = self.last_live is not None and self.clock() - self.last_live < LIVE_GAP_S
-        return not live or have >= (self.fpb + self.radius) * self.spf
+        if not live:
+            return self.queued is None or self.queued() < self.idle_frames
+        return have >= (self.fpb + self.radius) * self.spf
 
     def take(self, session: Any) -> np.ndarray | None:
         """The speech for the next block (None: none arrived), and the latest reference applied to ``session``."""

@@ -98,23 +98,32 @@ async def paced(pacer: Pacer, get: Callable[[], Awaitable[T]], *, clock: Callabl
 
 
 # ----------------------------------------------------------------------------- the avatar's voice buffer
-# Blocks an avatar's WebRTC output buffer holds beyond ``ahead_blocks``: room for the playout's margin (with
-# one block, a speech-paced stream has no slack for a block that comes late).
-VOICE_AHEAD_BLOCKS = 1
+# Blocks an avatar's WebRTC output buffer may hold beyond ``ahead_blocks`` while a voice is live: room for the
+# playout's margin (with none, a speech-paced stream has no slack for a block that comes late). Two: the
+# margin can grow to 7 frames (0.44 s) for the avatar preset; the sound that runs into the next block needs
+# that block generated, so the margin stays a frame under the room.
+VOICE_AHEAD_BLOCKS = 2
+
+
 @dataclass(kw_only=True)
 class PlayoutConfig:
     # Media held back before it plays, and again after an underrun: the margin a late block (a loaded CPU, a
-    # jittery voice coming in) may use up before the voice and the face pause together. webrtc.py sets it to
-    # what the engine's ahead gating lets queue (docs/serving.md, Avatars); 0.2 s when built without.
+    # jittery voice coming in) may use up before the voice and the face pause together. webrtc.py sets it from
+    # the stream's frame rate (docs/serving.md, Avatars); 0.2 s when built without.
     delay_s: float = 0.2
+    # Each underrun widens the margin by this much, up to max_delay_s (None: delay_s, a fixed margin): a
+    # jitterier voice or machine buys continuity with latency, as a receiver's jitter buffer does.
+    grow_s: float = 0.0
+    max_delay_s: float | None = None
     # Lateness still counted as on time (event-loop jitter), as PacerConfig.max_late_s.
     max_late_s: float = 0.015
 
     def __post_init__(self) -> None:
-        if not self.delay_s >= 0:
-            raise ValueError(f"delay_s={self.delay_s} must be >= 0")
-        if not self.max_late_s >= 0:
-            raise ValueError(f"max_late_s={self.max_late_s} must be >= 0")
+        for name in ("delay_s", "grow_s", "max_late_s"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.max_delay_s is not None and not self.max_delay_s >= self.delay_s:
+            raise ValueError(f"max_delay_s={self.max_delay_s} must be >= delay_s={self.delay_s}")
 
 
 class Playout:
@@ -122,11 +131,11 @@ class Playout:
 
     Media time ``m`` (seconds of stream: a frame's number / fps, an audio sample's number / rate) plays at
     ``base + m``. The first item plays ``delay_s`` after it arrived; an item that arrives later than its time
-    (an underrun: the track waited for it) moves ``base`` so that it plays ``delay_s`` after its arrival, for
-    both tracks at once.
-    So between underruns the voice is continuous and each block's sound plays with its frames, and a block
-    may be up to ``delay_s`` late without a gap; an underrun is one gap in both. Timestamps (``pts``) follow
-    the play times: contiguous between underruns, jumping by the gap at one.
+    (an underrun: the track waited for it) widens the margin by ``grow_s`` (up to ``max_delay_s``) and moves
+    ``base`` so that it plays that margin after its arrival, for both tracks at once. So between underruns
+    the voice is continuous and each block's sound plays with its frames, and a block may be up to the margin
+    late without a gap; an underrun is one gap in both. Timestamps (``pts``) follow the play times:
+    contiguous between underruns, jumping by the gap at one.
     """
 
     def __init__(self, config: PlayoutConfig) -> None:
@@ -136,6 +145,7 @@ class Playout:
         self.underruns = 0
         self.gap_s = 0.0  # play time added by underruns
         self.late: deque[tuple[float, float]] = deque(maxlen=32)  # (media time, lateness) of recent underruns
+        self.delay_s = config.delay_s  # the margin now
 
     def due(self, media_t: float) -> float | None:
         """Wall time at which ``media_t`` plays; None before the first item."""
@@ -147,10 +157,11 @@ class Playout:
         lay ready catches up instead (the receiver's jitter buffer takes a short burst; a gap it would not)."""
         cfg = self.config
         if self.base is None:
-            self.base = now + cfg.delay_s - media_t
+            self.base = now + self.delay_s - media_t
             self.start = self.base + media_t
         elif waited and now - (self.base + media_t) > cfg.max_late_s:
-            shift = now + cfg.delay_s - media_t - self.base
+            self.delay_s = min(self.delay_s + cfg.grow_s, max(cfg.max_delay_s or 0.0, cfg.delay_s))
+            shift = now + self.delay_s - media_t - self.base
             self.late.append((round(media_t, 3), round(now - (self.base + media_t), 3)))
             self.base += shift
             self.underruns += 1

@@ -289,13 +289,15 @@ class SessionManager:
     async def open_engine_session(self, spec: ModelSpec, *, seed: int, prompt: str | None,
                                   webrtc: bool) -> EngineSession:
         loop = asyncio.get_running_loop()
-        # Avatars over WebRTC queue a block more: the margin of the voice's jitter buffer (pacing.Playout).
+        # Avatars over WebRTC may queue blocks more: the margin of the voice's jitter buffer (pacing.Playout).
         ahead = self.settings.ahead_blocks + (VOICE_AHEAD_BLOCKS if webrtc and spec.speech_in is not None else 0)
         buf = OutputBuffer(loop, fps=spec.fps, frames_per_block=spec.frames_per_block,
                            max_age_s=self.settings.max_frame_age_s, ahead_blocks=ahead,
                            webrtc=webrtc, on_consumed=self.engine.wake)
         es = EngineSession(id="s-" + secrets.token_hex(6), model=spec.name, seed=seed, prompt=prompt, buffer=buf,
                            max_pending_actions=self.settings.max_pending_actions, avatar=spec.avatar_input())
+        if ahead > self.settings.ahead_blocks:  # the voice's room is for a live voice; silence keeps the usual lead
+            es.avatar.hold_idle(buf.queued, self.settings.ahead_blocks * spec.frames_per_block)
         await asyncio.wrap_future(self.engine.open(es))
         return es
 

@@ -49,7 +49,7 @@ class PacedVideoTrack(MediaStreamTrack):
         self.pacer = Pacer(PacerConfig(period_s=1.0 / fps, clock_rate=VIDEO_CLOCK))
         self.playout = playout  # avatars: the clock shared with the voice (pacing.Playout), else the pacer
         self.next_frame = 0  # avatars: the stream's number of the next frame (a dropped frame leaves its time)
-        self.schedule: deque[tuple[float, int]] = deque(maxlen=4000)  # avatars: (media time s, pts) per frame
+        self.schedule: deque[tuple[float, int]] = deque(maxlen=4000)  # (media time s, pts) of recent frames
         self.time_base = fractions.Fraction(1, VIDEO_CLOCK)
         self.sent = 0
         # (pts, ready, handed) of recent frames, monotonic seconds: for benchmarks and debugging.
@@ -61,6 +61,7 @@ class PacedVideoTrack(MediaStreamTrack):
         try:
             if self.playout is None:
                 item, pts, now, due = await paced(self.pacer, self.buffer.next_video)
+                self.schedule.append((item.frame_no / self.fps, pts))
             else:
                 item, due, _ = await played(self.playout, self.next_frame / self.fps, self.buffer.next_video)
                 if item.frame_no > self.next_frame:  # frames dropped as stale keep their time: it plays at its own
@@ -95,16 +96,18 @@ class PacedAudioTrack(MediaStreamTrack):
         # instead of playing silence while a block is late.
         self.playout = playout
         self.next_sample = 0  # avatars: the stream position of the next sample
-        self.schedule: deque[tuple[float, int]] = deque(maxlen=4000)  # avatars: (media time s, pts) per 20 ms
+        self.schedule: deque[tuple[float, int]] = deque(maxlen=4000)  # (media time s, pts) of recent sound
+        self.taken = 0  # samples taken from the buffer (the media time of the sound, without the playout)
 
-    async def _pcm(self) -> np.ndarray:
+    async def _pcm(self) -> tuple[np.ndarray, int | None]:
         if self.buffer.closed:
             raise BufferClosed()
         pcm = self.buffer.take_pcm(AUDIO_SAMPLES)
         if pcm is None:
             self.silent_frames += 1
-            return self._silence
-        return pcm.reshape(1, -1)  # [n, 2] -> [1, n*2] interleaved s16
+            return self._silence, None
+        self.taken += AUDIO_SAMPLES
+        return pcm.reshape(1, -1), self.taken - AUDIO_SAMPLES  # [n, 2] -> [1, n*2] interleaved s16
 
     async def _voice(self) -> tuple[np.ndarray, int]:
         pcm, first = await self.buffer.next_pcm(AUDIO_SAMPLES)
@@ -115,7 +118,9 @@ class PacedAudioTrack(MediaStreamTrack):
             raise MediaStreamError
         try:
             if self.playout is None:
-                pcm, pts, _, _ = await paced(self.pacer, self._pcm)
+                (pcm, first), pts, _, _ = await paced(self.pacer, self._pcm)
+                if first is not None:
+                    self.schedule.append((first / WEBRTC_RATE, pts))
             else:
                 (pcm, first), play, _ = await played(self.playout, self.next_sample / WEBRTC_RATE, self._voice)
                 if first > self.next_sample:  # samples dropped in the buffer: these play at their own time
@@ -318,10 +323,12 @@ def _attach(app, pc: RTCPeerConnection, spec, es, address: str) -> ServerSession
     state = {"channel": None}
     inbox: asyncio.Queue = asyncio.Queue(maxsize=app.settings.message_burst * 2)
     playout = None
-    if spec.speech_in is not None:  # avatars: the voice and the face on one clock, with a jitter margin of the
-        # room the buffer's extra block gives but one frame (3 frames, 0.19 s, for the avatar preset): the
-        # sound that runs into the next block must find that block generated, so the margin leaves it room.
-        playout = Playout(PlayoutConfig(delay_s=(VOICE_AHEAD_BLOCKS * spec.frames_per_block - 1) / spec.fps))
+    if spec.speech_in is not None:  # avatars: the voice and the face on one clock, with a jitter margin of a
+        # block less a frame (0.19 s for the avatar preset), a frame wider after each underrun up to the room
+        # the buffer's extra blocks give less a frame (0.44 s; pacing.VOICE_AHEAD_BLOCKS)
+        fpb, fps = spec.frames_per_block, spec.fps
+        playout = Playout(PlayoutConfig(delay_s=(fpb - 1) / fps, grow_s=1 / fps,
+                                        max_delay_s=(VOICE_AHEAD_BLOCKS * fpb - 1) / fps))
     video = PacedVideoTrack(es.buffer, spec.fps, app.metrics, playout)
     audio = PacedAudioTrack(es.buffer, playout)
     kinds = {t.kind for t in pc.getTransceivers()}

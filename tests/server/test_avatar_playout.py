@@ -102,3 +102,44 @@ def test_playout_config_refuses_negative_values():
         PlayoutConfig(delay_s=-0.1)
     with pytest.raises(ValueError, match="max_late_s=-1"):
         PlayoutConfig(max_late_s=-1)
+
+
+def test_each_underrun_widens_the_margin_up_to_its_bound():
+    """A source that falls further behind in steps (a loaded machine, a voice in bursts): a step later than
+    the margin is an underrun and buys a frame more margin (0.19 s -> 0.44 s at most); a step within the
+    margin is absorbed without a gap."""
+    cfg = PlayoutConfig(delay_s=3 / FPS, grow_s=1 / FPS, max_delay_s=7 / FPS)
+    behind = [0.0] * 4 + [0.3] * 4 + [0.55] * 4 + [0.75] * 4 + [1.0] * 4  # seconds behind real time, per block
+    sim = Sim([b * BLOCK_S + late for b, late in enumerate(behind)])
+    playout = Playout(cfg)
+    play(sim, playout, [i * CHUNK_S for i in range(int((len(behind) - 1) * BLOCK_S / CHUNK_S))])
+    # 0.3 behind: a gap (margin 0.19), then blocks play 0.3 + 0.25 behind; 0.55 behind: in time; 0.75: a gap
+    # (margin 0.31), blocks play 1.06 behind; 1.0 behind: in time.
+    assert [m for m, _ in playout.late] == [1.0, 3.0]
+    assert playout.underruns == 2 and playout.delay_s == pytest.approx(5 / FPS)
+    bounded = Playout(cfg)
+    for k in range(20):
+        bounded.arrived(k * BLOCK_S, 100.0 * (k + 1))  # ever later
+    assert bounded.underruns == 19 and bounded.delay_s == pytest.approx(7 / FPS)
+
+
+def test_without_a_live_voice_the_voice_room_stays_empty():
+    """``AvatarInput.hold_idle``: the extra blocks a WebRTC avatar buffer may hold are for a live voice's
+    margin; on silence the engine keeps the usual lead (4 frames here), so a voice that starts does not wait
+    behind pre-generated silence. A live voice is gated by its speech as before."""
+    from types import SimpleNamespace
+
+    from streamgen.server.avatar_input import AvatarInput
+
+    now = [0.0]
+    queued = [0]
+    avatar = AvatarInput(sample_rate=16000, samples_per_frame=2000, frames_per_block=2, radius=2, clock=lambda: now[0])
+    avatar.hold_idle(lambda: queued[0], 4)
+    session = SimpleNamespace(speech=SimpleNamespace(buffered_samples=lambda: 0))
+    assert avatar.ready(session)
+    queued[0] = 4
+    assert not avatar.ready(session)  # silence: no more than the usual lead
+    avatar.push(np.zeros(8000, np.float32))  # 0.5 s of a live voice: (2 + 2) latent frames of speech
+    assert avatar.ready(session)  # the voice may use the room
+    now[0] = 1.0  # the voice went quiet (LIVE_GAP_S): the usual lead again
+    assert not avatar.ready(session)
