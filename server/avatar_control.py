@@ -1,7 +1,8 @@
 """A session's avatar messages (docs/protocol.md): binary speech PCM, ``say`` and ``reference``, checked and
 handed to its :class:`~.avatar_input.AvatarInput`. Every fault is a typed ProtocolError or error message;
 ``say`` runs espeak-ng off the event loop (``streamgen.speech_synth``: a process per utterance, stopped at
-``SAY_TIMEOUT_S``), at most one per session at a time."""
+``SAY_TIMEOUT_S``), at most one per session at a time. Over WebRTC the voice is the peer's audio track
+(``read_microphone``)."""
 from __future__ import annotations
 
 import asyncio
@@ -9,6 +10,9 @@ import concurrent.futures
 import logging
 from typing import Awaitable, Callable
 
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioResampler
 from streamgen.speech_synth import say
 from streamgen_client import protocol as P
 
@@ -86,3 +90,27 @@ class AvatarControl:
         for task in (self.task, self.decoding):
             if task is not None:
                 task.cancel()
+
+
+async def read_microphone(track: MediaStreamTrack, avatar: AvatarInput, wake) -> None:
+    """Feed an avatar session the client's audio track (its microphone): every frame resampled to mono at
+    the speech-in rate. Audio beyond the session's lead (a client sending faster than real time) is dropped."""
+    resampler = AudioResampler(format="s16", layout="mono", rate=avatar.rate)
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        try:
+            outs = resampler.resample(frame)
+        except Exception as e:  # noqa: BLE001 - a frame PyAV cannot convert (a hostile peer's): skipped
+            log.debug("microphone frame skipped: %s: %s", type(e).__name__, e)
+            resampler = AudioResampler(format="s16", layout="mono", rate=avatar.rate)
+            continue
+        for out in outs:
+            pcm = out.to_ndarray().reshape(-1).astype(np.float32) / 32768.0  # [1, n] s16 -> [n]
+            try:
+                avatar.push(pcm)
+            except AudioFull:
+                log.debug("microphone audio over the session's lead: dropped")
+        wake()

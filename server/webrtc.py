@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 from streamgen_client import protocol as P
 
-from .avatar_input import AudioFull, AvatarInput
+from .avatar_control import read_microphone
 from .buffer import WEBRTC_RATE, BufferClosed, OutputBuffer
 from .pacing import VOICE_AHEAD_BLOCKS, Pacer, PacerConfig, Playout, PlayoutConfig, paced, played, replay
 from .security import check_origin, check_token
@@ -134,30 +134,6 @@ class PacedAudioTrack(MediaStreamTrack):
         frame = AudioFrame.from_ndarray(pcm, format="s16", layout="stereo")
         frame.sample_rate, frame.pts, frame.time_base = WEBRTC_RATE, pts, self.time_base
         return frame
-
-
-async def read_microphone(track: MediaStreamTrack, avatar: AvatarInput, wake) -> None:
-    """Feed an avatar session the client's audio track (its microphone): every frame resampled to mono at
-    the speech-in rate. Audio beyond the session's lead (a client sending faster than real time) is dropped."""
-    resampler = AudioResampler(format="s16", layout="mono", rate=avatar.rate)
-    while True:
-        try:
-            frame = await track.recv()
-        except MediaStreamError:
-            return
-        try:
-            outs = resampler.resample(frame)
-        except Exception as e:  # noqa: BLE001 - a frame PyAV cannot convert (a hostile peer's): skipped
-            log.debug("microphone frame skipped: %s: %s", type(e).__name__, e)
-            resampler = AudioResampler(format="s16", layout="mono", rate=avatar.rate)
-            continue
-        for out in outs:
-            pcm = out.to_ndarray().reshape(-1).astype(np.float32) / 32768.0  # [1, n] s16 -> [n]
-            try:
-                avatar.push(pcm)
-            except AudioFull:
-                log.debug("microphone audio over the session's lead: dropped")
-        wake()
 
 
 def _error(status: int, code: str, message: str, metrics, headers: dict | None = None, **kw) -> JSONResponse:
