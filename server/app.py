@@ -95,9 +95,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     def block_done(model: str, info) -> None:  # engine thread
         state.metrics.block_done(model, info.step_s)
 
-    def batch_done(model: str, sessions: int, step_s: float) -> None:  # engine thread, once per batched step
+    def batch_done(model: str, sessions: int, step_s: float, joining: int) -> None:  # engine thread, once per batched step
         if state.manager is not None:
-            state.manager.capacity.observe(model, step_s, sessions)
+            state.manager.capacity.observe(model, step_s, sessions, joining)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -12,7 +12,9 @@ For each session count it starts a fresh server in this process (uvicorn on a fr
 - ``admitted`` / ``measured_capacity`` / ``engine_batches``: with ``--admission measured`` (the default)
   the server admits by its measured capacity (server/capacity.py), so a count it cannot keep at frame
   rate shows as fewer admitted sessions; the engine's batch sizes (size -> steps) show the batching;
-  ``in_server_slowdown``: how much slower the streaming steps ran than the warm-up's;
+  ``batch_ms`` is admission's estimate per batch size at the end (the median of the recent steady steps
+  where that size streamed, else the warm-up's step times ``in_server_slowdown``, how much slower the
+  streaming steps ran than the warm-up's), ``warmup_batch_ms`` the warm-up's own step times;
 - with ``--server-process``: ``cpu_cores``, the cores the server process and the clients' process used
   over the measured seconds, and ``load_avg``, the machine's 1-minute load average at their start and end
   (what else ran: on a shared machine say it with every number).
@@ -143,7 +145,8 @@ def run_scenario_subprocess(model: str, sessions: int, seconds: float, device: s
                   sessions=sessions, seconds=seconds, model_fps=spec["fps"], frame=f"{spec['width']}x{spec['height']}",
                   block_ms=snap["block_ms"], server="subprocess", admission="measured" if measured else "fixed",
                   measured_capacity=spec["measured_capacity"], batch_ms=spec["batch_ms"],
-                  in_server_slowdown=spec.get("in_server_slowdown"), engine_batches=snap["engine_batches"])
+                  warmup_batch_ms=spec.get("warmup_batch_ms"), in_server_slowdown=spec.get("in_server_slowdown"),
+                  engine_batches=snap["engine_batches"])
     return result
 
 
@@ -199,7 +202,8 @@ def run_scenario(model: str, sessions: int, seconds: float, device: str | None, 
     result.update(model=model, sessions=sessions, seconds=seconds, model_fps=spec.fps,
                   frame=f"{spec.width}x{spec.height}", block_ms=snap["block_ms"], server="in-process",
                   admission="measured" if measured else "fixed", measured_capacity=capacity["measured_capacity"],
-                  batch_ms=capacity["batch_ms"], in_server_slowdown=capacity["in_server_slowdown"],
+                  batch_ms=capacity["batch_ms"], warmup_batch_ms=capacity["warmup_batch_ms"],
+                  in_server_slowdown=capacity["in_server_slowdown"],
                   engine_batches={str(k): n for k, n in sorted(state.engine.batches.items())})
     return result
 

@@ -109,7 +109,7 @@ class Engine:
 
     def __init__(self, pipelines: dict[str, Any], *, device: str, on_block_metrics: Callable | None = None,
                  idle_wait_s: float = 0.1, max_batch: int | None = None,
-                 on_batch: Callable[[str, int, float], None] | None = None, ride_along: bool = True) -> None:
+                 on_batch: Callable[[str, int, float, int], None] | None = None, ride_along: bool = True) -> None:
         self.pipelines = pipelines
         self.device = device
         self._sessions: list[EngineSession] = []
@@ -124,7 +124,9 @@ class Engine:
             raise ValueError(f"max_batch={max_batch}: must be >= 1 (or None: all due sessions of a model)")
         self.max_batch = max_batch
         self.ride_along = ride_along  # a model's sessions with room for a block join its due ones (docstring)
-        self._on_batch = on_batch  # (model, sessions, seconds) after every batched step, on the engine thread
+        # (model, sessions, seconds, joining) after every batched step, on the engine thread; joining: how many
+        # of its sessions made their first block in it (a step that shares the CPU with their start-up)
+        self._on_batch = on_batch
         self.steps = 0  # blocks generated
         self.batches: Counter[int] = Counter()  # batch size -> batched steps of that size
 
@@ -316,7 +318,8 @@ class Engine:
         """Count one batched step of ``len(done)`` sessions and hand each its block."""
         self.batches[len(done)] += 1
         if self._on_batch is not None:
-            self._notify(lambda n: self._on_batch(model, n, step_s), len(done))
+            joining = sum(1 for (es, *_), _chunk in done if es.blocks == 0)
+            self._notify(lambda n: self._on_batch(model, n, step_s, joining), len(done))
         for (es, actions, _, applied_seq), chunk in done:
             self._deliver(es, actions, applied_seq, chunk, step_s, len(done))
 

@@ -72,6 +72,9 @@ def test_due_sessions_step_in_one_batch_with_their_own_input():
     assert first[1].applied_seq == 4 and list(s1.action_log)[0]["key"] == "KeyW" and not s0.action_log
     assert s2.session is None  # closed at stop
     assert ("tiny", 3) == engine.batch_log[0][:2] and engine.batch_log[0][2] > 0
+    # Each step tells admission how many of its sessions made their first block (joining steps are not
+    # counted as steady ones, server/capacity.py): all three in the first step, none afterwards.
+    assert engine.batch_log[0][3] == 3 and all(b[3] == 0 for b in engine.batch_log[1:])
 
 
 def test_max_batch_splits_a_round():

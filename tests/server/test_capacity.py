@@ -152,3 +152,49 @@ def test_streaming_slower_than_the_warm_up_lowers_the_capacity_of_sizes_seen_onl
         cap.observe("m", 0.13, 3)
     assert cap.slowdown("m") == pytest.approx(1.0, abs=0.01)
     assert cap.sessions_for("m") == 4
+
+
+def test_a_joining_sessions_first_block_and_one_slow_step_do_not_set_the_estimate():
+    """Issue 18: with `world` in the server, one session's first block took 221 ms (its connection's
+    set-up shared the CPU) against 72 ms in the warm-up, and the moving average of the slowdown started at
+    that step (3.07x), so the third and fourth sessions were refused while the steady steps of two ran at
+    0.8-0.9x their warm-up. Joining steps are not counted, the warm-up's times stand until three steady
+    steps were seen, and one slow step among steady ones moves nothing."""
+    from streamgen.server.capacity import Capacity, StreamShape
+
+    shape = StreamShape(fps=15.0, frames_per_block=4)  # budget 0.8 x 267 ms = 213 ms
+    cap = Capacity({"m": shape}, utilization=0.8, override=None)
+    for k, s in {1: 0.072, 2: 0.126, 4: 0.207, 8: 0.409}.items():  # the warm-up's steps (that run)
+        cap.seed("m", s, k)
+    cap.observe("m", 0.221, 1, joining=1)  # the first session's first block
+    assert cap.slowdown("m") == 1.0 and cap.batch_s("m")[1] == pytest.approx(0.072)
+    cap.observe("m", 0.099, 1)  # its second block, during the next client's set-up: one step is no median
+    assert cap.slowdown("m") == 1.0 and cap.batch_s("m")[1] == pytest.approx(0.072)
+    assert cap.admits(["m"], "m")
+    cap.observe("m", 0.173, 2, joining=1)  # the second session's first block
+    steady = [0.110, 0.103, 0.246, 0.118, 0.116]  # steady steps of two, one of them slow
+    for s in steady:
+        cap.observe("m", s, 2)
+    assert cap.batch_s("m")[2] == pytest.approx(0.116)  # their median
+    ratios = sorted([0.099 / 0.072] + [s / 0.126 for s in steady])  # every steady step over its warm-up
+    assert cap.slowdown("m") == pytest.approx((ratios[2] + ratios[3]) / 2)  # their median: 0.93
+    assert cap.admits(["m"] * 2, "m") and cap.admits(["m"] * 3, "m")  # four fit: 0.207 x 0.93 < 0.213
+    assert cap.describe("m")["warmup_batch_ms"] == {"1": 72.0, "2": 126.0, "4": 207.0, "8": 409.0}
+
+
+def test_a_lasting_slowdown_after_a_joining_step_still_refuses_what_does_not_fit():
+    """The rule stays honest: steady steps of two at 1.2x their warm-up put four over the budget within
+    half a window of steps, whatever the joining step measured."""
+    from streamgen.server.capacity import Capacity, StreamShape
+
+    cap = Capacity({"m": StreamShape(fps=15.0, frames_per_block=4)}, utilization=0.8, override=None)
+    for k, s in {1: 0.072, 2: 0.126, 4: 0.207, 8: 0.409}.items():
+        cap.seed("m", s, k)
+    cap.observe("m", 0.05, 2, joining=2)  # a fast joining step: not counted either
+    for _ in range(Capacity.WINDOW // 2 + 1):
+        cap.observe("m", 0.126 * 1.2, 2)
+    assert cap.slowdown("m") == pytest.approx(1.2)  # four: 0.207 x 1.2 = 0.248 > 0.213
+    assert cap.admits(["m"] * 2, "m") and not cap.admits(["m"] * 3, "m")
+    for _ in range(Capacity.WINDOW):  # the machine quietens: the window forgets the slow steps
+        cap.observe("m", 0.126, 2)
+    assert cap.slowdown("m") == pytest.approx(1.0) and cap.admits(["m"] * 3, "m")
