@@ -22,3 +22,41 @@ def test_cpu_seconds_follow_work_and_the_shares_count_cores():
     assert 0.5 <= shares["cpu_cores"]["server"] <= os.cpu_count() + 0.1
     assert len(shares["load_avg"]) == 2 and all(v >= 0 for v in shares["load_avg"])
     assert cpu_seconds(-1) is None  # no such process: no number rather than an error
+
+
+def test_the_readiness_wait_polls_over_one_connection():
+    """Issue 18: the bench polled /readyz with a new httpx client every 0.1 s (an SSL context each, about
+    22 ms of CPU), a fifth of a core taken from the server's warm-up on this 2-core machine. Now one client
+    and one kept-alive connection serve every poll."""
+    import http.server
+    import threading
+
+    from streamgen.server.bench import wait_ready
+
+    seen = {"connections": 0, "requests": 0}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+
+        def setup(self):
+            seen["connections"] += 1
+            super().setup()
+
+        def do_GET(self):
+            seen["requests"] += 1
+            status = 200 if seen["requests"] > 5 else 503  # ready at the sixth poll
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        polls = wait_ready(f"http://127.0.0.1:{server.server_address[1]}", poll_s=0.01)
+    finally:
+        server.shutdown()
+    assert polls == 6 and seen["requests"] == 6
+    assert seen["connections"] == 1
