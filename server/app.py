@@ -22,7 +22,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from . import avatar_identities, webrtc, ws
+from . import audio_level, avatar_identities, webrtc, ws
 from .engine import Engine
 from .metrics import Metrics
 from .security import HostGuard, check_token, install_log_redaction
@@ -91,6 +91,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     state = AppState(settings=settings)
 
     install_log_redaction()
+    audio_level.install()  # aiortc's per-packet audio level in numpy (server/audio_level.py)
 
     def block_done(model: str, info) -> None:  # engine thread
         state.metrics.block_done(model, info.step_s)
