@@ -128,8 +128,10 @@ def main(argv: list[str] | None = None) -> None:
         cores[name] = cores.get(name, 0.0) + (c - cpu0.get(tid, 0.0)) / wall
     out, _ = bench.communicate(timeout=seconds + 120)
     result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
-    print(json.dumps({"bench": result, "window_s": round(wall, 1), "load_avg": [round(load0, 2), round(os.getloadavg()[0], 2)],
-                      "thread_cores": {k: round(v, 3) for k, v in sorted(cores.items(), key=lambda kv: -kv[1]) if v >= 0.001},
+    busiest = sorted(cores.items(), key=lambda kv: -kv[1])
+    print(json.dumps({"bench": result, "window_s": round(wall, 1),
+                      "load_avg": [round(load0, 2), round(os.getloadavg()[0], 2)],
+                      "thread_cores": {k: round(v, 3) for k, v in busiest if v >= 0.001},
                       "server_cores": round(sum(cores.values()), 3)}))
 
 

@@ -96,7 +96,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     def block_done(model: str, info) -> None:  # engine thread
         state.metrics.block_done(model, info.step_s)
 
-    def batch_done(model: str, sessions: int, step_s: float, joining: int) -> None:  # engine thread, once per batched step
+    def batch_done(model: str, sessions: int, step_s: float, joining: int) -> None:  # engine thread, every step
         if state.manager is not None:
             state.manager.capacity.observe(model, step_s, sessions, joining)
 

@@ -22,7 +22,8 @@ def test_the_numpy_level_equals_aiortcs_on_every_kind_of_frame():
               np.ones((960, 2), np.int16)]  # one step above silence
     for scale in (1, 10, 300, 3000, 12000, 40000):
         frames.append(np.clip(rng.standard_normal((960, 2)) * scale, -32768, 32767).astype(np.int16))
-    frames.append(np.clip(np.sin(np.arange(960) / 7.0)[:, None] * 20000 * np.array([1.0, -0.5]), -32768, 32767).astype(np.int16))
+    tone = np.sin(np.arange(960) / 7.0)[:, None] * 20000 * np.array([1.0, -0.5])  # [960, 2]
+    frames.append(np.clip(tone, -32768, 32767).astype(np.int16))
     levels = set()
     for pcm in frames:
         frame = _frame(pcm)
