@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from . import audio_level, avatar_identities, webrtc, ws
+from .capacity import warmup_estimate
 from .engine import Engine
 from .metrics import Metrics
 from .security import HostGuard, check_token, install_log_redaction
@@ -121,8 +122,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                     if settings.max_batch is not None and k > settings.max_batch:
                         continue
                     times = await asyncio.to_thread(state.engine.warmup, name, settings.warmup_blocks, k)
-                    # The fastest step: the first ones pay lazy initialisation, not what streams will.
-                    state.manager.capacity.seed(name, min(times), k)
+                    state.manager.capacity.seed(name, warmup_estimate(times), k)
             state.warmup_s = time.perf_counter() - t1
             state.ready = True
             state.metrics.ready.set(1)

@@ -6,7 +6,8 @@ sessions takes ``step_s(k)`` and whose blocks play for ``frames_per_block / fps`
 ``load = step_s(k) * fps / frames_per_block`` of that thread for those ``k`` streams. Streams stay
 real-time while the loads of all models' admitted sessions sum to at most ``utilization`` (< 1 leaves
 room for jitter). ``step_s(k)`` is measured, never assumed to be ``k x step_s(1)``: the warm-up times
-batches of a few sizes (``seed``, 1, 2, 4 and 8 sessions by default), then the median of the recent
+batches of a few sizes (``seed``, 1, 2, 4 and 8 sessions by default; ``warmup_estimate``: the median of
+each size's steps but the first), then the median of the recent
 steps per batch size follows the steps the engine takes while streaming (``observe``), so a machine that
 gets busier admits fewer new sessions. Steps while streaming are slower than the warm-up's (the encoders, the
 transports and the clients share the CPU; the warm-up ran alone), so a size seen only in the warm-up is
@@ -74,6 +75,15 @@ def step_seconds(batch_s: dict[int, float], sessions: int, max_batch: int | None
         return batch_s[lo] + (batch_s[hi] - batch_s[lo]) * (sessions - lo) / (hi - lo)
     nearest = max(below) if below else min(above)
     return batch_s[nearest] * sessions / nearest
+
+
+def warmup_estimate(step_s: list[float]) -> float:
+    """A batch size's step time from the warm-up's steps of it (seconds, in order; not empty): the median of
+    all but the first (the first of a new batch size pays lazy initialisation and new shapes). The median,
+    not the fastest, so that the warm-up's number is the same statistic as the streaming estimate it is
+    compared with (``observe``); one step caught by the machine's other work moves neither."""
+    steady = step_s[1:] or step_s
+    return statistics.median(steady)
 
 
 def measured_capacity(batch_s: dict[int, float] | None, shape: StreamShape, utilization: float,

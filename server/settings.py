@@ -46,8 +46,10 @@ class ServerSettings(BaseSettings):
     extra_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # None: CUDA when present, else CPU (streamgen.pipeline.default_device).
     device: str | None = None
-    # Blocks generated (and dropped) at start-up so the first user does not pay for lazy init / compile.
-    warmup_blocks: int = 2
+    # Blocks generated (and dropped) at start-up so the first user does not pay for lazy init / compile;
+    # for admission the median of each batch size's steps but the first is its step time (capacity.py):
+    # 6, so that one step caught by the machine's other work does not set it (2 used to).
+    warmup_blocks: int = 6
     # --- the GPU path (docs/serving.md). None: "sdpa", which runs everywhere; "triton" is the rolling-cache
     # kernel (CUDA, or the CPU under TRITON_INTERPRET=1); `streamgen info` lists what is installed.
     attention: str | None = None
